@@ -1,0 +1,99 @@
+"""The `disha-bench` command.
+
+    disha-bench run suites/smoke.yaml [--out DIR] [--set KEY=VALUE ...] [--only GLOB] [--nproc N] [--fresh]
+    disha-bench validate suites/smoke.yaml
+    disha-bench list {methods,tasks,models}
+    disha-bench report results/smoke
+    disha-bench check results/smoke --baseline suites/baselines/smoke.json
+    disha-bench eval-code samples.jsonl
+
+Exit codes: 0 success, 1 some run failed, diverged or regressed, 2 bad input (one-line error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from disha_bench.errors import UserError
+
+# Subcommands that live beside the code they drive; each module has register(subparsers).
+PLUGGED_COMMANDS = ("disha_bench.report", "disha_bench.check", "disha_bench.eval_code")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="disha-bench", description="Benchmark DiSHA adapters (Bone, Bat) against LoRA and its variants.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="fine-tune every method on every task of a suite", description="Run a suite: task x method x seed runs under DeepSpeed ZeRO.")
+    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("--out", help="results folder (default results/<suite name>)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a suite key by its dotted path, e.g. training.lr=1e-4 (repeatable)")
+    run.add_argument("--only", action="append", default=[], metavar="GLOB", help="run only runs whose id or task/method matches (repeatable)")
+    run.add_argument("--nproc", type=int, default=1, help="ranks on this machine (torchrun; gloo on CPU, NCCL on GPUs)")
+    run.add_argument("--hostfile", help="DeepSpeed hostfile for several machines (uses the deepspeed launcher)")
+    run.add_argument("--fresh", action="store_true", help="re-run everything; earlier results are moved to <out>/.superseded/")
+    run.add_argument("--data-dir", help="folder with local datasets (default $DISHA_BENCH_DATA)")
+    run.set_defaults(func=_run)
+
+    validate = sub.add_parser("validate", help="check a suite file without loading any model")
+    validate.add_argument("suite")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.set_defaults(func=_validate)
+
+    listing = sub.add_parser("list", help="list registered methods, tasks or models")
+    listing.add_argument("what", choices=["methods", "tasks", "models"])
+    listing.set_defaults(func=_list)
+
+    for module_name in PLUGGED_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # a subcommand module still being written
+        module.register(sub)
+    return parser
+
+
+def _run(args) -> int:
+    from disha_bench.runner import command_line, run_suite
+
+    return run_suite(
+        args.suite, out=args.out, overrides=args.overrides, only=args.only, nproc=args.nproc,
+        hostfile=args.hostfile, fresh=args.fresh, data_dir=args.data_dir, command=command_line(),
+    )
+
+
+def _validate(args) -> int:
+    from disha_bench.suite import expand_runs, load_suite
+
+    suite, _ = load_suite(args.suite, args.overrides)
+    runs = expand_runs(suite)
+    print(f"{args.suite}: ok ({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds = {len(runs)} runs)")
+    return 0
+
+
+def _list(args) -> int:
+    module = importlib.import_module(f"disha_bench.{args.what}")
+    print(module.describe())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The suite runner: expand a suite into runs, skip finished ones, launch each run, write the report.
+
+    disha-bench run suites/smoke.yaml
+    disha-bench run suites/nlg.yaml --nproc 8 --set training.max_steps=500 --only 'gsm8k-bone-*'
+
+Each run is a separate process (or a torchrun / deepspeed-launcher group): a crash or an
+out-of-memory in one run cannot take the suite down, and peak-memory figures belong to one run.
+A run's result file appears only when the run ends (atomic rename), so a suite interrupted by
+Ctrl-C or SIGKILL resumes where it stopped and never touches a finished result.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from disha_bench import distributed
+from disha_bench.errors import UserError
+from disha_bench.results import FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result
+from disha_bench.suite import Suite, expand_runs, load_suite, method_table
+
+WORKER_MODULE = "disha_bench.training"
+
+
+def run_suite(
+    suite_path: str,
+    out: str | None = None,
+    overrides: list[str] = (),
+    only: list[str] = (),
+    nproc: int = 1,
+    hostfile: str | None = None,
+    fresh: bool = False,
+    data_dir: str | None = None,
+    command: str = "",
+) -> int:
+    """Run every selected run of the suite; 0 when all succeeded, 1 when some failed or diverged."""
+    suite, _ = load_suite(suite_path, list(overrides))
+    if nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {nproc}")
+    if hostfile and not Path(hostfile).is_file():
+        raise UserError("hostfile not found", file=hostfile)
+    world = _hostfile_slots(hostfile) if hostfile else nproc
+    runs = [r for r in expand_runs(suite, world) if _selected(r, only)]
+    if not runs:
+        raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
+    results_dir = Path(out) if out else Path("results") / suite.name
+    if fresh:
+        _set_aside(results_dir)
+    table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
+    data_dir = _data_dir(data_dir)
+
+    outcomes: list[str] = []
+    for index, run in enumerate(runs, 1):
+        result_path = results_dir / f"{run['run_id']}.json"
+        previous = read_result(result_path)
+        if previous is not None and previous.run.status in FINAL_STATUSES:
+            print(f"[{index}/{len(runs)}] {run['run_id']}: {previous.run.status}, skipped", flush=True)
+            outcomes.append(previous.run.status)
+            continue
+        print(f"[{index}/{len(runs)}] {run['run_id']}: starting", flush=True)
+        spec = {
+            **run,
+            "methods_table": table,
+            "convergence": suite.convergence.model_dump(),
+            "result_path": str(result_path.resolve()),
+            "adapter_dir": str((results_dir / "adapters" / run["run_id"]).resolve()) if suite.output.save_adapter else None,
+            "data_dir": data_dir,
+            "command": command,
+        }
+        status = _launch(spec, results_dir, nproc, hostfile)
+        outcomes.append(status)
+        print(f"[{index}/{len(runs)}] {run['run_id']}: {status}", flush=True)
+
+    if suite.output.report:
+        _write_report(suite, results_dir, command)
+    failed = [s for s in outcomes if s != "complete"]
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
+    return 1 if failed else 0
+
+
+def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str | None) -> str:
+    """Start one run's worker(s), stream its progress lines, and make sure a result file exists."""
+    work = results_dir / ".runs"
+    work.mkdir(parents=True, exist_ok=True)
+    spec_path = work / f"{spec['run_id']}.spec.json"
+    write_json_atomic(spec_path, spec)
+    log_path = work / f"{spec['run_id']}.log"
+    cmd = distributed.launch_command(WORKER_MODULE, [str(spec_path.resolve())], nproc, hostfile)
+    started = time.time()
+    with open(log_path, "w") as log:
+        # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=distributed.launch_env(nproc), start_new_session=True,
+        )
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if line.startswith("[disha]"):
+                    print("   " + line.rstrip(), flush=True)
+            proc.wait()
+        except BaseException:
+            _kill_tree(proc)
+            raise
+    result = read_result(Path(spec["result_path"]))
+    if result is not None and result.run.finished_at >= datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"):
+        return result.run.status
+    # The worker died before writing (killed, out of memory, a rank crashed): record why.
+    tail = _last_lines(log_path, 3)
+    info = RunInfo(
+        run_id=spec["run_id"], suite=spec["suite"], task=spec["task"]["name"], method=spec["method"]["label"],
+        seed=spec["seed"], status=FAILED, error=f"worker exited with code {proc.returncode}: {tail}",
+        config={k: spec[k] for k in ("model", "task", "method", "training", "evaluation", "seed", "world_size")},
+        wall_time_s=time.time() - started, world_size=spec["world_size"],
+    )
+    write_result(Path(spec["result_path"]), RunResult(run=info))
+    return FAILED
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _last_lines(path: Path, count: int) -> str:
+    lines = [l.strip() for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    return " | ".join(lines[-count:])[-600:]
+
+
+def _selected(run: dict[str, Any], patterns: list[str]) -> bool:
+    """--only matches the run id or `task/method` (e.g. 'gsm8k/bone', '*/lora*', 'sst2-*-s0-*')."""
+    if not patterns:
+        return True
+    names = (run["run_id"], f"{run['task']['name']}/{run['method']['label']}")
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
+
+
+def _set_aside(results_dir: Path) -> None:
+    """--fresh: earlier results are moved, never deleted."""
+    existing = list(results_dir.glob("*.json"))
+    if not existing:
+        return
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = results_dir / ".superseded" / stamp
+    target.mkdir(parents=True, exist_ok=True)
+    for path in existing:
+        path.rename(target / path.name)
+    print(f"--fresh: {len(existing)} earlier results moved to {target}", flush=True)
+
+
+def _hostfile_slots(hostfile: str) -> int:
+    slots = 0
+    for line in Path(hostfile).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+        slots += int(fields.get("slots", 1))
+    if slots == 0:
+        raise UserError("no hosts in the hostfile; expected lines like 'node1 slots=8'", file=hostfile)
+    return slots
+
+
+def _data_dir(cli_value: str | None) -> str | None:
+    value = cli_value or os.environ.get("DISHA_BENCH_DATA")
+    if value and not Path(value).is_dir():
+        raise UserError(f"data directory '{value}' does not exist", key="--data-dir" if cli_value else "DISHA_BENCH_DATA")
+    return str(Path(value).resolve()) if value else None
+
+
+def _write_report(suite: Suite, results_dir: Path, command: str) -> None:
+    from disha_bench.report import write_report
+
+    path = write_report(results_dir, Path("reports") / f"{suite.name}.md", command=command,
+                        targets=suite.convergence.targets, ema=suite.convergence.ema)
+    print(f"report: {path}", flush=True)
+
+
+def command_line() -> str:
+    return "disha-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])

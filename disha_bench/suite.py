@@ -1,0 +1,323 @@
+"""The suite file: a typed schema, loading with one-line errors, `--set` overrides, expansion into runs.
+
+    disha-bench validate suites/smoke.yaml
+
+A suite expands into runs = task x method x seed. Each run's id is derived from its resolved
+configuration, so editing one method re-runs only that method's runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from disha_bench.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class ModelConfig(_Strict):
+    name: str
+    """A packaged short name (`disha-bench list models`), a hub id (`meta-llama/Llama-2-7b-hf`) or a local directory."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype the base weights are loaded in; training precision is `training.precision`."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+
+
+class TaskConfig(BaseModel):
+    # Extra keys are the task's own options, checked against the task's `options` in `validate_suite`.
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    """Registered task name (`disha-bench list tasks`)."""
+    train_limit: Optional[int] = Field(None, gt=0)
+    """Use at most this many training examples (a seeded random subset); null for all."""
+    eval_limit: Optional[int] = Field(None, gt=0)
+    """Evaluate on at most this many examples (a seeded random subset); null for all."""
+    sample_seed: int = 0
+    """Seed of the subsets above: the same for every run, so all methods and seeds see the same data."""
+    source: Literal["auto", "hub", "local"] = "auto"
+    """Where the data comes from: `local` files (data_files or the data directory), the `hub`, or
+    `auto` (local when found, else the hub)."""
+    data_files: Optional[dict[str, str]] = None
+    """Explicit local files by split (`train`, `eval`), in the dataset's original format."""
+
+
+class MethodConfig(BaseModel):
+    # Extra keys are the method's own parameters (r, alpha, target_modules, match_params, ...),
+    # checked by disha_bench.methods.validate_params.
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    """Registered method name (`disha-bench list methods`)."""
+    label: Optional[str] = None
+    """Name of this entry in results and leaderboards; defaults to `name`. Needed when one method
+    appears twice with different parameters."""
+
+
+class TrainingConfig(_Strict):
+    max_steps: int = Field(100, gt=0)
+    """Optimizer steps: the training budget."""
+    lr: float = Field(2e-4, gt=0)
+    """Peak learning rate."""
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    """Decay after warm-up, to zero at max_steps (constant: no decay)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps from zero to lr."""
+    batch_size: int = Field(4, gt=0)
+    """Micro-batch per rank; the global batch is batch_size x grad_accum x ranks."""
+    grad_accum: int = Field(1, gt=0)
+    """Gradient-accumulation micro-batches per optimizer step."""
+    max_length: int = Field(512, gt=0)
+    """Training sequences are truncated to this many tokens."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Training precision (DeepSpeed mixed precision for bf16/fp16). fp16 needs CUDA."""
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """DeepSpeed ZeRO stage."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    grad_clip: Optional[float] = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value; null for no clipping."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    divergence_factor: float = Field(4.0, gt=1)
+    """A run stops as diverged when its loss is NaN/inf or above this multiple of its first loss."""
+    deepspeed: dict[str, Any] = Field(default_factory=dict)
+    """Free-form DeepSpeed config merged (recursively) over the generated one."""
+
+
+class EvaluationConfig(_Strict):
+    enabled: bool = True
+    """Evaluate the task metric after training."""
+    batch_size: int = Field(16, gt=0)
+    """Examples per forward / generate call."""
+    max_new_tokens: int = Field(256, gt=0)
+    """Generation budget per example."""
+    num_fewshot: int = Field(0, ge=0)
+    """Worked examples before each question (generation tasks)."""
+
+
+class ConvergenceConfig(_Strict):
+    targets: list[Union[float, str]] = Field(default_factory=list)
+    """Target losses: absolute values (0.5) or relative ones ("final:lora" = the final loss of lora's
+    runs on the same task). Steps and tokens to reach each one are recorded."""
+    ema: float = Field(0.9, ge=0, lt=1)
+    """Smoothing factor of the exponential moving average applied to the loss curve."""
+
+
+class OutputConfig(_Strict):
+    save_adapter: bool = False
+    """Save each run's adapter (PEFT format; the full model for `full`) beside its result file."""
+    report: bool = True
+    """Write the markdown leaderboard at the end of `disha-bench run`."""
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Suite name: the results folder and report are named after it."""
+    description: str = ""
+    """Free text shown in the report header."""
+    model: ModelConfig
+    """The base model every run fine-tunes."""
+    tasks: list[TaskConfig] = Field(min_length=1)
+    """Tasks to train and evaluate on."""
+    methods: list[MethodConfig] = Field(min_length=1)
+    """Methods to compare, each a name plus its parameters."""
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    """Budget and optimisation settings shared by every run."""
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1)
+    """One run per seed for each task x method."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """Evaluation settings."""
+    convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
+    """Convergence targets and smoothing."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    """What to write besides the result files."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[Suite, dict[str, Any]]:
+    """Read, override and validate a suite file; returns the suite and its raw (overridden) mapping."""
+    path = Path(path)
+    file = str(path)
+    if not path.exists():
+        raise UserError("file not found", file=file)
+    if path.is_dir():
+        raise UserError("is a directory; expected a suite YAML file", file=file)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise UserError(f"{where}not valid YAML ({getattr(err, 'problem', None) or err})", file=file) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read ({err})", file=file) from None
+    if raw is None:
+        raise UserError("the file is empty; expected a mapping with name, model, tasks and methods", file=file)
+    if not isinstance(raw, dict):
+        raise UserError(f"top level is a {type(raw).__name__}; expected a mapping", file=file)
+    for item in overrides:
+        apply_override(raw, item, file)
+    return validate_suite(raw, file), raw
+
+
+def apply_override(raw: dict, item: str, file: str) -> None:
+    """Apply one `--set a.b.c=value` (value parsed as YAML; list items by index: methods.0.r=8)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=1e-4", file=file)
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), file, create=True)
+    last = parts[-1]
+    parsed = yaml.safe_load(value) if value.strip() else None
+    if isinstance(node, list):
+        _child(node, last, key, file, create=False)
+        node[int(last)] = parsed
+    else:
+        node[last] = parsed
+
+
+def _child(node: Any, part: str, where: str, file: str, create: bool) -> Any:
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise UserError(f"--set: no list item {part!r} (the list has {len(node)})", file=file, key=where)
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise UserError("--set: not a mapping, cannot set a key under it", file=file, key=where)
+    if part not in node or node[part] is None:
+        if not create:
+            raise UserError("--set: no such key", file=file, key=where)
+        node[part] = {}
+    return node[part]
+
+
+def validate_suite(raw: dict, file: str) -> Suite:
+    """Schema validation, then names and parameters against the registries (no model is loaded)."""
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(_describe_error(first), file=file, key=_key_path(first["loc"])) from None
+    _check_names(suite, file)
+    if suite.training.precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
+    return suite
+
+
+def _check_names(suite: Suite, file: str) -> None:
+    from disha_bench import methods, models, tasks
+
+    models.check_name(suite.model.name, file=file, key="model.name")
+    for i, task_cfg in enumerate(suite.tasks):
+        key = f"tasks[{i}]"
+        task = tasks.get(task_cfg.name, file=file, key=f"{key}.name")
+        for extra, value in (task_cfg.model_extra or {}).items():
+            if extra not in task.options:
+                choices = list(task.options) + list(TaskConfig.model_fields)
+                from disha_bench.errors import did_you_mean
+
+                raise UserError(f"unknown key for task '{task.name}'; {did_you_mean(extra, choices)}", file=file, key=f"{key}.{extra}")
+            expected = type(task.options[extra])
+            if task.options[extra] is not None and not isinstance(value, expected):
+                raise UserError(f"expected {expected.__name__}, got {value!r}", file=file, key=f"{key}.{extra}")
+    labels = [m.label or m.name for m in suite.methods]
+    for i, method_cfg in enumerate(suite.methods):
+        key = f"methods[{i}]"
+        methods.REGISTRY.get(method_cfg.name, file=file, key=f"{key}.name")
+        params = dict(method_cfg.model_extra or {})
+        methods.validate_params(method_cfg.name, params, file=file, key=key)
+        target = params.get("match_params")
+        if target is not None and target not in labels:
+            from disha_bench.errors import did_you_mean
+
+            raise UserError(f"no method labelled '{target}' in this suite; {did_you_mean(str(target), labels)}", file=file, key=f"{key}.match_params")
+    duplicates = {label for label in labels if labels.count(label) > 1}
+    if duplicates:
+        raise UserError(f"method label '{sorted(duplicates)[0]}' appears twice; give one entry a distinct `label`", file=file, key="methods")
+    tasks_seen = [t.name for t in suite.tasks]
+    if len(set(tasks_seen)) != len(tasks_seen):
+        raise UserError("a task appears twice", file=file, key="tasks")
+    if len(set(suite.seeds)) != len(suite.seeds):
+        raise UserError("seeds repeat", file=file, key="seeds")
+
+
+def _key_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("int", "float", "str") or re.fullmatch(r"literal\[.*\]|function-.*", str(part)):
+            continue  # pydantic adds the union branch to the location
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _describe_error(error: dict) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    got = error.get("input")
+    shown = json.dumps(got) if isinstance(got, (int, float, str, bool, type(None))) else type(got).__name__
+    return f"{message[0].lower()}{message[1:]} (got {shown})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion into runs
+
+
+def expand_runs(suite: Suite, world_size: int = 1) -> list[dict[str, Any]]:
+    """One resolved run configuration per task x method x seed, each with a stable `run_id`."""
+    from disha_bench import methods, tasks
+
+    runs = []
+    for task_cfg in suite.tasks:
+        task = tasks.get(task_cfg.name)
+        task_resolved = {**task.options, **task_cfg.model_dump()}
+        for method_cfg in suite.methods:
+            params = methods.validate_params(method_cfg.name, dict(method_cfg.model_extra or {}))
+            label = method_cfg.label or method_cfg.name
+            for seed in suite.seeds:
+                config = {
+                    "model": suite.model.model_dump(),
+                    "task": copy.deepcopy(task_resolved),
+                    "method": {"name": method_cfg.name, "label": label, "params": params},
+                    "training": suite.training.model_dump(),
+                    "evaluation": suite.evaluation.model_dump(),
+                    "seed": seed,
+                    "world_size": world_size,
+                }
+                digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+                run_id = f"{task_cfg.name}-{label}-s{seed}-{digest}"
+                runs.append({"run_id": run_id, "suite": suite.name, **config})
+    return runs
+
+
+def method_table(suite: Suite) -> dict[str, tuple[str, dict]]:
+    """label -> (method name, validated params): what parameter matching needs."""
+    from disha_bench import methods
+
+    return {
+        (m.label or m.name): (m.name, methods.validate_params(m.name, dict(m.model_extra or {})))
+        for m in suite.methods
+    }

@@ -1,0 +1,173 @@
+"""What a task is: where its examples come from, how they become training batches, how it is scored.
+
+A task is a small class with class attributes and five methods; the runner calls them in order:
+
+    train, evaluation = task.load(config, data_dir)          # raw records (dicts)
+    features = [task.encode(r, tokenizer, max_length) for r in train]
+    batch = collate(features, pad_id)                          # shared, below
+    predictions = task.predict(model, tokenizer, evaluation_shard, eval_cfg)   # every rank its shard
+    metrics = task.score(all_predictions)                      # rank 0
+
+Two kinds of model head exist: `causal_lm` (generation tasks, loss on the answer tokens only) and
+`sequence_classification` (NLU: a classification or regression head on an encoder or a decoder).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from disha_bench.errors import UserError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class EvalSettings:
+    """The evaluation knobs a task's `predict` receives (the suite's `evaluation` section)."""
+
+    batch_size: int = 16
+    """Examples per forward / generate call."""
+    max_new_tokens: int = 256
+    """Generation budget per example."""
+    num_fewshot: int = 0
+    """Worked examples put before each question (generation tasks that support it)."""
+    synced_gpus: bool = False
+    """Set by the runner under ZeRO-3 with several ranks: every rank must keep calling forward."""
+
+
+class Task:
+    """Base class: subclasses set the class attributes and implement load/encode/predict/score."""
+
+    name: ClassVar[str]
+    """Registry name used in suites."""
+    head: ClassVar[str] = "causal_lm"
+    """`causal_lm` or `sequence_classification`."""
+    num_labels: ClassVar[int] = 0
+    """Classes of a classification head; 1 means regression; 0 for causal LM tasks."""
+    primary_metric: ClassVar[str]
+    """Headline metric reported in leaderboards (higher is better)."""
+    description: ClassVar[str] = ""
+    """One line for `disha-bench list tasks`."""
+    options: ClassVar[dict[str, Any]] = {}
+    """Task-specific suite keys and their defaults, beyond the common TaskConfig fields."""
+
+    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
+        """(train records, evaluation records), already limited and shuffled with the config's seed."""
+        raise NotImplementedError
+
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict[str, Any]:
+        """One training feature: `input_ids` (list) and `labels` (list for causal LM, number for heads)."""
+        raise NotImplementedError
+
+    def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
+        """One JSON-serialisable prediction per record, in order (must include what `score` needs)."""
+        raise NotImplementedError
+
+    def score(self, predictions: list[dict]) -> dict[str, float]:
+        """Metrics over all predictions; must contain `primary_metric`."""
+        raise NotImplementedError
+
+
+def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> dict[str, list[int]]:
+    """Causal-LM feature with the loss on the answer (and EOS) only; truncated from the right."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        answer_ids = answer_ids + [tokenizer.eos_token_id]
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+        prompt_ids = [tokenizer.bos_token_id] + prompt_ids
+    input_ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def encode_text_classification(tokenizer, text: str | tuple[str, str], label: float | int, max_length: int) -> dict:
+    """Feature for a classification/regression head: one text or a sentence pair."""
+    pair = (text,) if isinstance(text, str) else tuple(text)
+    ids = tokenizer(*pair, truncation=True, max_length=max_length)["input_ids"]
+    return {"input_ids": ids, "labels": label}
+
+
+def collate(features: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a list of features into tensors (labels padded with IGNORE_INDEX)."""
+    width = max(len(f["input_ids"]) for f in features)
+    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for i, f in enumerate(features):
+        input_ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        attention_mask[i, : len(f["input_ids"])] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    first = features[0]["labels"]
+    if isinstance(first, list):
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        for i, f in enumerate(features):
+            labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
+        batch["labels"] = labels
+    else:
+        dtype = torch.float if isinstance(first, float) else torch.long
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
+    return batch
+
+
+def subsample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """A seeded random subset of at most `limit` records (all of them, shuffled, when limit is None)."""
+    records = list(records)
+    random.Random(seed).shuffle(records)
+    return records[:limit] if limit is not None else records
+
+
+@torch.no_grad()
+def classify(model, tokenizer, texts: Sequence, settings: EvalSettings, regression: bool) -> list[float]:
+    """Batched forward of a sequence-classification model: class ids, or scores for regression."""
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[float] = []
+    for start in range(0, len(texts), settings.batch_size):
+        chunk = texts[start : start + settings.batch_size]
+        pairs = [(t,) if isinstance(t, str) else tuple(t) for t in chunk]
+        firsts = [p[0] for p in pairs]
+        seconds = [p[1] for p in pairs] if len(pairs[0]) == 2 else None
+        enc = tokenizer(firsts, seconds, padding=True, truncation=True, max_length=512, return_tensors="pt")
+        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float()
+        outputs += logits[:, 0].tolist() if regression else logits.argmax(-1).tolist()
+    return outputs
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, stop: Sequence[str] = ()) -> list[str]:
+    """Batched greedy generation with left padding; each output is cut at the first stop string."""
+    model.eval()
+    device = next(model.parameters()).device
+    saved_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts: list[str] = []
+    try:
+        for start in range(0, len(prompts), settings.batch_size):
+            enc = tokenizer(list(prompts[start : start + settings.batch_size]), return_tensors="pt", padding=True)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model.generate(
+                **enc,
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                synced_gpus=settings.synced_gpus,
+            )
+            for row in out[:, enc["input_ids"].shape[1] :]:
+                texts.append(cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop))
+    finally:
+        tokenizer.padding_side = saved_side
+    return texts
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def check_label(value: Any, allowed: Sequence, file: str, line: int) -> None:
+    if value not in allowed:
+        raise UserError(f"line {line}: unexpected label {value!r}; expected one of {list(allowed)}", file=file)

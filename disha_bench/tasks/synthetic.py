@@ -1,0 +1,114 @@
+"""Generated tasks for the smoke suite: no download, no data directory, learnable in a few steps.
+
+`synthetic-sentiment` is NLU-style (a two-class head); `synthetic-arith` is NLG-style (short
+arithmetic word problems answered in GSM8K's `#### n` format and scored by exact match).
+The data is generated from a fixed seed, so every run of every method sees the same examples.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Sequence
+
+from disha_bench.tasks import register
+from disha_bench.tasks.base import (
+    EvalSettings,
+    Task,
+    classify,
+    encode_prompt_answer,
+    encode_text_classification,
+    generate,
+    subsample,
+)
+
+_POSITIVE = "great wonderful delightful brilliant charming superb moving clever joyful stunning".split()
+_NEGATIVE = "dull awful boring clumsy tedious dreadful bland painful messy shallow".split()
+_SUBJECTS = "the film|this movie|the plot|the acting|the ending|the soundtrack|the script|the cast".split("|")
+_TEMPLATES = ["{s} was {a}", "{s} felt {a} and {b}", "honestly , {s} is {a}", "i found {s} {a}"]
+
+
+def _sentiment_records(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = _POSITIVE if label else _NEGATIVE
+        text = rng.choice(_TEMPLATES).format(s=rng.choice(_SUBJECTS), a=rng.choice(words), b=rng.choice(words))
+        records.append({"text": text, "label": label})
+    return records
+
+
+@register
+class SyntheticSentiment(Task):
+    name = "synthetic-sentiment"
+    head = "sequence_classification"
+    num_labels = 2
+    primary_metric = "accuracy"
+    description = "generated two-class sentiment sentences (smoke test, offline)"
+    options = {"train_size": 512, "eval_size": 128}
+
+    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
+        train = _sentiment_records(config["train_size"], seed=1)
+        evaluation = _sentiment_records(config["eval_size"], seed=2)
+        seed = config["sample_seed"]
+        return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
+
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+        return encode_text_classification(tokenizer, record["text"], record["label"], max_length)
+
+    def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
+        predicted = classify(model, tokenizer, [r["text"] for r in records], settings, regression=False)
+        return [{"label": r["label"], "prediction": int(p)} for r, p in zip(records, predicted)]
+
+    def score(self, predictions: list[dict]) -> dict[str, float]:
+        correct = sum(p["label"] == p["prediction"] for p in predictions)
+        return {"accuracy": correct / max(len(predictions), 1)}
+
+
+def _arith_records(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n):
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        question = f"Tom has {a} apples and buys {b} more. How many apples does he have now?"
+        records.append({"question": question, "answer": f"He has {a} + {b} = {a + b} apples.\n#### {a + b}"})
+    return records
+
+
+_FINAL = re.compile(r"####\s*(-?[\d,]+)")
+
+
+def _final_number(text: str) -> str | None:
+    match = _FINAL.search(text)
+    return match.group(1).replace(",", "") if match else None
+
+
+@register
+class SyntheticArith(Task):
+    name = "synthetic-arith"
+    head = "causal_lm"
+    primary_metric = "exact_match"
+    description = "generated addition word problems in GSM8K format (smoke test, offline)"
+    options = {"train_size": 512, "eval_size": 32}
+
+    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
+        train = _arith_records(config["train_size"], seed=1)
+        evaluation = _arith_records(config["eval_size"], seed=2)
+        seed = config["sample_seed"]
+        return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
+
+    @staticmethod
+    def prompt(record: dict) -> str:
+        return f"Question: {record['question']}\nAnswer:"
+
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+        return encode_prompt_answer(tokenizer, self.prompt(record), " " + record["answer"], max_length)
+
+    def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
+        outputs = generate(model, tokenizer, [self.prompt(r) for r in records], settings, stop=["\n\n", "Question:"])
+        return [{"target": _final_number(r["answer"]), "output": o} for r, o in zip(records, outputs)]
+
+    def score(self, predictions: list[dict]) -> dict[str, float]:
+        hits = sum(_final_number(p["output"]) == p["target"] for p in predictions)
+        return {"exact_match": hits / max(len(predictions), 1)}

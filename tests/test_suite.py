@@ -1,0 +1,131 @@
+"""Suite files: bad input gives one line naming file, key and expectation (exit 2); run ids are stable."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from disha_bench.cli import main
+from disha_bench.suite import expand_runs, load_suite
+
+GOOD = {
+    "name": "t",
+    "model": {"name": "tiny-llama"},
+    "tasks": [{"name": "synthetic-sentiment", "train_limit": 16}],
+    "methods": [{"name": "lora", "r": 4}, {"name": "bone", "r": 16}, {"name": "bat", "r": 16}],
+    "training": {"max_steps": 2, "batch_size": 2},
+    "seeds": [0, 1],
+}
+
+
+def _with(path: str, value):
+    """GOOD with the dotted `path` set to `value` (list items by index)."""
+    suite = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = suite
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return yaml.safe_dump(suite)
+
+
+BAD_SUITES = [
+    # (id, file content or None for "no file", fragments the error must contain)
+    ("empty", "", ["empty"]),
+    ("not-yaml", "name: [unclosed\n", ["not valid YAML"]),
+    ("top-level-list", "- a\n- b\n", ["top level is a list", "expected a mapping"]),
+    ("unknown-key", _with("training.max_step", 3), ["training.max_step", "unknown key"]),
+    ("unknown-top-key", _with("sedes", [1]), ["sedes", "unknown key"]),
+    ("wrong-type", _with("training.lr", "fast"), ["training.lr", "fast"]),
+    ("negative-steps", _with("training.max_steps", -5), ["training.max_steps", "greater than 0"]),
+    ("zero-batch", _with("training.batch_size", 0), ["training.batch_size", "greater than 0"]),
+    ("zero-stage-5", _with("training.zero_stage", 5), ["training.zero_stage", "5"]),
+    ("unknown-precision", _with("training.precision", "fp8"), ["training.precision", "fp8"]),
+    ("seed-not-int", _with("seeds", [0, 1.5]), ["seeds[1]", "integer"]),
+    ("seed-string", _with("seeds", ["one"]), ["seeds[0]", "integer"]),
+    ("unknown-method", _with("methods.1.name", "bonee"), ["methods[1].name", "did you mean 'bone'"]),
+    ("unknown-task", _with("tasks.0.name", "synthetic-sentimnt"), ["tasks[0].name", "did you mean 'synthetic-sentiment'"]),
+    ("unknown-task-option", _with("tasks.0.train_sise", 3), ["tasks[0].train_sise", "did you mean 'train_size'"]),
+    ("unknown-model", _with("model.name", "tiny-lama"), ["model.name", "did you mean 'tiny-llama'"]),
+    ("missing-model-dir", _with("model.name", "./no/such/dir"), ["model.name", "does not exist"]),
+    ("negative-rank", _with("methods.0.r", -4), ["methods[0].r"]),
+    ("unknown-method-param", _with("methods.0.rank", 4), ["methods[0].rank"]),
+    ("match-unknown-label", _with("methods.0.match_params", "bonne"), ["methods[0].match_params", "bone"]),
+    ("missing-methods", yaml.safe_dump({k: v for k, v in GOOD.items() if k != "methods"}), ["methods", "missing"]),
+]
+
+
+@pytest.mark.parametrize("content,fragments", [case[1:] for case in BAD_SUITES], ids=[case[0] for case in BAD_SUITES])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_suite_is_one_line_exit_2_and_touches_nothing(tmp_path, capsys, content, fragments, command):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(content)
+    out = tmp_path / "out"
+    argv = [command, str(suite)] + (["--out", str(out)] if command == "run" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith(f"error: {suite}: "), err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert not out.exists()
+
+
+def test_fp16_on_cpu_is_rejected(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid where CUDA exists")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(_with("training.precision", "fp16"))
+    assert main(["validate", str(suite)]) == 2
+    assert "training.precision: fp16 needs CUDA" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["missing.yaml", "."])
+def test_missing_file_and_directory(tmp_path, capsys, target):
+    path = tmp_path / target
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and ("not found" in err or "directory" in err)
+
+
+def test_set_overrides_and_bad_set(tmp_path, capsys):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump(GOOD))
+    loaded, _ = load_suite(suite, ["training.lr=1e-4", "methods.0.r=8", "seeds=[3]"])
+    assert loaded.training.lr == 1e-4 and loaded.methods[0].model_extra["r"] == 8 and loaded.seeds == [3]
+    assert main(["validate", str(suite), "--set", "training.zero_stage=7"]) == 2
+    assert "training.zero_stage" in capsys.readouterr().err
+    assert main(["validate", str(suite), "--set", "methods.9.r=1"]) == 2
+    assert "methods.9" in capsys.readouterr().err
+
+
+def test_validate_ok_counts_runs(tmp_path, capsys):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump(GOOD))
+    assert main(["validate", str(suite)]) == 0
+    assert "= 6 runs" in capsys.readouterr().out
+
+
+def test_run_ids_are_stable_and_local_to_the_edited_method(tmp_path):
+    suite_path = tmp_path / "s.yaml"
+    suite_path.write_text(yaml.safe_dump(GOOD))
+    before = {r["run_id"] for r in expand_runs(load_suite(suite_path)[0])}
+    again = {r["run_id"] for r in expand_runs(load_suite(suite_path)[0])}
+    after = {r["run_id"] for r in expand_runs(load_suite(suite_path, ["methods.0.r=8"])[0])}
+    assert before == again and len(before) == 6
+    changed = before - after
+    assert len(changed) == 2 and all("-lora-" in run_id for run_id in changed)
+
+
+def test_committed_suites_validate(capsys):
+    from pathlib import Path
+
+    for suite in sorted(Path(__file__).parent.parent.glob("suites/*.yaml")):
+        assert main(["validate", str(suite)]) == 0, capsys.readouterr().err
