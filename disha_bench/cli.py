@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from disha_bench.errors import UserError
@@ -84,6 +85,8 @@ def _list(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # SIGTERM unwinds like Ctrl-C, so the runner stops its worker processes on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -99,7 +99,7 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
         # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=distributed.launch_env(nproc), start_new_session=True,
+            env=distributed.launch_env(nproc), start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             for line in proc.stdout:
@@ -123,6 +123,16 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
     )
     write_result(Path(spec["result_path"]), RunResult(run=info))
     return FAILED
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the runner dies, even by SIGKILL (no orphaned training)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:

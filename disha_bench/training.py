@@ -160,7 +160,7 @@ def train_and_evaluate(spec: dict[str, Any], started: float):
             steps=steps, stopped_at_step=stopped, deepspeed_config=ds_config,
         ),
         evaluation=evaluation,
-        convergence=convergence.summarize(steps, absolute_targets(spec), spec["convergence"]["ema"]),
+        convergence=convergence.summarize(steps, spec["convergence"]["targets"], spec["convergence"]["ema"], budget=train_cfg["max_steps"]),
         memory=Memory(
             device=device.type, train_peak_mb=train_peaks[0][0], train_peak_reserved_mb=train_reserved,
             eval_peak_mb=eval_peak, baseline_mb=train_baseline, per_rank_train_peak_mb=[p[0] for p in train_peaks],
@@ -201,13 +201,8 @@ def resolve_method_params(model, spec: dict[str, Any]) -> tuple[dict[str, Any], 
         params = {k: v for k, v in method["params"].items() if k != "match_params"}
         return params, None
     table = {label: (entry["name"], entry["params"]) for label, entry in spec["methods_table"].items()}
-    resolved = methods.resolve_matching(model, table)[method["label"]]
-    return resolved["params"], resolved["matching"]
-
-
-def absolute_targets(spec: dict[str, Any]) -> list[float]:
-    """Numeric convergence targets; relative ones ("final:lora") need other runs and are resolved by the report."""
-    return [float(t) for t in spec["convergence"]["targets"] if isinstance(t, (int, float))]
+    info = dict(methods.resolve_matching(model, table)[method["label"]])
+    return info.pop("params"), info
 
 
 def train_step(engine, micro_batches: list[dict], step: int, device) -> "StepLog":

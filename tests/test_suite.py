@@ -55,7 +55,7 @@ BAD_SUITES = [
     ("missing-model-dir", _with("model.name", "./no/such/dir"), ["model.name", "does not exist"]),
     ("negative-rank", _with("methods.0.r", -4), ["methods[0].r"]),
     ("unknown-method-param", _with("methods.0.rank", 4), ["methods[0].rank"]),
-    ("match-unknown-label", _with("methods.0.match_params", "bonne"), ["methods[0].match_params", "bone"]),
+    ("match-unknown-label", _with("methods.0", {"name": "lora", "match_params": "bonne"}), ["methods[0].match_params", "bone"]),
     ("missing-methods", yaml.safe_dump({k: v for k, v in GOOD.items() if k != "methods"}), ["methods", "missing"]),
 ]
 

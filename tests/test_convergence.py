@@ -1,0 +1,110 @@
+"""Convergence metrics and seed statistics against hand-computed and scipy values.
+
+    pytest tests/test_convergence.py -q
+"""
+
+import math
+
+import pytest
+from scipy import stats as scipy_stats
+
+from disha_bench import convergence, stats
+from disha_bench.errors import UserError
+from disha_bench.results import StepLog
+
+# A known curve: losses 4, 3, 2, 1, 1, 1, 1, 1; 10 tokens a step; grad norms 1..8.
+LOSSES = [4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+STEPS = [{"step": i + 1, "loss": v, "tokens": 10, "grad_norm": float(i + 1)} for i, v in enumerate(LOSSES)]
+
+
+def test_ema_is_bias_corrected_and_matches_hand_values():
+    # beta 0.5: m1 = 2 -> 2/0.5 = 4; m2 = 1 + 1 = 2 -> 2/0.75; m3 = 1 + 1 = 2 -> 2/0.875
+    assert convergence.smooth([4.0, 2.0, 2.0], 0.5) == pytest.approx([4.0, 2 / 0.75, 2 / 0.875])
+    assert convergence.smooth(LOSSES, 0.0) == LOSSES
+    # A constant curve stays constant (no drag towards zero at the start).
+    assert convergence.smooth([3.0] * 5, 0.9) == pytest.approx([3.0] * 5)
+    with pytest.raises(ValueError):
+        convergence.smooth([1.0], 1.0)
+
+
+def test_summarize_known_curve_unsmoothed():
+    s = convergence.summarize(STEPS, [1.5, 0.5, "final:lora"], ema=0.0)
+    assert [t["step"] for t in s["targets"]] == [4, None, None]
+    assert s["targets"][0]["tokens"] == 40
+    assert s["targets"][2]["spec"] == "final:lora" and s["target_specs"] == [1.5, 0.5, "final:lora"]
+    assert s["curve_area"] == pytest.approx(sum(LOSSES) / 8 / 4.0)  # 0.4375
+    assert s["loss_at_budget"] == {"25%": 3.0, "50%": 1.0, "100%": 1.0}
+    assert s["grad_norm_first"] == 1.0
+    assert s["grad_norm_start_mean"] == pytest.approx(3.0)  # mean of 1..5
+    assert s["first_loss"] == 4.0 and s["final_loss"] == 1.0 and s["min_loss"] == 1.0
+    assert s["definitions"]["ema"] == {"beta": 0.0, "bias_corrected": True, "time_constant_steps": 1.0}
+
+
+def test_summarize_smoothed_target_and_budget():
+    s = convergence.summarize([StepLog(**row, lr=1e-3, step_time_s=0.1) for row in STEPS], [1.5], ema=0.5, budget=16)
+    curve = convergence.smooth(LOSSES, 0.5)
+    assert s["smoothed_loss"] == pytest.approx(curve)
+    # First smoothed value <= 1.5 (the EMA lags the raw curve, which gets there at step 4).
+    assert s["targets"][0]["step"] == next(i + 1 for i, v in enumerate(curve) if v <= 1.5) == 5
+    # Budget 16 but only 8 steps logged: 25% = step 4, 50% = step 8, 100% = not reached.
+    assert s["loss_at_budget"] == {"25%": pytest.approx(curve[3]), "50%": pytest.approx(curve[7]), "100%": None}
+    assert s["curve_area"] == pytest.approx(sum(curve) / 8 / 4.0)
+
+
+def test_summarize_empty_and_nan():
+    assert convergence.summarize([], [1.0], 0.9)["targets"][0]["step"] is None
+    s = convergence.summarize([{"step": 1, "loss": 2.0, "tokens": 1}, {"step": 2, "loss": float("nan"), "tokens": 1}], [], 0.9)
+    assert s["final_loss"] is None and s["curve_area"] is None and s["grad_norm_start_mean"] is None
+
+
+def test_is_diverged():
+    assert convergence.is_diverged(float("nan"), 1.0, 4.0)
+    assert convergence.is_diverged(float("inf"), 1.0, 4.0)
+    assert convergence.is_diverged(4.01, 1.0, 4.0)
+    assert not convergence.is_diverged(3.9, 1.0, 4.0)
+
+
+def _result(method, losses, status="complete"):
+    return {"run": {"method": method, "status": status},
+            "training": {"steps": [{"step": i + 1, "loss": v, "tokens": 1} for i, v in enumerate(losses)]}}
+
+
+def test_resolve_targets():
+    results = [_result("lora", [2.0, 1.0]), _result("lora", [2.0, 0.6]), _result("bone", [2.0, 0.2]),
+               _result("bone", [9.0, 9.0], status="diverged")]
+    got = convergence.resolve_targets([0.5, "final:lora", "min:bone", "final:*", "final:nobody"], results, ema=0.0)
+    assert got[:4] == pytest.approx([0.5, 0.8, 0.2, 0.8]) and len(got) == 5 and got[4] is None
+    # With smoothing, the mean of the final smoothed values of lora's complete runs.
+    expected = (convergence.smooth([2.0, 1.0], 0.5)[-1] + convergence.smooth([2.0, 0.6], 0.5)[-1]) / 2
+    assert convergence.resolve_targets(["final:lora"], results, ema=0.5) == pytest.approx([expected])
+
+
+def test_target_specs_validated():
+    with pytest.raises(UserError, match="expected a loss"):
+        convergence.parse_target("last:lora")
+    with pytest.raises(UserError, match="did you mean 'lora'"):
+        convergence.check_targets([0.5, "final:lorra"], ["lora", "bone"])
+    convergence.check_targets([0.5, "0.3", "final:*", "min:bone"], ["lora", "bone"])
+
+
+def test_aggregate_matches_scipy():
+    values = [1.0, 2.0, 4.0]
+    agg = stats.aggregate(values)
+    low, high = scipy_stats.t.interval(0.95, 2, loc=7 / 3, scale=scipy_stats.sem(values))
+    assert agg["mean"] == pytest.approx(7 / 3)
+    assert agg["std"] == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert (agg["ci_low"], agg["ci_high"]) == pytest.approx((low, high))
+    assert agg["n"] == 3
+
+
+def test_aggregate_small_and_dirty_inputs():
+    assert stats.aggregate([2.5]) == {"mean": 2.5, "std": None, "n": 1, "ci_low": None, "ci_high": None}
+    assert stats.aggregate([])["mean"] is None
+    assert stats.aggregate([None, float("nan"), 1.0, 3.0])["n"] == 2
+
+
+def test_separated():
+    a, b = stats.aggregate([1.0, 1.1, 0.9]), stats.aggregate([5.0, 5.1, 4.9])
+    assert stats.separated(a, b) and stats.separated(b, a)
+    assert not stats.separated(a, stats.aggregate([1.0, 3.0, 2.0]))
+    assert not stats.separated(stats.aggregate([1.0]), b)  # one seed: no interval, no claim
