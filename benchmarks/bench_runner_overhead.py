@@ -40,6 +40,7 @@ def main() -> None:
     from disha_bench.training import deepspeed_config, train_step
 
     torch.manual_seed(0)
+    distributed.skip_cpu_shm_build()
     deepspeed.init_distributed(verbose=False)
     device = torch.device("cpu")
     tokenizer = models.load_tokenizer(args.model)

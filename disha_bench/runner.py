@@ -95,7 +95,7 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
     log_path = work / f"{spec['run_id']}.log"
     cmd = distributed.launch_command(WORKER_MODULE, [str(spec_path.resolve())], nproc, hostfile)
     started = time.time()
-    with open(log_path, "w") as log:
+    with open(log_path, "w", buffering=1) as log:  # line-buffered: tail -f works
         # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

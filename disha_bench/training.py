@@ -56,6 +56,10 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def device_is_cpu() -> bool:
+    return os.environ.get("DS_ACCELERATOR") == "cpu"
+
+
 def log(message: str) -> None:
     if distributed.rank() == 0:
         print(f"{LOG_PREFIX} {message}", flush=True)
@@ -76,6 +80,8 @@ def train_and_evaluate(spec: dict[str, Any], started: float):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if device_is_cpu():
+        distributed.skip_cpu_shm_build()
     deepspeed.init_distributed(verbose=False)
     rank, world = distributed.rank(), distributed.world_size()
     device = torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
