@@ -21,7 +21,12 @@ import yaml
 
 from disha_bench.results import load_results, read_result
 
-pytestmark = pytest.mark.slow
+# Each test starts DeepSpeed workers (tens of seconds each on an idle 2-core machine).
+# Opt-in until they have been verified on CI's machine: DISHA_SLOW_TESTS=1 pytest tests/test_runner.py
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("DISHA_SLOW_TESTS") != "1", reason="multi-process DeepSpeed tests; set DISHA_SLOW_TESTS=1"),
+]
 
 SUITE = {
     "name": "runner-test",
