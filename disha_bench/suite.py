@@ -314,10 +314,7 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list[dict[str, Any]]:
 
 
 def method_table(suite: Suite) -> dict[str, tuple[str, dict]]:
-    """label -> (method name, validated params): what parameter matching needs."""
-    from disha_bench import methods
-
-    return {
-        (m.label or m.name): (m.name, methods.validate_params(m.name, dict(m.model_extra or {})))
-        for m in suite.methods
-    }
+    """label -> (method name, params as written): what parameter matching needs. The params are
+    left unvalidated here because validation fills in a default rank, and a method may not carry
+    both a rank and `match_params`."""
+    return {(m.label or m.name): (m.name, dict(m.model_extra or {})) for m in suite.methods}
