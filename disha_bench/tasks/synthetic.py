@@ -8,10 +8,9 @@ The data is generated from a fixed seed, so every run of every method sees the s
 from __future__ import annotations
 
 import random
-import re
 from typing import Any, Sequence
 
-from disha_bench.tasks import register
+from disha_bench.tasks import gsm8k, register
 from disha_bench.tasks.base import (
     EvalSettings,
     Task,
@@ -76,14 +75,6 @@ def _arith_records(n: int, seed: int) -> list[dict]:
     return records
 
 
-_FINAL = re.compile(r"####\s*(-?[\d,]+)")
-
-
-def _final_number(text: str) -> str | None:
-    match = _FINAL.search(text)
-    return match.group(1).replace(",", "") if match else None
-
-
 @register
 class SyntheticArith(Task):
     name = "synthetic-arith"
@@ -107,8 +98,10 @@ class SyntheticArith(Task):
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
         outputs = generate(model, tokenizer, [self.prompt(r) for r in records], settings, stop=["\n\n", "Question:"])
-        return [{"target": _final_number(r["answer"]), "output": o} for r, o in zip(records, outputs)]
+        return [{"target": gsm8k.reference(r["answer"]), "output": o} for r, o in zip(records, outputs)]
 
     def score(self, predictions: list[dict]) -> dict[str, float]:
-        hits = sum(_final_number(p["output"]) == p["target"] for p in predictions)
+        # GSM8K's strict match (lm-eval's `#### n` filter and normalisation), so smoke numbers
+        # mean what gsm8k's exact_match_strict means.
+        hits = sum(gsm8k.normalize(gsm8k.extract_strict(p["output"])) == p["target"] for p in predictions)
         return {"exact_match": hits / max(len(predictions), 1)}

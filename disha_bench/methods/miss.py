@@ -1,0 +1,122 @@
+"""DiSHA / MiSS methods (PEFT ``MissConfig``): bone, bone-mini, bat.
+
+- bone: ``MissConfig()`` (init_weights=True). D (r, out), zero; dW tiles D^T over the in/r column
+  shards. Trainable per layer: r * out. r <= in_features (a partial last shard is zero-padded).
+- bone-mini: ``init_weights="mini"``. D (r, mini_r) repeated out/mini_r times along the output.
+  Trainable per layer: r * mini_r; out_features must divide by mini_r.
+- bat: ``init_weights="bat"``. D (out/r, r, r), zero; W'_{a,b} = W_{a,b} (I + D_a) + D_a.
+  Trainable per layer: out * r; in and out must both divide by r. ``kernel="efficient"`` (default)
+  swaps PEFT's forward for the recomputing autograd function in ``bat_kernel``; ``kernel="peft"``
+  keeps PEFT's forward (the reference). Parameters, adapter files, merge and unmerge are PEFT's in
+  both cases. PEFT's Bat forward applies no dropout, so bat has no dropout parameter.
+
+The naming trap: what the DiSHA paper v1-v3 and PEFT's first release called "Bone" is today's Bat.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from disha_bench.methods.base import TARGET_MODULES, MethodSpec, ParamSpec, peft_target_modules, rank_param, register
+
+DROPOUT = ParamSpec("dropout", "float", 0.0, "dropout on the adapter's input (PEFT miss_dropout)", minimum=0.0, below=1.0)
+BONE_R = "shard size: D is (r, out_features), shared by the in_features/r input shards (r <= in_features)"
+BAT_R = "block size: D is (out_features/r, r, r), one r x r block per row block; in and out must divide by r"
+MINI_R = ParamSpec(
+    "mini_r",
+    "int",
+    1,
+    "width of the shared block along the output dimension (PEFT mini_r, default 1); D is (r, mini_r), "
+    "out_features must divide by it",
+    positive=True,
+)
+KERNEL = ParamSpec(
+    "kernel",
+    "choice",
+    "efficient",
+    "'efficient': recompute W + dW in backward (memory near Bone's, same results and files as PEFT); "
+    "'peft': PEFT's own forward (keeps the materialised weights for backward)",
+    choices=("efficient", "peft"),
+)
+
+
+def _config(init_weights):
+    def build(params: dict, task_type: str):
+        from peft import MissConfig
+
+        return MissConfig(
+            r=params["r"],
+            miss_dropout=params.get("dropout", 0.0),
+            mini_r=params.get("mini_r", 1),
+            target_modules=peft_target_modules(params["target_modules"]),
+            init_weights=init_weights,
+            task_type=task_type,
+        )
+
+    return build
+
+
+def _bone_check(in_f: int, out_f: int, params: dict) -> Optional[str]:
+    if params["r"] > in_f:
+        return f"bone needs r <= in_features = {in_f}, got r={params['r']}"
+    return None
+
+
+def _mini_check(in_f: int, out_f: int, params: dict) -> Optional[str]:
+    problem = _bone_check(in_f, out_f, params)
+    if problem:
+        return problem.replace("bone", "bone-mini")
+    if out_f % params["mini_r"]:
+        return f"bone-mini needs out_features divisible by mini_r: {out_f} % {params['mini_r']} != 0"
+    return None
+
+
+def _bat_check(in_f: int, out_f: int, params: dict) -> Optional[str]:
+    r = params["r"]
+    if in_f % r or out_f % r:
+        return f"bat needs in_features and out_features divisible by r={r} (r x r blocks)"
+    return None
+
+
+def _bat_after_apply(model, params: dict) -> None:
+    from disha_bench.methods.bat_kernel import is_bat_layer, patch_bat_layers
+
+    if params["kernel"] == "efficient":
+        patch_bat_layers(model)
+    else:
+        for module in model.modules():
+            if is_bat_layer(module):
+                module._z3_leaf = True  # let ZeRO-3 gather the base weight PEFT's forward reads directly
+
+
+bone = register(
+    MethodSpec(
+        name="bone",
+        summary="Bone (MiSS default): D (r, out) shared by the in/r column shards; y = Wx + (sum of input shards) D",
+        params=(rank_param(64, BONE_R), DROPOUT, TARGET_MODULES),
+        build_config=_config(True),
+        module_count=lambda in_f, out_f, p: p["r"] * out_f,
+        check_module=_bone_check,
+    )
+)
+bone_mini = register(
+    MethodSpec(
+        name="bone-mini",
+        summary="Bone-mini (MiSS 'mini'): D (r, mini_r) repeated along the output; fewer parameters",
+        params=(rank_param(64, "shard size along the input (r <= in_features)"), MINI_R, DROPOUT, TARGET_MODULES),
+        build_config=_config("mini"),
+        module_count=lambda in_f, out_f, p: p["r"] * p["mini_r"],
+        check_module=_mini_check,
+    )
+)
+bat = register(
+    MethodSpec(
+        name="bat",
+        summary="Bat (MiSS 'bat', the paper's old 'Bone'): W'_{a,b} = W_{a,b}(I + D_a) + D_a, D (out/r, r, r)",
+        params=(rank_param(64, BAT_R), KERNEL, TARGET_MODULES),
+        build_config=_config("bat"),
+        module_count=lambda in_f, out_f, p: out_f * p["r"],
+        check_module=_bat_check,
+        after_apply=_bat_after_apply,
+    )
+)

