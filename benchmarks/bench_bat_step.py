@@ -150,6 +150,7 @@ def measure(label: str, params: dict, args: argparse.Namespace, device_name: str
         "params": params,
         "trainable": trainable,
         "step_s": statistics.median(times),
+        "best_s": min(times),
         "steps_s": times,
         "peak_mb": peak,
         "baseline_mb": mem.baseline_mb,
@@ -157,7 +158,15 @@ def measure(label: str, params: dict, args: argparse.Namespace, device_name: str
     }
 
 
+def _quiet() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
 def _child(label, params, args, device_name, conn) -> None:
+    _quiet()
     try:
         conn.send(("ok", measure(label, params, args, device_name)))
     except BaseException as err:
@@ -220,7 +229,7 @@ def main(argv=None) -> int:
         res = run_in_process(label, suite[label][1], args, device_name)
         results[label] = res
         shown = {k: v for k, v in res["params"].items() if k in ("r", "kernel")}
-        print(f"  {label:8s} {shown}  trainable {res['trainable']:,}  step {res['step_s']:.3f} s "
+        print(f"  {label:8s} {shown}  trainable {res['trainable']:,}  step median {res['step_s']:.3f} s best {res['best_s']:.3f} s "
               f"(steps {', '.join(f'{t:.2f}' for t in res['steps_s'])})  peak +{res['peak_mb']:.0f} MB "
               f"over {res['baseline_mb']:.0f} MB  loss {res['losses'][0]:.4f} -> {res['losses'][-1]:.4f}", flush=True)
 
@@ -233,10 +242,12 @@ def main(argv=None) -> int:
     checks = [
         ("bat / bone   peak", ratio("bat", "bone", "peak_mb"), "goal <= 1.05"),
         ("bat / bat-peft peak", ratio("bat", "bat-peft", "peak_mb"), ""),
-        ("bat / bat-peft time", ratio("bat", "bat-peft", "step_s"), "must be <= 1.00, goal <= 0.90"),
-        ("bat / bone   time", ratio("bat", "bone", "step_s"), ""),
+        ("bat / bat-peft time", ratio("bat", "bat-peft", "step_s"), "median; must be <= 1.00, goal <= 0.90"),
+        ("bat / bat-peft time", ratio("bat", "bat-peft", "best_s"), "best step"),
+        ("bat / bone   time", ratio("bat", "bone", "step_s"), "median"),
         ("bat-peft / bone peak", ratio("bat-peft", "bone", "peak_mb"), ""),
-        ("bone / lora  time", ratio("bone", "lora", "step_s"), ""),
+        ("bone / lora  time", ratio("bone", "lora", "step_s"), "median"),
+        ("bone / lora  time", ratio("bone", "lora", "best_s"), "best step"),
         ("bone / lora  peak", ratio("bone", "lora", "peak_mb"), ""),
     ]
     print()

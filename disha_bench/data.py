@@ -78,7 +78,11 @@ def load_split(
     """
     what = what or config.get("name", "task")
     source = config.get("source", "auto")
-    explicit = (config.get("data_files") or {}).get(split)
+    files = config.get("data_files") or {}
+    unknown = sorted(set(files) - set(SPLITS))
+    if unknown:  # e.g. `validation:` or `test:` would otherwise be ignored without a word
+        raise UserError(f"unknown split '{unknown[0]}'; expected one of {list(SPLITS)}", key=f"data_files.{unknown[0]}")
+    explicit = files.get(split)
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():

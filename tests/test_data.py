@@ -138,6 +138,11 @@ def test_explicit_data_file_missing_names_it(tmp_path):
         tasks.get("gsm8k").load(cfg, None)
 
 
+def test_unknown_data_files_split_is_an_error(tmp_path):
+    with pytest.raises(UserError, match=r"data_files\.validation: unknown split 'validation'; expected one of \['train', 'eval'\]"):
+        tasks.get("rte").load(config("rte", data_files={"validation": str(tmp_path / "dev.tsv")}), None)
+
+
 def test_local_source_without_files_says_where(tmp_path):
     with pytest.raises(UserError, match=r"set --data-dir or DISHA_BENCH_DATA to a directory holding glue/RTE/train\.tsv"):
         tasks.get("rte").load(config("rte", source="local"), None)

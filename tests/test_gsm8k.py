@@ -175,7 +175,8 @@ def test_stdlib_training_set_is_humaneval_shaped():
     assert len(examples) > 300
     assert len({e["origin"] for e in examples}) == len(examples)
     for e in examples:
-        assert e["prompt"].startswith("def ") and e["prompt"].rstrip().endswith(('"""', "'''"))
+        assert e["prompt"].startswith("def ") and e["prompt"].rstrip()[-1] in "'\""
+        assert not any(stop in "\n" + e["answer"] for stop in code.STOPS)
         assert e["answer"].startswith((" ", "\t")) and e["answer"].strip()
         tree = ast.parse(e["prompt"] + e["answer"])  # prompt + answer is the real function again
         assert isinstance(tree.body[0], ast.FunctionDef)
@@ -197,7 +198,7 @@ def test_humaneval_problems_and_training_sources(monkeypatch):
                 "openai/openai_humaneval": [{**every[0]}]}
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None: hub_rows[path])
     train, problems = task.load(config("humaneval", source="hub"), None)
-    assert train[0]["prompt"].endswith("### Instruction:\nWrite f.\n\n### Response:\n") and problems[0]["task_id"] == "HumanEval/0"
+    assert train[0]["prompt"].endswith("### Instruction:\nWrite f.\n\n### Response:\n") and problems[0]["task_id"] == every[0]["task_id"]
 
 
 def _sandbox_or_skip():

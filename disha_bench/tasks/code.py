@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
-from disha_bench.data import HubSpec, find_local, load_hub, load_split, read_jsonl, require_fields
+from disha_bench.data import HubSpec, find_local, load_split, read_jsonl, require_fields
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
 from disha_bench.tasks.base import EvalSettings, Task, cut_at_stop, encode_prompt_answer, generate, subsample
@@ -85,9 +85,12 @@ def _split_function(fn) -> dict | None:
     if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
         return None
     lines = source.splitlines(keepends=True)
-    prompt, body = "".join(lines[: doc.end_lineno]), "".join(lines[doc.end_lineno :])
+    # Blank lines after the docstring are dropped: a HumanEval completion starts with code.
+    prompt, body = "".join(lines[: doc.end_lineno]), "".join(lines[doc.end_lineno :]).lstrip("\n")
     if len(body.splitlines()) > MAX_BODY_LINES or not body.strip():
         return None
+    if any(stop in "\n" + body for stop in STOPS):
+        return None  # e.g. a column-0 comment: evaluation would cut the completion there
     return {"prompt": prompt, "answer": body.rstrip() + "\n"}
 
 
