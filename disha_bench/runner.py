@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from disha_bench import distributed
+from disha_bench import distributed, worker
 from disha_bench.errors import UserError
 from disha_bench.results import FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result
 from disha_bench.suite import Suite, expand_runs, load_suite, method_table
@@ -56,6 +56,7 @@ def run_suite(
         _set_aside(results_dir)
     table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
     data_dir = _data_dir(data_dir)
+    fork = worker.can_fork(nproc, hostfile)
 
     outcomes: list[str] = []
     for index, run in enumerate(runs, 1):
@@ -65,6 +66,9 @@ def run_suite(
             print(f"[{index}/{len(runs)}] {run['run_id']}: {previous.run.status}, skipped", flush=True)
             outcomes.append(previous.run.status)
             continue
+        if fork and not sys.modules.get("deepspeed"):
+            print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
+            worker.preload()
         print(f"[{index}/{len(runs)}] {run['run_id']}: starting", flush=True)
         spec = {
             **run,
@@ -75,7 +79,7 @@ def run_suite(
             "data_dir": data_dir,
             "command": command,
         }
-        status = _launch(spec, results_dir, nproc, hostfile)
+        status = _launch(spec, results_dir, nproc, hostfile, fork)
         outcomes.append(status)
         print(f"[{index}/{len(runs)}] {run['run_id']}: {status}", flush=True)
 
@@ -86,21 +90,26 @@ def run_suite(
     return 1 if failed else 0
 
 
-def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str | None) -> str:
+def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:
     """Start one run's worker(s), stream its progress lines, and make sure a result file exists."""
     work = results_dir / ".runs"
     work.mkdir(parents=True, exist_ok=True)
     spec_path = work / f"{spec['run_id']}.spec.json"
     write_json_atomic(spec_path, spec)
     log_path = work / f"{spec['run_id']}.log"
-    cmd = distributed.launch_command(WORKER_MODULE, [str(spec_path.resolve())], nproc, hostfile)
+    args, env = [str(spec_path.resolve())], distributed.launch_env(nproc)
     started = time.time()
     with open(log_path, "w", buffering=1) as log:  # line-buffered: tail -f works
-        # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=distributed.launch_env(nproc), start_new_session=True, preexec_fn=_die_with_parent,
-        )
+        if fork:
+            from disha_bench import training
+
+            proc = worker.ForkedWorker(training.main, args, env)
+        else:
+            # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
+            proc = subprocess.Popen(
+                distributed.launch_command(WORKER_MODULE, args, nproc, hostfile), stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, preexec_fn=worker.die_with_parent,
+            )
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -123,16 +132,6 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
     )
     write_result(Path(spec["result_path"]), RunResult(run=info))
     return FAILED
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL when the runner dies, even by SIGKILL (no orphaned training)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:

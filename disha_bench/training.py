@@ -11,6 +11,7 @@ writes the result atomically at the very end, so a killed run leaves no result b
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -113,6 +114,9 @@ def train_and_evaluate(spec: dict[str, Any], started: float):
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
 
     # ---- training loop -------------------------------------------------------------------
+    # The imports left hundreds of thousands of long-lived objects; a full garbage collection
+    # walks them all (seconds on a slow CPU) and would land inside a timed step.
+    gc.freeze()
     memory = PeakMemory(device)
     memory.start()
     train_baseline = memory.baseline_mb
