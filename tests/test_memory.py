@@ -1,0 +1,34 @@
+"""Peak memory on CPU: VmHWM reset per phase, the memory in use before the phase subtracted."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from disha_bench.memory import PeakMemory
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+
+_MB = 2**20
+
+
+def test_cpu_peak_grows_with_batch_size_and_excludes_the_baseline():
+    torch.manual_seed(0)
+    width, layers = 512, 4
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
+    ballast = torch.ones(128 * _MB // 4)  # 128 MB in use before every phase: part of the baseline
+    peaks = {}
+    for batch in (256, 1024, 4096):  # ascending: memory glibc keeps from a phase cannot hide the next
+        memory = PeakMemory(torch.device("cpu"))
+        memory.start()
+        model(torch.randn(batch, width)).square().mean().backward()
+        peaks[batch] = memory.peak_mb()
+        model.zero_grad(set_to_none=True)
+        assert memory.baseline_mb > 128  # the ballast is in the baseline ...
+    activation_mb = 4096 * width * 4 / _MB  # one activation at the largest batch: 8 MB
+    assert peaks[256] < peaks[1024] < peaks[4096]
+    assert peaks[4096] >= 3 * activation_mb  # the layers' saved activations really are counted
+    assert peaks[4096] < 128  # ... and not in the peak
+    assert ballast.sum().item() == 128 * _MB // 4
