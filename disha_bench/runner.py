@@ -66,7 +66,7 @@ def run_suite(
             print(f"[{index}/{len(runs)}] {run['run_id']}: {previous.run.status}, skipped", flush=True)
             outcomes.append(previous.run.status)
             continue
-        if fork and not sys.modules.get("deepspeed"):
+        if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()
         print(f"[{index}/{len(runs)}] {run['run_id']}: starting", flush=True)

@@ -42,11 +42,22 @@ def can_fork(nproc: int, hostfile: str | None) -> bool:
     return torch.version.cuda is None and torch.version.hip is None
 
 
+_preloaded = False
+
+
+def is_preloaded() -> bool:
+    return _preloaded
+
+
 def preload() -> None:
     """Import the training stack once in the runner, before any run forks from it."""
+    global _preloaded
     import gc
     import importlib
 
+    if _preloaded:
+        return
+    _preloaded = True
     os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed picks its accelerator at import
     for module in PRELOADED:
         try:
