@@ -212,6 +212,16 @@ def _jsonl_records(text: str, path: Path) -> Iterator[dict]:
         yield record
 
 
+def read_records(path: Path, fields: Sequence[str]) -> list[dict]:
+    """The records of a JSON Lines file, each with these string fields; an empty file is an error."""
+    records = read_jsonl(path)
+    for record in records:
+        require_fields(record, fields, path)
+    if not records:
+        raise UserError("no records", file=str(path))
+    return records
+
+
 def require_fields(record: dict, names: Sequence[str], path: Path | str) -> None:
     """Every name must be present and a string; the error names the record's line."""
     for name in names:

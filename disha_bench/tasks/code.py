@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
-from disha_bench.data import HubSpec, find_local, load_split, read_jsonl, require_fields
+from disha_bench.data import HubSpec, find_local, load_split, read_records
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
 from disha_bench.tasks.base import EvalSettings, Task, cut_at_stop, encode_prompt_answer, generate, subsample
@@ -95,11 +95,7 @@ def _split_function(fn) -> dict | None:
 
 
 def read_codefeedback(path: Path) -> list[dict]:
-    records = read_jsonl(path)
-    for r in records:
-        require_fields(r, ("query", "answer"), path)
-    if not records:
-        raise UserError("no records", file=str(path))
+    records = read_records(path, ("query", "answer"))
     return [from_codefeedback(r) for r in records]
 
 

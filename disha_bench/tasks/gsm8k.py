@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from disha_bench.data import HubSpec, load_split, read_jsonl, require_fields
+from disha_bench.data import HubSpec, load_split, read_records
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
 from disha_bench.tasks.base import EvalSettings, Task, encode_prompt_answer, generate, subsample
@@ -100,20 +100,12 @@ TRAIN_SOURCES = ("gsm8k", "metamathqa")
 
 
 def read_gsm8k(path: Path) -> list[dict]:
-    records = read_jsonl(path)
-    for r in records:
-        require_fields(r, ("question", "answer"), path)
-    if not records:
-        raise UserError("no records", file=str(path))
+    records = read_records(path, ("question", "answer"))
     return [{"question": r["question"], "answer": r["answer"]} for r in records]
 
 
 def read_metamath(path: Path) -> list[dict]:
-    records = read_jsonl(path)
-    for r in records:
-        require_fields(r, ("query", "response"), path)
-    if not records:
-        raise UserError("no records", file=str(path))
+    records = read_records(path, ("query", "response"))
     return [from_metamath(r) for r in records]
 
 
