@@ -166,6 +166,15 @@ def _tol(tols: dict, kind: str, std: float | None, mean: float) -> float:
     return max(tols["k"] * (std or 0.0), tols[f"{kind}_floor_abs"], tols[f"{kind}_floor_rel"] * abs(mean))
 
 
+def _run_id_note(current: list[str], stored: list[str]) -> str:
+    """Run ids derive from the resolved configuration and seed: say whether the runs compared are the same."""
+    if current == stored:
+        return ""
+    if set(current) <= set(stored):
+        return f"{len(current)} of the baseline's {len(stored)} seeds"
+    return "run ids differ: configuration or seeds changed"
+
+
 def _row(task: str, label: str, metric: str, base: Any, cur: Any, change: str, tol: str, verdict: str, note: str = "") -> dict:
     return {"task": task, "method": label, "metric": metric, "baseline": base, "current": cur,
             "change": change, "tolerance": tol, "verdict": verdict, "note": note}
@@ -189,7 +198,7 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
                              "in the baseline, not in these results (not a failure)"))
             continue
         done = [r for r in runs if r.run.status == COMPLETE]
-        note = "" if sorted(r.run.run_id for r in done) == e.get("run_ids") else "run ids differ: configuration or seeds changed"
+        note = _run_id_note(sorted(r.run.run_id for r in done), e.get("run_ids") or [])
         lost = [r for r in runs if r.run.status != COMPLETE and r.run.seed in e.get("seeds_complete", [])]
         if lost:
             rows.append(_row(task, label, "status", "complete", ", ".join(f"seed {r.run.seed} {r.run.status}" for r in lost),

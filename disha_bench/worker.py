@@ -1,22 +1,30 @@
-"""How a run's worker process starts: a fresh interpreter, or a fork of the preloaded runner.
+"""How a run's worker process starts: a fresh interpreter, or a fork of a preloaded fork server.
 
-Importing torch, DeepSpeed, transformers and PEFT costs more than a smoke run trains: about a
-minute on an idle 2-core machine, five on a busy one. On CPU the runner therefore imports the
-stack once (`preload`) and forks one child per single-process run. The child is still its own
-process - own address space, own session, own peak memory, killed with the runner - it only
-skips the imports. Runs on CUDA and runs with several ranks always start fresh interpreters:
-CUDA cannot be used in a child forked after the parent touched it, and torchrun spawns its own.
+Importing torch, DeepSpeed, transformers and PEFT can cost more than a smoke run trains: seconds
+on an idle machine, minutes on a busy one. On CPU the runner therefore starts the standard
+library's fork server once, with the stack imported (`preload`), and forks one child per
+single-process run from it. The child is still its own process - own address space, own session,
+own peak memory, killed with the runner - it only skips the imports.
+
+Why a fork server and not a fork of the runner: a process forked after its parent ran a parallel
+torch op inherits a dead OpenMP thread pool and can hang in its first parallel region (seen here
+after one 512x512 matmul). The fork server is a fresh interpreter that imports and never computes,
+whatever the runner (or a test session) did before.
+
+Runs on CUDA and runs with several ranks always start fresh interpreters: torchrun spawns its own.
 Set DISHA_BENCH_FORK=0 to always start fresh interpreters.
 """
 
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import signal
+import subprocess
 import sys
-import time
 import traceback
+from multiprocessing import reduction
 
 # What a run imports, so that its fork finds it loaded; modules a run may not need are cheap extras.
 PRELOADED = (
@@ -42,64 +50,87 @@ def can_fork(nproc: int, hostfile: str | None) -> bool:
     return torch.version.cuda is None and torch.version.hip is None
 
 
-_preloaded = False
+_fork_server: multiprocessing.context.BaseContext | None = None
 
 
 def is_preloaded() -> bool:
-    return _preloaded
+    return _fork_server is not None
 
 
 def preload() -> None:
-    """Import the training stack once in the runner, before any run forks from it."""
-    global _preloaded
+    """Start the fork server, which imports the training stack once (in `import_stack`)."""
+    global _fork_server
+    if _fork_server is not None:
+        return
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # the server inherits it; DeepSpeed reads it at import
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["disha_bench.worker_preload"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    _fork_server = context
+
+
+def import_stack() -> None:
+    """In the fork server: import what runs need, then keep those objects out of every collection."""
     import gc
     import importlib
 
-    if _preloaded:
-        return
-    _preloaded = True
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed picks its accelerator at import
     for module in PRELOADED:
         try:
             importlib.import_module(module)
-        except ImportError:
-            pass  # a module this library version lacks: the run imports what it needs itself
+        except Exception:  # a module this library version lacks: the run imports what it needs itself
+            pass
     # The CPython recipe for pre-forking servers: children do not walk (and copy) these objects.
     gc.freeze()
 
 
 class ForkedWorker:
-    """The part of `subprocess.Popen` the runner uses: pid, stdout lines, wait(), returncode."""
+    """The part of `subprocess.Popen` the runner uses: pid, stdout lines, poll(), wait(), returncode.
 
-    def __init__(self, module_main, args: list[str], env: dict[str, str]):
+    `main(args) -> int` runs in a child of the fork server, like `python -m module args` would run.
+    """
+
+    def __init__(self, main, args: list[str], env: dict[str, str]):
+        preload()
         read_end, write_end = os.pipe()
-        self.returncode: int | None = None
-        self.pid = os.fork()
-        if self.pid == 0:  # the child never returns from here
-            os.close(read_end)
-            _run_child(module_main, args, env, write_end)
-        os.close(write_end)
+        self._process = _fork_server.Process(target=_run_child, args=(main, args, env, _PassedFd(write_end)))
+        try:
+            self._process.start()  # sends write_end to the fork server with the request
+        finally:
+            os.close(write_end)  # the child holds the only write end: EOF when it exits
+        self.pid = self._process.pid
         self.stdout = io.TextIOWrapper(io.FileIO(read_end, "r"), errors="replace")
 
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode  # negative signal number when killed, like Popen
+
     def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                import subprocess
-
-                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
-            time.sleep(0.05)
+        self._process.join(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
         return self.returncode
 
 
-def _run_child(module_main, args: list[str], env: dict[str, str], output_fd: int) -> None:
+class _PassedFd:
+    """A file descriptor that travels to the fork server's child with the start request."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        return _received_fd, (reduction.DupFd(self.fd),)
+
+
+def _received_fd(passed) -> int:
+    return passed.detach()
+
+
+def _run_child(main, args: list[str], env: dict[str, str], output_fd: int) -> None:
     """In the forked child: become a worker process as `python -m ...` would, run, and exit."""
     code = 1
     try:
@@ -114,10 +145,13 @@ def _run_child(module_main, args: list[str], env: dict[str, str], output_fd: int
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
         os.environ.clear()
         os.environ.update(env)
+        # The fork server made its own start method the child's default; a fresh interpreter has none
+        # (otherwise every semaphore the run creates, e.g. tqdm's lock, is tracked and reported leaked).
+        multiprocessing.set_start_method(None, force=True)
         torch = sys.modules.get("torch")
-        if torch is not None and "OMP_NUM_THREADS" in env:  # torch read it when the runner imported it
+        if torch is not None and "OMP_NUM_THREADS" in env:  # torch read it when the fork server imported it
             torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-        code = module_main(args)
+        code = main(args)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     except BaseException:
@@ -127,7 +161,7 @@ def _run_child(module_main, args: list[str], env: dict[str, str], output_fd: int
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
-            os._exit(code)
+            os._exit(code)  # skip multiprocessing's own exit handling: the exit status is the run's
 
 
 def die_with_parent() -> None:

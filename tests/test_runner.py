@@ -20,13 +20,11 @@ import pytest
 import yaml
 
 from disha_bench.results import load_results, read_result
+from disha_bench.runner import run_suite
 
-# Each test starts DeepSpeed workers (tens of seconds each on an idle 2-core machine).
-# Opt-in until they have been verified on CI's machine: DISHA_SLOW_TESTS=1 pytest tests/test_runner.py
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("DISHA_SLOW_TESTS") != "1", reason="multi-process DeepSpeed tests; set DISHA_SLOW_TESTS=1"),
-]
+# One-rank runs go through `run_suite` in this process (its workers fork from one preloaded fork
+# server); the two-rank runs and the run that is killed start real `disha-bench` processes.
+pytestmark = pytest.mark.slow
 
 SUITE = {
     "name": "runner-test",
@@ -53,13 +51,24 @@ def _suite(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def _run(suite: Path, out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+def _run(suite: Path, out: Path, *overrides: str) -> str:
+    """One rank, in process; returns what the runner printed."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = run_suite(str(suite), out=str(out), overrides=list(overrides))
+    assert code == 0, printed.getvalue()[-3000:] + _worker_logs(out)
+    return printed.getvalue()
+
+
+def _run_cli(suite: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "disha_bench.cli", "run", str(suite), "--out", str(out), *extra],
         capture_output=True, text=True, timeout=900,
     )
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + _worker_logs(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + _worker_logs(out)
     return proc
 
 
@@ -77,8 +86,8 @@ def _losses(out: Path) -> list[float]:
 def test_one_rank_and_two_ranks_give_the_same_curve(tmp_path, stage):
     deepspeed = {"zero_optimization": {"stage3_param_persistence_threshold": 0}} if stage == 3 else {}
     suite = _suite(tmp_path, training__zero_stage=stage, training__deepspeed=deepspeed, output={"report": False, "save_adapter": stage == 3})
-    _run(suite, tmp_path / "one", "--set", "training.batch_size=4")
-    _run(suite, tmp_path / "two", "--set", "training.batch_size=2", "--nproc", "2")
+    _run(suite, tmp_path / "one", "training.batch_size=4")
+    _run_cli(suite, tmp_path / "two", "--set", "training.batch_size=2", "--nproc", "2")
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == 6 and one[-1] < one[0]
     assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
@@ -101,13 +110,16 @@ def _assert_adapter_reloads_to_trained_loss(out: Path, result) -> None:
     task = tasks.get(config["task"]["name"])
     _, eval_records = task.load(config["task"], None)
     tokenizer = models.load_tokenizer(config["model"]["name"])
-    base = models.load_model(config["model"]["name"], task.head, task.num_labels)
-    model = PeftModel.from_pretrained(base, adapter)
     features = [task.encode(r, tokenizer, config["training"]["max_length"]) for r in eval_records]
-    reloaded = validation_loss(model, features, config["evaluation"]["batch_size"], tokenizer.pad_token_id, torch.device("cpu"))
+
+    def loss(model) -> float:
+        return validation_loss(model, features, config["evaluation"]["batch_size"], tokenizer.pad_token_id, torch.device("cpu"))
+
+    base = models.load_model(config["model"]["name"], task.head, task.num_labels)
+    untrained = loss(base)  # before PEFT injects the adapter into `base` in place
+    reloaded = loss(PeftModel.from_pretrained(base, adapter))
     trained = result.evaluation["validation_loss"]
     assert reloaded == pytest.approx(trained, rel=1e-4)
-    untrained = validation_loss(base, features, config["evaluation"]["batch_size"], tokenizer.pad_token_id, torch.device("cpu"))
     assert abs(untrained - trained) > 1e-3  # the reload really carries the training
 
 
@@ -134,8 +146,7 @@ def test_sigkill_then_rerun_resumes_and_keeps_finished_files(tmp_path):
     finished = {p.name: p.read_bytes() for p in out.glob("*.json")}
     assert len(finished) >= 2
 
-    rerun = _run(suite, out)
-    assert rerun.stdout.count("skipped") == len(finished)
+    assert _run(suite, out).count("skipped") == len(finished)
     files = sorted(out.glob("*.json"))
     assert len(files) == 4
     for path in files:

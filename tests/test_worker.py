@@ -50,3 +50,20 @@ def test_the_runner_can_kill_the_child_group():
     assert proc.stdout.readline().strip() == "ready"
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == -signal.SIGTERM
+
+
+def _matmul(args: list[str]) -> int:
+    import torch
+
+    print(float((torch.ones(512, 512) @ torch.ones(512, 512))[0, 0]))
+    return 0
+
+
+def test_a_child_computes_after_the_parent_ran_parallel_torch_ops():
+    # A plain fork of this process would inherit a dead OpenMP pool and could hang here.
+    import torch
+
+    torch.ones(512, 512) @ torch.ones(512, 512)
+    proc = worker.ForkedWorker(_matmul, [], {"OMP_NUM_THREADS": "2"})
+    assert proc.wait(timeout=120) == 0
+    assert proc.stdout.read().strip() == "512.0"
