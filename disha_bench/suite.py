@@ -63,6 +63,9 @@ class MethodConfig(BaseModel):
     label: Optional[str] = None
     """Name of this entry in results and leaderboards; defaults to `name`. Needed when one method
     appears twice with different parameters."""
+    lr: Optional[float] = Field(None, gt=0)
+    """Learning rate of this method's runs instead of `training.lr` (full fine-tuning usually needs a
+    lower one than the adapters); recorded in each run's resolved `training`."""
 
 
 class TrainingConfig(_Strict):
@@ -302,7 +305,7 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list[dict[str, Any]]:
                     "model": suite.model.model_dump(),
                     "task": copy.deepcopy(task_resolved),
                     "method": {"name": method_cfg.name, "label": label, "params": params},
-                    "training": suite.training.model_dump(),
+                    "training": {**suite.training.model_dump(), **({"lr": method_cfg.lr} if method_cfg.lr else {})},
                     "evaluation": suite.evaluation.model_dump(),
                     "seed": seed,
                     "world_size": world_size,

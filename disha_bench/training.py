@@ -22,9 +22,12 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from disha_bench import distributed
+
+if TYPE_CHECKING:
+    from disha_bench.results import StepLog
 
 LOG_PREFIX = "[disha]"
 
@@ -35,7 +38,7 @@ def main(argv: list[str]) -> int:
     distributed.ensure_single_process_env()
     if "DS_ACCELERATOR" not in os.environ and not _cuda():
         os.environ["DS_ACCELERATOR"] = "cpu"
-    from disha_bench.results import FAILED, RunInfo, RunResult, write_result
+    from disha_bench.results import FAILED, RunResult, write_result
 
     try:
         result = train_and_evaluate(spec, started)
@@ -112,6 +115,8 @@ def train_and_evaluate(spec: dict[str, Any], started: float):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(train_cfg))
     ds_config = deepspeed_config(train_cfg, world)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    if train_cfg["zero_stage"] == 3:
+        methods.after_zero3_init(engine.module, method["name"])
 
     # ---- training loop -------------------------------------------------------------------
     # The imports left hundreds of thousands of long-lived objects; a full garbage collection
@@ -155,7 +160,7 @@ def train_and_evaluate(spec: dict[str, Any], started: float):
         log(f"{spec['run_id']}: {evaluation}")
 
     if spec.get("adapter_dir") and status == COMPLETE:
-        save_trained(engine, Path(spec["adapter_dir"]), train_cfg["zero_stage"])
+        save_trained(engine, method["name"], Path(spec["adapter_dir"]), train_cfg["zero_stage"])
 
     from disha_bench.results import RunResult
 
@@ -332,19 +337,21 @@ def evaluate(model, tokenizer, task, records: list[dict], spec: dict[str, Any], 
     return {**metrics, "primary_metric": task.primary_metric, "n_examples": len(ordered)}
 
 
-def save_trained(engine, target: Path, zero_stage: int) -> None:
-    """Save the adapter (PEFT format; the whole model for `full`). Under ZeRO-3 the trainable
-    parameters are gathered first: a bare save_pretrained would write empty tensors."""
+def save_trained(engine, method_name: str, target: Path, zero_stage: int) -> None:
+    """Save the adapter (PEFT format, for the original checkpoint; the whole model for `full`). Under
+    ZeRO-3 the trainable parameters are gathered first: a bare save_pretrained would write empty tensors."""
     import deepspeed
+
+    from disha_bench import methods
 
     model = engine.module
     trainable = [p for p in model.parameters() if p.requires_grad]
     if zero_stage == 3:
         with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
             if distributed.rank() == 0:
-                model.save_pretrained(target)
+                methods.save(model, method_name, target)
     elif distributed.rank() == 0:
-        model.save_pretrained(target)
+        methods.save(model, method_name, target)
     if distributed.world_size() > 1:
         import torch
 

@@ -57,11 +57,11 @@ def is_preloaded() -> bool:
     return _fork_server is not None
 
 
-def preload() -> None:
+def preload() -> multiprocessing.context.BaseContext:
     """Start the fork server, which imports the training stack once (in `import_stack`)."""
     global _fork_server
     if _fork_server is not None:
-        return
+        return _fork_server
     os.environ.setdefault("DS_ACCELERATOR", "cpu")  # the server inherits it; DeepSpeed reads it at import
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["disha_bench.worker_preload"])
@@ -69,6 +69,7 @@ def preload() -> None:
 
     forkserver.ensure_running()
     _fork_server = context
+    return context
 
 
 def import_stack() -> None:
@@ -114,6 +115,34 @@ class ForkedWorker:
         if self.returncode is None:
             raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
         return self.returncode
+
+
+def call_in_own_process(function, *args, fork_server: bool = True):
+    """`function(*args)` in a process of its own, returning its (picklable) result: benchmarks use it
+    for a clean per-case peak memory. Forked from the fork server on CPU (no re-import); pass
+    fork_server=False on CUDA, where only a spawned interpreter may initialise the device."""
+    context = preload() if fork_server else multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_call_and_send, args=(function, args, send))
+    process.start()
+    send.close()
+    try:
+        status, payload = receive.recv()
+    except EOFError:
+        status, payload = "error", None
+    process.join()
+    if status != "ok":
+        raise RuntimeError(payload or f"the process died (exit code {process.exitcode})")
+    return payload
+
+
+def _call_and_send(function, args, connection) -> None:
+    try:
+        connection.send(("ok", function(*args)))
+    except BaseException as err:  # report it: never leave the parent waiting
+        connection.send(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+    finally:
+        connection.close()
 
 
 class _PassedFd:

@@ -183,6 +183,11 @@ def test_battery(label, kind, tmp_path):
         methods.patch_bat_layers(reloaded)
         torch.testing.assert_close(outputs(reloaded, kind, data), y, rtol=0, atol=1e-6)
 
+    # methods.save: loads onto the original checkpoint (PiSSA/OLoRA converted to a rank-2r LoRA)
+    methods.save(model, name, tmp_path / "for-original")
+    on_original = PeftModel.from_pretrained(MODELS[kind](), tmp_path / "for-original").eval()
+    torch.testing.assert_close(outputs(on_original, kind, data), y, rtol=1e-5, atol=1e-5)
+
     # merge and unmerge: same outputs, base weights restored (Bat through the fp32 inverse)
     weights = {k: v.clone() for k, v in model.get_base_model().state_dict().items() if "base_layer.weight" in k}
     model.merge_adapter()

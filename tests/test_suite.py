@@ -56,6 +56,7 @@ BAD_SUITES = [
     ("negative-rank", _with("methods.0.r", -4), ["methods[0].r"]),
     ("unknown-method-param", _with("methods.0.rank", 4), ["methods[0].rank"]),
     ("match-unknown-label", _with("methods.0", {"name": "lora", "match_params": "bonne"}), ["methods[0].match_params", "bone"]),
+    ("negative-method-lr", _with("methods.2.lr", -1e-4), ["methods[2].lr", "greater than 0"]),
     ("missing-methods", yaml.safe_dump({k: v for k, v in GOOD.items() if k != "methods"}), ["methods", "missing"]),
 ]
 
@@ -122,6 +123,15 @@ def test_run_ids_are_stable_and_local_to_the_edited_method(tmp_path):
     assert before == again and len(before) == 6
     changed = before - after
     assert len(changed) == 2 and all("-lora-" in run_id for run_id in changed)
+
+
+def test_a_method_lr_replaces_training_lr_for_that_method_only(tmp_path):
+    suite_path = tmp_path / "s.yaml"
+    suite_path.write_text(yaml.safe_dump(GOOD))
+    before = {r["run_id"]: r["training"]["lr"] for r in expand_runs(load_suite(suite_path)[0])}
+    runs = expand_runs(load_suite(suite_path, ["methods.2.lr=1e-5"])[0])
+    assert {r["training"]["lr"] for r in runs if r["method"]["name"] == "bat"} == {1e-5}
+    assert all(before.get(r["run_id"]) == r["training"]["lr"] for r in runs if r["method"]["name"] != "bat")
 
 
 def test_committed_suites_validate(capsys):

@@ -19,6 +19,8 @@ Methods: lora, rslora, dora, pissa, olora, loraplus, bone, bone-mini, bat, full.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from disha_bench.errors import UserError
@@ -75,7 +77,8 @@ def describe() -> str:
             default = "null" if p.default is None else repr(p.default)
             lines.append(f"    {p.name} ({p.type_text()}, default {default}): {p.doc}")
         if spec.modifies_base_weights:
-            lines.append("    note: initialisation rewrites the frozen weights; the adapter belongs to that residual base")
+            lines.append("    note: initialisation rewrites the frozen weights; saved adapters are converted to a plain "
+                         "LoRA of rank 2r on the original weights")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -153,6 +156,22 @@ def apply(model: nn.Module, name: str, *, file: str | None = None, key: str | No
     if spec.after_apply is not None:
         spec.after_apply(peft_model, params)
     return peft_model
+
+
+def after_zero3_init(model: nn.Module, name: str) -> None:
+    """What a method needs once DeepSpeed ZeRO-3 has partitioned the model (call after deepspeed.initialize)."""
+    spec = REGISTRY.get(name)
+    if spec.after_zero3_init is not None:
+        spec.after_zero3_init(model)
+
+
+def save(model: nn.Module, name: str, directory: str | Path) -> None:
+    """Save what `apply(model, name, ...)` trained so that it loads onto the original checkpoint:
+    a PEFT adapter (`PeftModel.from_pretrained(base, directory)`), or the whole model for `full`."""
+    model.save_pretrained(directory)
+    spec = REGISTRY.get(name)
+    if spec.after_save is not None:
+        spec.after_save(model, Path(directory))
 
 
 def _default_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:

@@ -8,6 +8,8 @@ from the spec alone, so `validate_params` needs no model.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -141,11 +143,14 @@ class MethodSpec:
     module_count(in_features, out_features, params) -> trainable parameters added per adapted module.
     check_module(in_features, out_features, params) -> None, or why this module cannot be adapted.
     after_apply(peft_model, params) -> None: e.g. install the efficient Bat kernel.
+    after_save(peft_model, directory) -> None: rewrite the files save_pretrained wrote (PiSSA, OLoRA).
+    after_zero3_init(peft_model) -> None: after deepspeed.initialize under ZeRO-3, e.g. register the
+    parameters a layer reads from its child modules (Bat).
     param_groups(model, params, lr, weight_decay) -> optimizer groups, if the default is not enough.
     cross_check(params) -> None, or (param name, problem) for checks that involve several parameters.
     rank: the parameter that 'match_params' chooses (None: the method has no rank).
-    modifies_base_weights: the initialisation rewrites the frozen weights (PiSSA, OLoRA): the saved
-    adapter applies to that residual base, not to the original checkpoint.
+    modifies_base_weights: the initialisation rewrites the frozen weights (PiSSA, OLoRA): what
+    save_pretrained writes applies to that residual base; `methods.save` converts it for the original.
     """
 
     name: str
@@ -155,6 +160,8 @@ class MethodSpec:
     module_count: Optional[Callable[[int, int, dict], int]] = None
     check_module: Optional[Callable[[int, int, dict], Optional[str]]] = None
     after_apply: Optional[Callable[[nn.Module, dict], None]] = None
+    after_save: Optional[Callable[[nn.Module, Path], None]] = None
+    after_zero3_init: Optional[Callable[[nn.Module], None]] = None
     param_groups: Optional[Callable[..., list]] = None
     cross_check: Optional[Callable[[dict], Optional[tuple[str, str]]]] = None
     rank: Optional[str] = "r"

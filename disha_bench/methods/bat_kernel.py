@@ -15,8 +15,8 @@ Layout trick: for a row block a, ``W.view(out/r, r * in/r, r)[a]`` has rows (i, 
 :class:`EfficientBatLinear` is PEFT's ``MissLinear`` with only ``forward`` replaced (installed by a
 class swap on the existing module), so parameter names, ``state_dict``, adapter files, ``merge`` and
 ``unmerge`` (through PEFT's fp32 inverse) are PEFT's own. Works on any device; under DeepSpeed ZeRO-3
-the module is marked as a ZeRO-3 leaf (``_z3_leaf``), so DeepSpeed gathers the base weight for this
-module's forward and backward; the weight is read from the module at call time and never cached.
+:func:`register_zero3_parameters` makes DeepSpeed gather the base weight for this module's forward
+and backward; the weight is read from the module at call time and never cached.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BatLinearFunction", "bat_weight", "bat_linear", "EfficientBatLinear", "patch_bat_layers", "is_bat_layer"]
+__all__ = ["BatLinearFunction", "bat_weight", "bat_linear", "EfficientBatLinear", "patch_bat_layers", "register_zero3_parameters", "is_bat_layer"]
 
 
 def bat_weight(weight: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
@@ -173,9 +173,27 @@ def patch_bat_layers(model: nn.Module) -> int:
         if is_bat_layer(module):
             if type(module) is not cls:
                 module.__class__ = cls
-            # DeepSpeed ZeRO-3: fetch this module's parameters recursively (the base weight lives in a
-            # child module whose own forward never runs) for forward and backward.
-            module._z3_leaf = True
+            n += 1
+    return n
+
+
+def register_zero3_parameters(model: nn.Module) -> int:
+    """DeepSpeed ZeRO-3: gather what a Bat layer's forward reads from its child modules (the base
+    weight and bias, whose own forward never runs, and D) for that forward and its backward.
+
+    Call right after ``deepspeed.initialize``; both kernels need it. Returns the number of layers.
+    (Marking the layer a ZeRO-3 leaf module instead gathers the forward but breaks the gradient
+    accumulation of D in backward: DeepSpeed 0.19 leaves an empty .grad placeholder on it.)
+    """
+    import deepspeed
+
+    n = 0
+    for module in model.modules():
+        if is_bat_layer(module):
+            base = module.base_layer
+            for param in (base.weight, base.bias, *module.miss_block.parameters()):
+                if param is not None:
+                    deepspeed.zero.register_external_parameter(module, param)
             n += 1
     return n
 

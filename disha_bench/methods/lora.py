@@ -2,13 +2,15 @@
 
 Trainable parameters per adapted linear layer (in -> out): r * (in + out); DoRA adds the magnitude
 vector (out). PiSSA and OLoRA initialise A and B from the base weight (SVD / QR) and subtract
-scaling * B @ A from it, so the saved adapter belongs to that residual base (``modifies_base_weights``;
-the adapter config is switched to init_lora_weights=True after the init so that reloading does not
-decompose the residual again).
+scaling * B @ A from it (``modifies_base_weights``). Their initial A0, B0 are kept, and the saved
+adapter is converted to a plain LoRA of rank 2r on the original weights, [B | -B0] [A ; A0] (PEFT's
+own PiSSA conversion, done on the files so that it needs no gathered model under ZeRO-3).
 LoRA+ is LoRA with B trained at ``lr * loraplus_lr_ratio`` (PEFT's ``create_loraplus_optimizer`` groups).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from typing import Optional
 
@@ -89,16 +91,40 @@ def _decomposition_check(kind: str):
     return check
 
 
-def _mark_initialised(model, params: dict) -> None:
-    """PiSSA/OLoRA have rewritten the base weights; record init_lora_weights=True in the adapter config.
+def _keep_initial_adapter(model, params: dict) -> None:
+    """PiSSA/OLoRA have rewritten the base weights: keep A0, B0 for the conversion on save, and
+    record init_lora_weights=True so that loading never decomposes a residual again."""
+    from peft import get_peft_model_state_dict
 
-    Otherwise the saved adapter_config.json says "pissa"/"olora" and PeftModel.from_pretrained runs the
-    decomposition again on the already-residual base (PEFT's own PiSSA example does the same switch).
-    The saved adapter then loads onto the residual base; to obtain a plain LoRA for the original base,
-    save an initial adapter right after apply and pass it as path_initial_model_for_weight_conversion.
-    """
+    model.disha_initial_lora = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items() if "lora_" in k}
     for config in model.peft_config.values():
         config.init_lora_weights = True
+
+
+def _save_as_plain_lora(model, directory: Path) -> None:
+    """Rewrite a saved PiSSA/OLoRA adapter as the LoRA of its update on the original weights:
+    W_res + s B A = W + s (B A - B0 A0) = W + s [B | -B0] [A ; A0], at rank 2r with the same scaling."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    initial = model.disha_initial_lora
+    weights_path = directory / "adapter_model.safetensors"
+    tensors = load_file(weights_path)
+    for name, value in tensors.items():
+        if ".lora_A." in name:
+            tensors[name] = torch.cat([value, initial[name].to(value.dtype)], dim=0).contiguous()
+        elif ".lora_B." in name:
+            tensors[name] = torch.cat([value, -initial[name].to(value.dtype)], dim=1).contiguous()
+    save_file(tensors, weights_path, metadata={"format": "pt"})
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    alpha_factor = 2**0.5 if config.get("use_rslora") else 2  # scaling alpha/sqrt(r) or alpha/r unchanged
+    config.update(r=2 * config["r"], lora_alpha=alpha_factor * config["lora_alpha"], init_lora_weights=True)
+    config["rank_pattern"] = {k: 2 * v for k, v in (config.get("rank_pattern") or {}).items()}
+    config["alpha_pattern"] = {k: alpha_factor * v for k, v in (config.get("alpha_pattern") or {}).items()}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _loraplus_groups(model, params: dict, lr: float, weight_decay: float) -> list[dict]:
@@ -144,7 +170,8 @@ _spec(
     extra=(PISSA_NITER,),
     init="pissa",
     check_module=_decomposition_check("PiSSA"),
-    after_apply=_mark_initialised,
+    after_apply=_keep_initial_adapter,
+    after_save=_save_as_plain_lora,
     modifies_base_weights=True,
 )
 _spec(
@@ -152,7 +179,8 @@ _spec(
     "OLoRA: A, B from the QR decomposition of W, residual W kept frozen (PEFT init_lora_weights='olora')",
     init="olora",
     check_module=_decomposition_check("OLoRA"),
-    after_apply=_mark_initialised,
+    after_apply=_keep_initial_adapter,
+    after_save=_save_as_plain_lora,
     modifies_base_weights=True,
 )
 _spec(

@@ -79,14 +79,16 @@ def _bat_check(in_f: int, out_f: int, params: dict) -> Optional[str]:
 
 
 def _bat_after_apply(model, params: dict) -> None:
-    from disha_bench.methods.bat_kernel import is_bat_layer, patch_bat_layers
+    from disha_bench.methods.bat_kernel import patch_bat_layers
 
     if params["kernel"] == "efficient":
         patch_bat_layers(model)
-    else:
-        for module in model.modules():
-            if is_bat_layer(module):
-                module._z3_leaf = True  # let ZeRO-3 gather the base weight PEFT's forward reads directly
+
+
+def _bat_zero3(model) -> None:
+    from disha_bench.methods.bat_kernel import register_zero3_parameters
+
+    register_zero3_parameters(model)
 
 
 bone = register(
@@ -118,5 +120,6 @@ bat = register(
         module_count=lambda in_f, out_f, p: out_f * p["r"],
         check_module=_bat_check,
         after_apply=_bat_after_apply,
+        after_zero3_init=_bat_zero3,
     )
 )
