@@ -220,6 +220,9 @@ def test_unprivileged_user_namespace_path(world):
         secret = shared / "secret.txt"
         secret.write_text(f"SECRET-{world['token']}")  # readable by nobody outside the sandbox
         secret.chmod(0o644)
+        # The package goes beside it: the checkout may sit where nobody cannot read (mktemp -d is 0700).
+        shutil.copytree(REPO / "disha_bench", shared / "disha_bench",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         cases = {
             "ok": "print('hi')",
             "secret": f"print(open({str(secret)!r}).read())",
@@ -231,7 +234,7 @@ def test_unprivileged_user_namespace_path(world):
             "loop": "while True: pass",
         }
         out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                              python, "-I", "-c", NOBODY_SCRIPT, str(REPO), json.dumps(cases)],
+                              python, "-I", "-c", NOBODY_SCRIPT, str(shared), json.dumps(cases)],
                              capture_output=True, text=True, timeout=120, cwd="/")
         if "cannot isolate" in out.stderr or "Permission denied" in out.stderr:
             pytest.skip(f"unprivileged path unavailable: {out.stderr.strip()[-300:]}")
