@@ -41,3 +41,12 @@ def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch
     assert run_suite(SMOKE, out=str(out), overrides=["output.report=false"]) == 0
     assert capsys.readouterr().out.count("skipped") == 6
     assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
+
+    # --fresh --only: only the selected runs re-run; only their earlier results are set aside
+    assert run_suite(SMOKE, out=str(out), only=["*/bat"], fresh=True, overrides=["output.report=false"]) == 0
+    moved = sorted(p.name for p in (out / ".superseded").glob("*/*.json"))
+    assert len(moved) == 2 and all("-bat-" in name for name in moved), moved
+    after = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    assert after.keys() == before.keys()
+    assert {n: b for n, b in after.items() if "-bat-" not in n} == {n: b for n, b in before.items() if "-bat-" not in n}
+    assert all(r.run.status == "complete" for r in load_results(out))

@@ -8,6 +8,9 @@ permuted copies and calls ``F.linear``; autograd then keeps the clone and W' of 
 alive until backward. :class:`BatLinearFunction` builds W' transiently with one batched GEMM on a
 contiguous view, saves only x, the base weight (a reference to the frozen parameter, no copy) and D,
 and rebuilds W' in backward. The extra cost is one ``(out*in*r)`` batched GEMM per step and layer.
+Where x is an RMSNorm or SwiGLU product, it keeps the product's operands, which autograd holds anyway,
+instead of x and rebuilds x in backward (:mod:`input_rebuild`): Bat then keeps no more activations
+than Bone, whose gradient needs only the r-wide sum of x's shards.
 
 Layout trick: for a row block a, ``W.view(out/r, r * in/r, r)[a]`` has rows (i, b) and columns j, so
 ``W_{a,b} @ D_a`` for all b at once is a plain ``bmm`` and W' comes out contiguous in W's layout.
@@ -26,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from disha_bench.methods import input_rebuild
 
 __all__ = ["BatLinearFunction", "bat_weight", "bat_linear", "EfficientBatLinear", "patch_bat_layers", "register_zero3_parameters", "is_bat_layer"]
 
@@ -58,8 +63,9 @@ class BatLinearFunction(torch.autograd.Function):
 
     ``dtype`` is the compute dtype (PEFT's: the promotion of W's and D's dtypes); x, W and D are cast
     to it transiently, in forward and again in backward, so a bf16 model with an fp32 adapter keeps no
-    fp32 copy of x or W alive. Saved for backward: x, W (the frozen parameter itself) and D; nothing of
-    size out x in stays alive between forward and backward.
+    fp32 copy of x or W alive. Saved for backward: x (or, when x is a product of tensors autograd keeps
+    anyway, those tensors, see :mod:`input_rebuild`), W (the frozen parameter itself) and D; nothing
+    of size out x in stays alive between forward and backward.
     """
 
     @staticmethod
@@ -68,14 +74,20 @@ class BatLinearFunction(torch.autograd.Function):
         new_w = bat_weight(weight.to(dtype), block.to(dtype))
         y = F.linear(x.to(dtype), new_w, None if bias is None else bias.to(dtype))
         del new_w
-        ctx.save_for_backward(x, weight, block)
+        # x is needed only for dL/dD and dL/dW; when it is a product of tensors autograd keeps anyway
+        # (RMSNorm, SwiGLU), keep those and rebuild x in backward instead (see input_rebuild)
+        needs_x = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        found = input_rebuild.plan(x) if needs_x else None
+        ctx.x_recipe, x_sources = found if found is not None else (None, [x] if needs_x else [])
+        ctx.save_for_backward(*x_sources, weight, block)
         ctx.has_bias = bias is not None
         ctx.dtype = dtype
+        ctx.x_dtype = x.dtype
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, block = ctx.saved_tensors
+        *x_sources, weight, block = ctx.saved_tensors
         need_x, need_w, need_d, need_b = ctx.needs_input_grad[:4]
         dtype = ctx.dtype
         nb, r, _ = block.shape
@@ -84,11 +96,14 @@ class BatLinearFunction(torch.autograd.Function):
         grad_y = grad_y.to(dtype)
         grad_x = grad_w = grad_d = grad_b = None
         if need_x:
-            grad_x = (grad_y @ bat_weight(w, d)).to(x.dtype)  # W' rebuilt, freed right after
+            grad_x = (grad_y @ bat_weight(w, d)).to(ctx.x_dtype)  # W' rebuilt, freed right after
         if need_w or need_d:
+            x = input_rebuild.rebuild(ctx.x_recipe, x_sources) if ctx.x_recipe is not None else x_sources[0]
             gy2 = grad_y.reshape(-1, grad_y.shape[-1])
             x2 = x.reshape(-1, x.shape[-1]).to(dtype)
+            del x
             grad_full = gy2.t() @ x2  # dL/dW' (out, in): the weight-gradient GEMM Bat cannot avoid
+            del x2
             if need_d:
                 grad_d = _block_grad(w, grad_full, nb, r).to(block.dtype)
             if need_w:  # dL/dW = G_{a,b} (I + D_a)^T; only when the base weight is trainable
