@@ -23,6 +23,7 @@ METHODS = [
     {"name": "lora", "r": 4}, {"name": "rslora", "r": 4}, {"name": "dora", "r": 4}, {"name": "pissa", "r": 4},
     {"name": "olora", "r": 4}, {"name": "loraplus", "r": 4}, {"name": "bone", "r": 16}, {"name": "bone-mini", "r": 16},
     {"name": "bat", "r": 16}, {"name": "full"},
+    {"name": "bat", "label": "bat-peft", "r": 16, "kernel": "peft"},  # the reference for the efficient kernel
 ]
 assert {m["name"] for m in METHODS} == set(methods.names())
 
@@ -47,10 +48,13 @@ def _suite(tmp_path: Path, zero_stage: int, **output) -> Path:
 
 def _complete(out: Path) -> dict[str, object]:
     results = {r.run.method: r for r in load_results(out)}
-    assert sorted(results) == sorted(m["name"] for m in METHODS)
+    assert sorted(results) == sorted(m.get("label", m["name"]) for m in METHODS)
     for name, result in results.items():
         assert result.run.status == "complete", f"{name}: {result.run.error}"
         assert len(result.training.steps) == 4 and result.training.trainable_params > 0
+    # the efficient Bat kernel (input rebuilt in backward where it can be) follows PEFT's Bat step for step
+    curves = {label: [s.loss for s in results[label].training.steps] for label in ("bat", "bat-peft")}
+    assert curves["bat"] == pytest.approx(curves["bat-peft"], rel=1e-5, abs=1e-6)
     return results
 
 
