@@ -8,11 +8,12 @@ already saves for the products' own backward:
     q/k/v, gate/up input   RMSNorm output   weight * (h * rsqrt(mean(h^2) + eps)).to(dtype)
     down_proj input        SwiGLU           act(gate) * up
 
-The products' backward runs after the layer's, so holding the operands does not lengthen their life,
+Under DeepSpeed ZeRO-3 every module's inputs and outputs pass through identity autograd functions
+(``ALIAS_NODES``) that the walk looks through. The products' backward runs after the layer's, so holding the operands does not lengthen their life,
 and the product recomputed in backward is x bit for bit (an elementwise product is deterministic).
-:func:`plan` finds such a recipe when there is one; anything else (a view, an activation, no graph,
-saved-tensor hooks such as activation checkpointing or CPU offload, a ZeRO-3 parameter operand that
-is released between forward and backward) gives ``None`` and the caller saves x itself.
+:func:`plan` finds such a recipe when there is one. Anything else gives ``None`` and the caller saves
+x itself: a view, an activation, no graph, saved-tensor hooks (activation checkpointing, CPU
+offload), or a ZeRO-3 parameter operand (released between forward and backward).
 
 Operands are read from the autograd node's ``_saved_self`` / ``_saved_other`` attributes, the saved
 tensors PyTorch exposes on every ``grad_fn`` (autograd notes, "Saved tensors"); a cast's dtype from
@@ -29,6 +30,11 @@ import torch
 __all__ = ["Cast", "Product", "Recipe", "plan", "rebuild"]
 
 MAX_DEPTH = 3  # a bf16 RMSNorm output is product(weight, cast(product(h, rsqrt))); deeper is not worth it
+
+
+# DeepSpeed ZeRO-3 wraps every module's inputs and outputs in these autograd functions to gather
+# parameters in backward; their forward returns ``tensor.detach()``, an alias with the same values
+ALIAS_NODES = frozenset({"PreBackwardFunctionForModuleBackward", "PostBackwardFunctionModuleBackward"})
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,8 @@ def _saved_tensor_hooks_active() -> bool:
 
 
 def _recomputable(t: torch.Tensor) -> bool:
-    # ZeRO-3 empties a parameter's storage between its module's forward and backward
+    # ZeRO-3 empties a parameter's storage right after its module's forward (DeepSpeed 0.19 does so
+    # even for the small ones it marks ds_persist, at least while it traces the first steps)
     return t.dim() > 0 and not hasattr(t, "ds_id")
 
 
@@ -67,6 +74,8 @@ def _plan_node(node, operands: list, depth: int) -> Optional[Recipe]:
     if node is None or depth >= MAX_DEPTH:
         return None
     kind = type(node).__name__
+    if kind in ALIAS_NODES and len(node.next_functions) == 1:
+        return _plan_node(node.next_functions[0][0], operands, depth)
     if kind == "ToCopyBackward0":  # its input metadata describes the forward output: the cast's dtype
         source = _plan_node(node.next_functions[0][0], operands, depth + 1)
         return None if source is None else Cast(source, node._input_metadata[0].dtype)
