@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", action="append", default=[], metavar="GLOB", help="run only runs whose id or task/method matches (repeatable)")
     run.add_argument("--nproc", type=int, default=1, help="ranks on this machine (torchrun; gloo on CPU, NCCL on GPUs)")
     run.add_argument("--hostfile", help="DeepSpeed hostfile for several machines (uses the deepspeed launcher)")
-    run.add_argument("--fresh", action="store_true", help="re-run the selected runs (all, or those --only names) even if finished; their earlier results are moved to <out>/.superseded/")
+    run.add_argument("--fresh", action="store_true", help="re-run even finished runs; earlier results (with --only: just the selected runs') are moved to <out>/.superseded/")
     run.add_argument("--data-dir", help="folder with local datasets (default $DISHA_BENCH_DATA)")
     run.set_defaults(func=_run)
 

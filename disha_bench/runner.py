@@ -53,7 +53,7 @@ def run_suite(
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
     results_dir = Path(out) if out else Path("results") / suite.name
     if fresh:
-        _set_aside(results_dir, [run["run_id"] for run in runs])
+        _set_aside(results_dir, [run["run_id"] for run in runs] if only else None)
     table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
     data_dir = _data_dir(data_dir)
     fork = worker.can_fork(nproc, hostfile)
@@ -158,10 +158,13 @@ def _selected(run: dict[str, Any], patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
 
 
-def _set_aside(results_dir: Path, run_ids: list[str]) -> None:
-    """--fresh: the earlier results of the runs about to re-run (all, or those --only selects) are
-    moved, never deleted; results of runs not selected stay where the report reads them."""
-    existing = [p for p in (results_dir / f"{run_id}.json" for run_id in run_ids) if p.exists()]
+def _set_aside(results_dir: Path, run_ids: list[str] | None) -> None:
+    """--fresh: earlier results are moved, never deleted. All of them (also those of runs the suite no
+    longer has), or with --only just those of the selected runs, so the others stay in the report."""
+    if run_ids is None:
+        existing = list(results_dir.glob("*.json"))
+    else:
+        existing = [p for p in (results_dir / f"{run_id}.json" for run_id in run_ids) if p.exists()]
     if not existing:
         return
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

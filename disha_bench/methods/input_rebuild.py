@@ -8,9 +8,11 @@ already saves for the products' own backward:
     q/k/v, gate/up input   RMSNorm output   weight * (h * rsqrt(mean(h^2) + eps)).to(dtype)
     down_proj input        SwiGLU           act(gate) * up
 
-Under DeepSpeed ZeRO-3 every module's inputs and outputs pass through identity autograd functions
-(``ALIAS_NODES``) that the walk looks through. The products' backward runs after the layer's, so holding the operands does not lengthen their life,
-and the product recomputed in backward is x bit for bit (an elementwise product is deterministic).
+The products' backward runs after the layer's, so holding the operands does not lengthen their
+life, and the product recomputed in backward is x bit for bit (an elementwise product is
+deterministic). Under DeepSpeed ZeRO-3 every module's inputs and outputs pass through identity
+autograd functions (``ALIAS_NODES``) that the walk looks through.
+
 :func:`plan` finds such a recipe when there is one. Anything else gives ``None`` and the caller saves
 x itself: a view, an activation, no graph, saved-tensor hooks (activation checkpointing, CPU
 offload), or a ZeRO-3 parameter operand (released between forward and backward).
