@@ -17,12 +17,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Terminal states of a run. "complete" and "diverged" are final and are skipped on a re-run;
-# "failed" runs are retried.
-COMPLETE, DIVERGED, FAILED = "complete", "diverged", "failed"
-FINAL_STATUSES = (COMPLETE, DIVERGED)
+# The run-status model, shared by the recipe, the runner, report, check and status:
+# - complete:            trained for the whole budget and evaluated.
+# - stopped_by_budget:   training stopped cleanly at `training.max_time`; evaluated; final.
+# - diverged:            the loss became NaN/inf or exploded; training stopped; not evaluated; final.
+# - evaluation_failed:   training finished (curves, memory, throughput, counts and the saved adapter
+#                        are kept) but evaluation raised; a re-run evaluates the saved adapter again
+#                        without retraining.
+# - failed:              the run broke before or during training; a re-run starts it again.
+COMPLETE, BUDGET_STOPPED, DIVERGED = "complete", "stopped_by_budget", "diverged"
+EVAL_FAILED, FAILED = "evaluation_failed", "failed"
+STATUSES = (COMPLETE, BUDGET_STOPPED, DIVERGED, EVAL_FAILED, FAILED)
+FINAL_STATUSES = (COMPLETE, BUDGET_STOPPED, DIVERGED)
+"""Skipped on a re-run of the suite."""
+TRAINED_STATUSES = (COMPLETE, BUDGET_STOPPED, EVAL_FAILED)
+"""Training record usable for curves, convergence, memory and throughput."""
+EVALUATED_STATUSES = (COMPLETE, BUDGET_STOPPED)
+"""Evaluation metrics present and usable."""
 
 
 @dataclass
@@ -38,9 +51,9 @@ class RunInfo:
     seed: int
     """Seed of this run: model init of new layers, data order, dropout."""
     status: str
-    """One of `complete`, `diverged`, `failed`."""
+    """One of STATUSES: `complete`, `stopped_by_budget`, `diverged`, `evaluation_failed`, `failed`."""
     error: str | None = None
-    """One-line reason when the run failed or diverged, else null."""
+    """One-line reason when the run failed, diverged or its evaluation failed, else null."""
     config: dict[str, Any] = field(default_factory=dict)
     """The fully resolved run configuration (model, task, method with its resolved params, training,
     evaluation, seed) from which `run_id` is derived."""
@@ -52,6 +65,42 @@ class RunInfo:
     """Seconds from process start to result, model loading and evaluation included."""
     world_size: int = 1
     """Number of ranks the run trained on."""
+    analysis: dict[str, Any] = field(default_factory=dict)
+    """Suite-level analysis settings in force when the run was made (`reference` method label,
+    convergence targets); not part of the run id, so changing them re-runs nothing."""
+    resumed_from_step: int | None = None
+    """Optimizer step of the mid-run checkpoint this run resumed from; null when it ran uninterrupted."""
+    node: str = ""
+    """Host name of rank 0: throughput and memory compare only within one machine type."""
+
+
+@dataclass
+class HeldOutPoint:
+    step: int
+    """Optimizer steps done when the held-out loss was measured; 0 = the unadapted model."""
+    loss: float
+    """Mean held-out loss over the held-out set (token-weighted over supervised tokens)."""
+    train_time_s: float
+    """Seconds of training up to this step, held-out evaluation excluded (what a user pays)."""
+    tokens: int
+    """Training tokens processed up to this step (all ranks)."""
+
+
+@dataclass
+class HeldOut:
+    """The held-out convergence curve: the same examples for every method and seed, never trained on."""
+
+    n_examples: int
+    """Examples in the held-out set."""
+    source: str
+    """Where they come from, e.g. `validation split`, `training pool outside the training subset`,
+    `canonical solutions`."""
+    every: int
+    """Measured every this many optimizer steps (plus step 0 and the last step)."""
+    points: list[HeldOutPoint] = field(default_factory=list)
+    """The curve, ordered by step, starting at step 0."""
+    eval_time_s: float = 0.0
+    """Total seconds spent on held-out evaluation (excluded from training time and throughput)."""
 
 
 @dataclass
@@ -92,6 +141,20 @@ class Training:
 class Memory:
     device: str
     """`cuda` or `cpu`: which kind of figure follows."""
+    peak_mb: float | None = None
+    """Absolute peak of the run on rank 0, weights, optimizer state and activations included
+    (CPU: process VmHWM; CUDA: max allocated since the run started)."""
+    per_rank_peak_mb: list[float] = field(default_factory=list)
+    """peak_mb of every rank, by rank; reports show the maximum."""
+    peak_reserved_mb: float | None = None
+    """CUDA only: absolute peak reserved by the caching allocator."""
+    before_model_mb: float | None = None
+    """Usage before the model was loaded (process start-up, imports)."""
+    loaded_mb: float | None = None
+    """Usage right after the model and adapter were loaded, before the engine was built."""
+    increment_mb: float | None = None
+    """peak_mb - loaded_mb: what training adds on top of the loaded model (ZeRO buffers, optimizer
+    state, activations)."""
     train_peak_mb: float | None = None
     """Peak memory during training on rank 0, start-up baseline subtracted (CUDA: max allocated;
     CPU: VmHWM high-water mark of the process)."""
@@ -150,6 +213,8 @@ class RunResult:
     """Peak memory figures."""
     throughput: Throughput | None = None
     """Tokens per second and step times."""
+    heldout: HeldOut | None = None
+    """The held-out loss curve from step 0; null when the run failed before training."""
     meta: Meta = field(default_factory=Meta)
     """Provenance: library versions, git state, hardware, command."""
     schema_version: int = SCHEMA_VERSION
@@ -170,9 +235,16 @@ class RunResult:
             convergence=data.get("convergence", {}),
             memory=Memory(**data["memory"]) if data.get("memory") else None,
             throughput=Throughput(**data["throughput"]) if data.get("throughput") else None,
+            heldout=_heldout(data.get("heldout")),
             meta=Meta(**data.get("meta", {})),
             schema_version=data.get("schema_version", SCHEMA_VERSION),
         )
+
+
+def _heldout(data: dict[str, Any] | None) -> HeldOut | None:
+    if not data:
+        return None
+    return HeldOut(**{**data, "points": [HeldOutPoint(**p) for p in data.get("points", [])]})
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -95,8 +95,24 @@ class TrainingConfig(_Strict):
     """Recompute activations in backward to save memory."""
     divergence_factor: float = Field(4.0, gt=1)
     """A run stops as diverged when its loss is NaN/inf or above this multiple of its first loss."""
+    max_time: Optional[float] = Field(None, gt=0)
+    """Wall-clock budget of one run's training loop in seconds; the run stops cleanly when it is spent
+    (status `stopped_by_budget`; evaluation and the result still happen). null: no time budget."""
     deepspeed: dict[str, Any] = Field(default_factory=dict)
     """Free-form DeepSpeed config merged (recursively) over the generated one."""
+
+
+class LmEvalTaskConfig(_Strict):
+    task: str
+    """lm-eval task name (e.g. `gsm8k`), or a task defined by a YAML file under `include_path`."""
+    num_fewshot: Optional[int] = Field(None, ge=0)
+    """Few-shot examples; null: the task's default."""
+    limit: Optional[int] = Field(None, gt=0)
+    """Evaluate at most this many documents; null: all."""
+    include_path: Optional[str] = None
+    """Folder of extra task YAMLs (offline tasks over local files)."""
+    gen_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Generation settings passed to lm-eval (e.g. max_gen_toks, until)."""
 
 
 class EvaluationConfig(_Strict):
@@ -108,6 +124,13 @@ class EvaluationConfig(_Strict):
     """Generation budget per example."""
     num_fewshot: int = Field(0, ge=0)
     """Worked examples before each question (generation tasks)."""
+    heldout_examples: int = Field(64, gt=0)
+    """Examples in the held-out loss set: the same for every method and seed, never trained on."""
+    heldout_every: Optional[int] = Field(None, gt=0)
+    """Measure the held-out loss every this many optimizer steps (plus step 0 and the last step);
+    null: max_steps // 10, so the curve has at least 10 points after step 0."""
+    lm_eval: list[LmEvalTaskConfig] = Field(default_factory=list)
+    """lm-evaluation-harness tasks run on the trained in-memory model after the task's own metric."""
 
 
 class ConvergenceConfig(_Strict):
@@ -118,11 +141,22 @@ class ConvergenceConfig(_Strict):
     """Smoothing factor of the exponential moving average applied to the loss curve."""
 
 
+class AnalysisConfig(_Strict):
+    reference: Optional[str] = None
+    """Label of the method every other method is compared with (paired by seed); null: the suite's
+    first method."""
+
+
 class OutputConfig(_Strict):
     save_adapter: bool = False
     """Save each run's adapter (PEFT format; the full model for `full`) beside its result file."""
     report: bool = True
     """Write the markdown leaderboard at the end of `disha-bench run`."""
+    checkpoint_every: Optional[int] = Field(None, gt=0)
+    """Save a mid-run checkpoint every this many optimizer steps (and on SIGTERM / SIGUSR1), so a
+    re-run resumes an unfinished run; null: only on those signals."""
+    keep_checkpoints: bool = False
+    """Keep a run's checkpoints after its result is written (removed by default)."""
 
 
 class Suite(_Strict):
@@ -144,6 +178,8 @@ class Suite(_Strict):
     """Evaluation settings."""
     convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
     """Convergence targets and smoothing."""
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    """How runs become comparisons: the reference method."""
     output: OutputConfig = Field(default_factory=OutputConfig)
     """What to write besides the result files."""
 
@@ -252,6 +288,14 @@ def _check_names(suite: Suite, file: str) -> None:
             from disha_bench.errors import did_you_mean
 
             raise UserError(f"no method labelled '{target}' in this suite; {did_you_mean(str(target), labels)}", file=file, key=f"{key}.match_params")
+    if suite.analysis.reference is not None and suite.analysis.reference not in labels:
+        from disha_bench.errors import did_you_mean
+
+        raise UserError(f"no method labelled '{suite.analysis.reference}' in this suite; "
+                        f"{did_you_mean(suite.analysis.reference, labels)}", file=file, key="analysis.reference")
+    from disha_bench.convergence import check_targets
+
+    check_targets(suite.convergence.targets, labels, file=file)
     duplicates = {label for label in labels if labels.count(label) > 1}
     if duplicates:
         raise UserError(f"method label '{sorted(duplicates)[0]}' appears twice; give one entry a distinct `label`", file=file, key="methods")
@@ -314,6 +358,12 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list[dict[str, Any]]:
                 run_id = f"{task_cfg.name}-{label}-s{seed}-{digest}"
                 runs.append({"run_id": run_id, "suite": suite.name, **config})
     return runs
+
+
+def reference_label(suite: Suite) -> str:
+    """The method every other is compared with: `analysis.reference`, else the first method."""
+    first = suite.methods[0]
+    return suite.analysis.reference or first.label or first.name
 
 
 def method_table(suite: Suite) -> dict[str, tuple[str, dict]]:
