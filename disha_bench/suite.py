@@ -11,18 +11,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import ConfigDict, Field, StrictInt, ValidationError
 
-from disha_bench.errors import UserError
+from disha_bench.errors import UserError, did_you_mean
+from disha_bench.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+_Strict = StrictModel
 
 
 class ModelConfig(_Strict):
@@ -34,8 +32,8 @@ class ModelConfig(_Strict):
     """Hub revision (branch, tag or commit) for hub ids."""
 
 
-class TaskConfig(BaseModel):
-    # Extra keys are the task's own options, checked against the task's `options` in `validate_suite`.
+class TaskConfig(StrictModel):
+    # Extra keys are the task's own options, checked against the task's `Options` in `validate_suite`.
     model_config = ConfigDict(extra="allow")
 
     name: str
@@ -53,7 +51,7 @@ class TaskConfig(BaseModel):
     """Explicit local files by split (`train`, `eval`), in the dataset's original format."""
 
 
-class MethodConfig(BaseModel):
+class MethodConfig(StrictModel):
     # Extra keys are the method's own parameters (r, alpha, target_modules, match_params, ...),
     # checked by disha_bench.methods.validate_params.
     model_config = ConfigDict(extra="allow")
@@ -197,7 +195,7 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[Suite, dict
     if path.is_dir():
         raise UserError("is a directory; expected a suite YAML file", file=file)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -223,7 +221,7 @@ def apply_override(raw: dict, item: str, file: str) -> None:
     for i, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: i + 1]), file, create=True)
     last = parts[-1]
-    parsed = yaml.safe_load(value) if value.strip() else None
+    parsed = load_yaml(value) if value.strip() else None
     if isinstance(node, list):
         _child(node, last, key, file, create=False)
         node[int(last)] = parsed
@@ -251,7 +249,7 @@ def validate_suite(raw: dict, file: str) -> Suite:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        raise UserError(_describe_error(first), file=file, key=_key_path(first["loc"])) from None
+        raise UserError(describe_error(first), file=file, key=key_path(first["loc"])) from None
     _check_names(suite, file)
     if suite.training.precision == "fp16":
         import torch
@@ -267,16 +265,13 @@ def _check_names(suite: Suite, file: str) -> None:
     models.check_name(suite.model.name, file=file, key="model.name")
     for i, task_cfg in enumerate(suite.tasks):
         key = f"tasks[{i}]"
-        task = tasks.get(task_cfg.name, file=file, key=f"{key}.name")
-        for extra, value in (task_cfg.model_extra or {}).items():
-            if extra not in task.options:
-                choices = list(task.options) + list(TaskConfig.model_fields)
-                from disha_bench.errors import did_you_mean
-
+        task = tasks.REGISTRY.get(task_cfg.name, file=file, key=f"{key}.name")
+        extras = task_cfg.model_extra or {}
+        for extra in extras:
+            if extra not in task.Options.model_fields:
+                choices = list(task.Options.model_fields) + list(TaskConfig.model_fields)
                 raise UserError(f"unknown key for task '{task.name}'; {did_you_mean(extra, choices)}", file=file, key=f"{key}.{extra}")
-            expected = type(task.options[extra])
-            if task.options[extra] is not None and not isinstance(value, expected):
-                raise UserError(f"expected {expected.__name__}, got {value!r}", file=file, key=f"{key}.{extra}")
+        validate_model(task.Options, extras, file=file, key=key, what=f"task '{task.name}'", noun="option")
     labels = [m.label or m.name for m in suite.methods]
     for i, method_cfg in enumerate(suite.methods):
         key = f"methods[{i}]"
@@ -285,12 +280,8 @@ def _check_names(suite: Suite, file: str) -> None:
         methods.validate_params(method_cfg.name, params, file=file, key=key)
         target = params.get("match_params")
         if target is not None and target not in labels:
-            from disha_bench.errors import did_you_mean
-
             raise UserError(f"no method labelled '{target}' in this suite; {did_you_mean(str(target), labels)}", file=file, key=f"{key}.match_params")
     if suite.analysis.reference is not None and suite.analysis.reference not in labels:
-        from disha_bench.errors import did_you_mean
-
         raise UserError(f"no method labelled '{suite.analysis.reference}' in this suite; "
                         f"{did_you_mean(suite.analysis.reference, labels)}", file=file, key="analysis.reference")
     from disha_bench.convergence import check_targets
@@ -306,29 +297,6 @@ def _check_names(suite: Suite, file: str) -> None:
         raise UserError("seeds repeat", file=file, key="seeds")
 
 
-def _key_path(loc: tuple) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("int", "float", "str") or re.fullmatch(r"literal\[.*\]|function-.*", str(part)):
-            continue  # pydantic adds the union branch to the location
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def _describe_error(error: dict) -> str:
-    kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    got = error.get("input")
-    shown = json.dumps(got) if isinstance(got, (int, float, str, bool, type(None))) else type(got).__name__
-    return f"{message[0].lower()}{message[1:]} (got {shown})"
-
-
 # ---------------------------------------------------------------------------------------------
 # Expansion into runs
 
@@ -342,7 +310,9 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list[dict[str, Any]]:
         task = tasks.get(task_cfg.name)
         task_resolved = {**task.options, **task_cfg.model_dump()}
         for method_cfg in suite.methods:
-            params = methods.validate_params(method_cfg.name, dict(method_cfg.model_extra or {}))
+            # numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank
+            # (and its relative alpha) is resolved in the worker, where the model is.
+            params = methods.resolve_params(method_cfg.name, dict(method_cfg.model_extra or {}))
             label = method_cfg.label or method_cfg.name
             for seed in suite.seeds:
                 config = {

@@ -58,6 +58,19 @@ BAD_SUITES = [
     ("match-unknown-label", _with("methods.0", {"name": "lora", "match_params": "bonne"}), ["methods[0].match_params", "bone"]),
     ("negative-method-lr", _with("methods.2.lr", -1e-4), ["methods[2].lr", "greater than 0"]),
     ("missing-methods", yaml.safe_dump({k: v for k, v in GOOD.items() if k != "methods"}), ["methods", "missing"]),
+    # task options: enums, ranges and types come from each task's typed Options
+    ("train-source-typo", _with("tasks.0", {"name": "humaneval", "train_source": "metamth"}),
+     ["tasks[0].train_source", "'codefeedback' or 'stdlib'", '"metamth"']),
+    ("zero-samples", _with("tasks.0", {"name": "humaneval", "num_samples": 0}), ["tasks[0].num_samples", ">= 1", "got 0"]),
+    ("samples-as-string", _with("tasks.0", {"name": "humaneval", "num_samples": "3"}), ["tasks[0].num_samples", "integer"]),
+    ("flag-as-int", _with("tasks.0", {"name": "humaneval", "unsafe_no_isolation": 1}), ["unsafe_no_isolation", "true or false"]),
+    ("gsm8k-source", _with("tasks.0", {"name": "gsm8k", "train_source": "metamath"}), ["tasks[0].train_source", "'metamathqa'"]),
+    ("zero-train-size", _with("tasks.0.train_size", 0), ["tasks[0].train_size", "> 0"]),
+    # method parameters
+    ("bad-relative-alpha", _with("methods.0.alpha", "2x"), ["methods[0].alpha", "'<k>r'", '"2x"']),
+    ("kernel-enum", _with("methods.2.kernel", "fast"), ["methods[2].kernel", "'efficient' or 'peft'"]),
+    ("dropout-range", _with("methods.1.dropout", 1.5), ["methods[1].dropout", "< 1"]),
+    ("target-unknown-label", _with("convergence", {"targets": ["final:lorra"]}), ["convergence.targets", "lora"]),
 ]
 
 
@@ -132,6 +145,22 @@ def test_a_method_lr_replaces_training_lr_for_that_method_only(tmp_path):
     runs = expand_runs(load_suite(suite_path, ["methods.2.lr=1e-5"])[0])
     assert {r["training"]["lr"] for r in runs if r["method"]["name"] == "bat"} == {1e-5}
     assert all(before.get(r["run_id"]) == r["training"]["lr"] for r in runs if r["method"]["name"] != "bat")
+
+
+def test_good_values_of_every_kind_are_accepted(tmp_path, capsys):
+    """An int where a float is expected (timeout_s: 5, top_p: 1), `alpha: 2r`, a YAML 1.2 float."""
+    suite = copy.deepcopy(GOOD)
+    suite["tasks"] = [{"name": "humaneval", "train_source": "stdlib", "timeout_s": 5, "num_samples": 2, "top_p": 1}]
+    suite["methods"][0].update(alpha="2r", dropout=0)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(suite).replace("max_steps: 2", "max_steps: 2\n  lr: 3e-5"))
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    loaded, _ = load_suite(path)
+    assert loaded.training.lr == 3e-5  # PyYAML alone reads 3e-5 as a string
+    runs = expand_runs(loaded)
+    assert {r["task"]["timeout_s"] for r in runs} == {5.0}
+    # r is fixed, so the relative alpha reaches the run as a number: 2 x 4
+    assert {r["method"]["params"]["alpha"] for r in runs if r["method"]["name"] == "lora"} == {8.0}
 
 
 def test_committed_suites_validate(capsys):

@@ -11,6 +11,8 @@ Public API (used by the runner; nothing method-specific lives outside this packa
     count_trainable(model) -> int
     expected_trainable(model, name, params) -> int       analytic count, no adapter built
     resolve_matching(model, {label: (name, params)}, *, file=None, key=None) -> {label: info}
+    resolve_params(name, params) -> dict       validated, numeric alpha when r is fixed (`alpha: 2r`)
+    effective_settings(name, params, lr=, trainable=) -> dict   r, numeric alpha, scaling, lr, trainable
     target_modules(model, name, params) -> [(path, in, out)]   what apply() would adapt
     patch_bat_layers(model) -> int             efficient Bat kernel on a (re)loaded PEFT Bat model
 
@@ -30,7 +32,6 @@ from disha_bench.methods import miss as _miss  # noqa: F401
 from disha_bench.methods.base import (
     REGISTRY,
     MethodSpec,
-    ParamSpec,
     count_all,
     count_trainable,
     head_modules,
@@ -41,11 +42,13 @@ from disha_bench.methods.base import (
 )
 from disha_bench.methods.bat_kernel import patch_bat_layers, unpatch_bat_layers
 from disha_bench.methods.matching import analytic_count, resolve_matching
+from disha_bench.methods.params import MethodParams, alpha_value, resolve_alpha
+from disha_bench.schema import field_lines
 
 __all__ = [
     "REGISTRY",
     "MethodSpec",
-    "ParamSpec",
+    "MethodParams",
     "names",
     "describe",
     "validate_params",
@@ -55,6 +58,8 @@ __all__ = [
     "count_all",
     "expected_trainable",
     "resolve_matching",
+    "resolve_params",
+    "effective_settings",
     "target_modules",
     "task_type",
     "patch_bat_layers",
@@ -71,16 +76,35 @@ def describe() -> str:
     lines = []
     for name, spec in REGISTRY.items():
         lines.append(f"{name}: {spec.summary}")
-        if not spec.params:
-            lines.append("    (no parameters)")
-        for p in spec.params:
-            default = "null" if p.default is None else repr(p.default)
-            lines.append(f"    {p.name} ({p.type_text()}, default {default}): {p.doc}")
+        lines += field_lines(spec.params) or ["    (no parameters)"]
         if spec.modifies_base_weights:
             lines.append("    note: initialisation rewrites the frozen weights; saved adapters are converted to a plain "
                          "LoRA of rank 2r on the original weights")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def resolve_params(name: str, params: dict | None, *, file: str | None = None, key: str | None = None) -> dict:
+    """Validated params with defaults, and the numeric LoRA alpha in place of `<k>r` or null when r is
+    fixed. With `match_params`, alpha stays relative until `resolve_matching` chooses r."""
+    return resolve_alpha(validate_params(name, params, file=file, key=key))
+
+
+def effective_settings(name: str, params: dict, *, lr: float | None = None, trainable: int | None = None) -> dict:
+    """What a run trained with, for its result: rank, numeric alpha and the update's scaling
+    (alpha/r; alpha/sqrt(r) for rslora), learning rate and trainable parameters.
+
+    params: the resolved params (after `resolve_matching` when the method matched another's count).
+    """
+    params = validate_params(name, params)
+    if params.get("match_params") is not None:
+        raise ValueError(f"method '{name}': resolve match_params (resolve_matching) before effective_settings")
+    r = params.get("r")
+    alpha = alpha_value(params)
+    scaling = None
+    if alpha is not None:
+        scaling = alpha / (r**0.5 if name == "rslora" else r)
+    return {"method": name, "r": r, "alpha": alpha, "scaling": scaling, "lr": lr, "trainable_params": trainable}
 
 
 def _check_targets(model: nn.Module, spec: MethodSpec, params: dict, file=None, key=None) -> list:

@@ -1,135 +1,26 @@
-"""Method and parameter specifications, the method registry and the model-side helpers they share.
+"""Method specifications, the method registry and the model-side helpers they share.
 
-A method is a :class:`MethodSpec`: its user-facing parameters (:class:`ParamSpec`), how to build the
-PEFT config, the analytic trainable count of one adapted module, a shape check per target module and
-optional hooks (after-apply patching, optimizer groups). Everything model-independent is validated
-from the spec alone, so `validate_params` needs no model.
+A method is a :class:`MethodSpec`: its user-facing parameters (a typed model,
+`disha_bench.methods.params`), how to build the PEFT config, the analytic trainable count of one
+adapted module, a shape check per target module and optional hooks (after-apply patching,
+optimizer groups). Everything model-independent is validated from the parameter model alone, so
+`validate_params` needs no model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from disha_bench.errors import UserError, did_you_mean
+from disha_bench.errors import UserError
+from disha_bench.methods.params import MethodParams
 from disha_bench.registry import Registry
-
-# ----------------------------------------------------------------------------------------------
-# parameters
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One user-facing method parameter.
-
-    kind: "int", "float", "bool", "str", "choice" (one of ``choices``), "modules" ("all-linear", a
-    module-name suffix, or a list of them), "method-label" (a non-empty string).
-    ``minimum``/``maximum`` are inclusive bounds, ``below`` an exclusive upper bound, ``positive`` means > 0, ``nullable`` allows None.
-    """
-
-    name: str
-    kind: str
-    default: Any
-    doc: str
-    choices: tuple = ()
-    positive: bool = False
-    minimum: float | None = None
-    maximum: float | None = None
-    below: float | None = None
-    nullable: bool = False
-
-    def type_text(self) -> str:
-        text = {
-            "int": "int",
-            "float": "float",
-            "bool": "bool",
-            "str": "str",
-            "choice": " | ".join(repr(c) for c in self.choices),
-            "modules": "'all-linear' | name | [names]",
-            "method-label": "label of another method in the suite",
-        }[self.kind]
-        if self.positive:
-            text += " > 0"
-        elif self.minimum is not None and self.below is not None:
-            text += f" in [{self.minimum:g}, {self.below:g})"
-        elif self.minimum is not None and self.maximum is not None:
-            text += f" in [{self.minimum}, {self.maximum}]"
-        elif self.minimum is not None:
-            text += f" >= {self.minimum}"
-        if self.nullable:
-            text += " or null"
-        return text
-
-    def check(self, value: Any) -> tuple[Any, Optional[str]]:
-        """(normalised value, None) or (value, 'what was expected')."""
-        if value is None:
-            return (None, None) if self.nullable else (value, f"expected {self.type_text()}, got null")
-        got = f"got {value!r} ({type(value).__name__})"
-        if self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                return value, f"expected an integer, {got}"
-        elif self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return value, f"expected a number, {got}"
-            value = float(value)
-            if value != value or value in (float("inf"), float("-inf")):
-                return value, f"expected a finite number, {got}"
-        elif self.kind == "bool":
-            if not isinstance(value, bool):
-                return value, f"expected true or false, {got}"
-        elif self.kind in ("str", "method-label"):
-            if not isinstance(value, str) or not value.strip():
-                return value, f"expected a non-empty string, {got}"
-        elif self.kind == "choice":
-            if value not in self.choices:
-                return value, f"expected one of {', '.join(repr(c) for c in self.choices)}, {got}"
-        elif self.kind == "modules":
-            if isinstance(value, str):
-                if not value.strip():
-                    return value, "expected 'all-linear', a module name or a list of names, got ''"
-            elif isinstance(value, (list, tuple)):
-                if not value or not all(isinstance(v, str) and v.strip() for v in value):
-                    return value, f"expected a non-empty list of module names, {got}"
-                value = list(value)
-            else:
-                return value, f"expected 'all-linear', a module name or a list of names, {got}"
-        if self.kind in ("int", "float"):
-            if self.positive and not value > 0:
-                return value, f"must be > 0, got {value!r}"
-            if self.minimum is not None and value < self.minimum:
-                return value, f"must be >= {self.minimum}, got {value!r}"
-            if self.maximum is not None and value > self.maximum:
-                return value, f"must be <= {self.maximum}, got {value!r}"
-            if self.below is not None and not value < self.below:
-                return value, f"must be < {self.below:g}, got {value!r}"
-        return value, None
-
-
-def rank_param(default: int, doc: str) -> ParamSpec:
-    return ParamSpec("r", "int", default, doc + "; chosen by 'match_params' when that is set", positive=True)
-
-
-TARGET_MODULES = ParamSpec(
-    "target_modules",
-    "modules",
-    "all-linear",
-    "modules to adapt: 'all-linear' (every linear layer except the output / classification head), "
-    "a module-name suffix such as 'q_proj', or a list of them",
-)
-MATCH_PARAMS = ParamSpec(
-    "match_params",
-    "method-label",
-    None,
-    "label of another method in the suite: choose 'r' so that this method's trainable count is closest "
-    "to that method's on the same model and target modules (then 'r' must not be given)",
-    nullable=True,
-)
-
+from disha_bench.schema import join_key, validate_model
 
 # ----------------------------------------------------------------------------------------------
 # methods
@@ -139,6 +30,7 @@ MATCH_PARAMS = ParamSpec(
 class MethodSpec:
     """A fine-tuning method: its parameters and how it is applied and counted.
 
+    params: the typed model of its parameters (a MethodParams subclass, one docstring per field).
     build_config(params, task_type, modules_to_save) -> a PEFT config (None for full fine-tuning).
     module_count(in_features, out_features, params) -> trainable parameters added per adapted module.
     check_module(in_features, out_features, params) -> None, or why this module cannot be adapted.
@@ -147,7 +39,6 @@ class MethodSpec:
     after_zero3_init(peft_model) -> None: after deepspeed.initialize under ZeRO-3, e.g. register the
     parameters a layer reads from its child modules (Bat).
     param_groups(model, params, lr, weight_decay) -> optimizer groups, if the default is not enough.
-    cross_check(params) -> None, or (param name, problem) for checks that involve several parameters.
     rank: the parameter that 'match_params' chooses (None: the method has no rank).
     modifies_base_weights: the initialisation rewrites the frozen weights (PiSSA, OLoRA): what
     save_pretrained writes applies to that residual base; `methods.save` converts it for the original.
@@ -155,7 +46,7 @@ class MethodSpec:
 
     name: str
     summary: str
-    params: tuple[ParamSpec, ...]
+    params: type[MethodParams] = MethodParams
     build_config: Optional[Callable[..., Any]] = None
     module_count: Optional[Callable[[int, int, dict], int]] = None
     check_module: Optional[Callable[[int, int, dict], Optional[str]]] = None
@@ -163,20 +54,12 @@ class MethodSpec:
     after_save: Optional[Callable[[nn.Module, Path], None]] = None
     after_zero3_init: Optional[Callable[[nn.Module], None]] = None
     param_groups: Optional[Callable[..., list]] = None
-    cross_check: Optional[Callable[[dict], Optional[tuple[str, str]]]] = None
     rank: Optional[str] = "r"
     modifies_base_weights: bool = False
     notes: str = ""
-    param_index: dict = field(init=False, repr=False)
-
-    def __post_init__(self):
-        self.param_index = {p.name: p for p in self.params}
-        if self.rank is not None and "match_params" not in self.param_index:
-            self.params = self.params + (MATCH_PARAMS,)
-            self.param_index["match_params"] = MATCH_PARAMS
 
     def defaults(self) -> dict:
-        return {p.name: p.default for p in self.params}
+        return self.params().model_dump()
 
 
 REGISTRY: Registry[MethodSpec] = Registry("method")
@@ -200,40 +83,19 @@ def register(spec: MethodSpec) -> MethodSpec:
     return REGISTRY.register(spec.name, spec)
 
 
-def join_key(key: str | None, param: str) -> str:
-    return f"{key}.{param}" if key else param
-
-
 def validate_params(name: str, params: dict | None, *, file: str | None = None, key: str | None = None) -> dict:
     """Check a method's parameters without a model; return them with defaults filled in."""
     spec = REGISTRY.get(name, file=file, key=key)
     params = {} if params is None else params
     if not isinstance(params, dict):
         raise UserError(f"parameters of method '{name}' must be a mapping, got {type(params).__name__}", file=file, key=key)
-    out = spec.defaults()
-    for pname, value in params.items():
-        if not isinstance(pname, str) or pname not in spec.param_index:
-            choices = list(spec.param_index)
-            alias = ALIASES.get(str(pname))
-            if alias in spec.param_index:
-                hint = f"did you mean '{alias}'?"
-            else:
-                hint = did_you_mean(str(pname), choices) if choices else "this method takes no parameters"
-            raise UserError(f"unknown parameter '{pname}' for method '{name}'; {hint}", file=file, key=join_key(key, str(pname)))
-        value, problem = spec.param_index[pname].check(value)
-        if problem:
-            raise UserError(f"method '{name}' parameter '{pname}': {problem}", file=file, key=join_key(key, pname))
-        out[pname] = value
+    out = validate_model(spec.params, params, file=file, key=key, what=f"method '{name}'", aliases=ALIASES).model_dump()
     if out.get("match_params") is not None and "r" in params:
         raise UserError(
             f"method '{name}': give either 'r' or 'match_params' (which chooses r), not both",
             file=file,
             key=join_key(key, "match_params"),
         )
-    if spec.cross_check is not None:
-        problem = spec.cross_check(out)
-        if problem:
-            raise UserError(f"method '{name}': {problem[1]}", file=file, key=join_key(key, problem[0]))
     return out
 
 

@@ -8,7 +8,6 @@ full = register(
     MethodSpec(
         name="full",
         summary="full fine-tuning: every model parameter trainable (no adapter)",
-        params=(),
         rank=None,
     )
 )

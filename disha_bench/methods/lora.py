@@ -14,36 +14,46 @@ from pathlib import Path
 
 from typing import Optional
 
-from disha_bench.methods.base import TARGET_MODULES, MethodSpec, ParamSpec, peft_target_modules, rank_param, register
+from pydantic import Field
 
-ALPHA = ParamSpec(
-    "alpha",
-    "float",
-    None,
-    "LoRA alpha (PEFT lora_alpha); the update is scaled by alpha/r (alpha/sqrt(r) for rslora). "
-    "null: alpha = r, i.e. scaling 1 for every r (also after 'match_params' picks r)",
-    positive=True,
-    nullable=True,
-)
-DROPOUT = ParamSpec("dropout", "float", 0.0, "dropout on the adapter's input (PEFT lora_dropout)", minimum=0.0, below=1.0)
-PISSA_NITER = ParamSpec(
-    "pissa_niter",
-    "int",
-    None,
-    "null: exact SVD of each target weight; n: randomized SVD with n subspace iterations (PEFT 'pissa_niter_n'), "
-    "much faster on large weights",
-    minimum=0,
-    nullable=True,
-)
-LORAPLUS_RATIO = ParamSpec(
-    "loraplus_lr_ratio",
-    "float",
-    16.0,
-    "learning-rate ratio lr_B / lr_A (LoRA+ paper: 2^4 = 16)",
-    positive=True,
-)
+from disha_bench.methods.base import MethodSpec, peft_target_modules, register
+from disha_bench.methods.params import Alpha, RankedParams, alpha_value
 
-COMMON = (rank_param(8, "LoRA rank"), ALPHA, DROPOUT, TARGET_MODULES)
+class LoraParams(RankedParams):
+    """LoRA and the variants that share its parameters (DoRA, OLoRA)."""
+
+    r: int = Field(8, gt=0)
+    """LoRA rank; chosen by `match_params` when that is set."""
+    alpha: Optional[Alpha] = None
+    """LoRA alpha (PEFT lora_alpha); the update is scaled by alpha/r. A number, or `<k>r` relative to
+    the rank (`2r`: alpha = 2 x r, scaling 2, also after `match_params` picks r; the DiSHA paper's
+    LoRA, DoRA, LoRA+ and OLoRA use 2r, PiSSA 1r). null: alpha = r (scaling 1)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter's input (PEFT lora_dropout)."""
+
+
+class RsLoraParams(LoraParams):
+    """rsLoRA: LoRA with the rank-stabilised scaling alpha/sqrt(r)."""
+
+    alpha: Optional[Alpha] = None
+    """LoRA alpha (PEFT lora_alpha). rsLoRA keeps its own convention: the update is scaled by
+    alpha/sqrt(r), not alpha/r, so a fixed number gives a rank-stable update (the rsLoRA paper's
+    point). `<k>r` is accepted and means alpha = k x r (scaling k x sqrt(r)). null: alpha = r."""
+
+
+class PissaParams(LoraParams):
+    """PiSSA: LoRA initialised from the top-r singular vectors of each weight."""
+
+    pissa_niter: Optional[int] = Field(None, ge=0)
+    """null: exact SVD of each target weight; n: randomized SVD with n subspace iterations (PEFT
+    'pissa_niter_n'), much faster on large weights."""
+
+
+class LoraPlusParams(LoraParams):
+    """LoRA+: LoRA with B trained at a higher learning rate."""
+
+    loraplus_lr_ratio: float = Field(16.0, gt=0)
+    """Learning-rate ratio lr_B / lr_A (LoRA+ paper: 2^4 = 16)."""
 
 
 def _config(init="default", rslora=False, dora=False):
@@ -51,7 +61,7 @@ def _config(init="default", rslora=False, dora=False):
         from peft import LoraConfig
 
         r = params["r"]
-        alpha = params["alpha"] if params["alpha"] is not None else r
+        alpha = alpha_value(params)
         init_weights = True
         if init == "pissa":
             niter = params.get("pissa_niter")
@@ -149,11 +159,11 @@ def _loraplus_groups(model, params: dict, lr: float, weight_decay: float) -> lis
     return [g for g in captured.groups if g["params"]]
 
 
-def _spec(name, summary, extra=(), init="default", rslora=False, dora=False, **kw) -> MethodSpec:
+def _spec(name, summary, params=LoraParams, init="default", rslora=False, dora=False, **kw) -> MethodSpec:
     spec = MethodSpec(
         name=name,
         summary=summary,
-        params=COMMON + tuple(extra),
+        params=params,
         build_config=_config(init, rslora, dora),
         module_count=_dora_count if dora else _lora_count,
         **kw,
@@ -162,12 +172,12 @@ def _spec(name, summary, extra=(), init="default", rslora=False, dora=False, **k
 
 
 _spec("lora", "LoRA: W + (alpha/r) B A, A Kaiming, B zero")
-_spec("rslora", "rank-stabilised LoRA: scaling alpha/sqrt(r) (PEFT use_rslora)", rslora=True)
+_spec("rslora", "rank-stabilised LoRA: scaling alpha/sqrt(r) (PEFT use_rslora)", params=RsLoraParams, rslora=True)
 _spec("dora", "DoRA: LoRA on the direction plus a trainable magnitude per output (PEFT use_dora)", dora=True)
 _spec(
     "pissa",
     "PiSSA: A, B from the top-r SVD of W, residual W kept frozen (PEFT init_lora_weights='pissa')",
-    extra=(PISSA_NITER,),
+    params=PissaParams,
     init="pissa",
     check_module=_decomposition_check("PiSSA"),
     after_apply=_keep_initial_adapter,
@@ -186,6 +196,6 @@ _spec(
 _spec(
     "loraplus",
     "LoRA+: LoRA with B trained at lr * loraplus_lr_ratio (PEFT create_loraplus_optimizer groups)",
-    extra=(LORAPLUS_RATIO,),
+    params=LoraPlusParams,
     param_groups=_loraplus_groups,
 )

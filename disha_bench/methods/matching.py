@@ -21,6 +21,7 @@ from disha_bench.methods.base import (
     resolve_targets,
     validate_params,
 )
+from disha_bench.methods.params import resolve_alpha
 
 
 def shape_histogram(model: nn.Module, params: dict) -> Counter:
@@ -60,7 +61,8 @@ def resolve_matching(
     Returns, for each matched label only:
       {"param": "r", "value": chosen r, "count": own analytic trainable count,
        "target": the other label, "target_count": its count,
-       "params": this method's params with defaults, match_params removed and r set}
+       "params": this method's params with defaults, match_params removed, r set and a
+                 relative alpha (`2r`) made numeric}
     The chosen r minimises |count - target_count| over the r that suit every target module
     (Bat: divides every in/out; Bone: r <= in; ...); ties go to the smaller r.
     """
@@ -79,8 +81,8 @@ def resolve_matching(
         name, params = validated[label]
         target = params.get("match_params")
         if target is None:
-            resolved[label] = params
-            return params
+            resolved[label] = resolve_alpha(params)
+            return resolved[label]
         where = join_key(join_key(key, label), "match_params")
         if target not in validated:
             others = [lab for lab in validated if lab != label]
@@ -120,7 +122,7 @@ def resolve_matching(
                 key=where,
             )
         _, r, count = best
-        final = dict(base, **{spec.rank: r})
+        final = resolve_alpha(dict(base, **{spec.rank: r}))  # `alpha: 2r` follows the chosen r
         resolved[label] = final
         result[label] = {
             "param": spec.rank,

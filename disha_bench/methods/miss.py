@@ -15,29 +15,43 @@ The naming trap: what the DiSHA paper v1-v3 and PEFT's first release called "Bon
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
-from disha_bench.methods.base import TARGET_MODULES, MethodSpec, ParamSpec, peft_target_modules, rank_param, register
+from pydantic import Field
 
-DROPOUT = ParamSpec("dropout", "float", 0.0, "dropout on the adapter's input (PEFT miss_dropout)", minimum=0.0, below=1.0)
-BONE_R = "shard size: D is (r, out_features), shared by the in_features/r input shards (r <= in_features)"
-BAT_R = "block size: D is (out_features/r, r, r), one r x r block per row block; in and out must divide by r"
-MINI_R = ParamSpec(
-    "mini_r",
-    "int",
-    1,
-    "width of the shared block along the output dimension (PEFT mini_r, default 1); D is (r, mini_r), "
-    "out_features must divide by it",
-    positive=True,
-)
-KERNEL = ParamSpec(
-    "kernel",
-    "choice",
-    "efficient",
-    "'efficient': recompute W + dW in backward (memory near Bone's, same results and files as PEFT); "
-    "'peft': PEFT's own forward (keeps the materialised weights for backward)",
-    choices=("efficient", "peft"),
-)
+from disha_bench.methods.base import MethodSpec, peft_target_modules, register
+from disha_bench.methods.params import RankedParams
+
+
+class BoneParams(RankedParams):
+    """Bone (MiSS default)."""
+
+    r: int = Field(64, gt=0)
+    """Shard size: D is (r, out_features), shared by the in_features/r input shards (r <= in_features);
+    chosen by `match_params` when that is set."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter's input (PEFT miss_dropout)."""
+
+
+class BoneMiniParams(BoneParams):
+    """Bone-mini (MiSS 'mini')."""
+
+    r: int = Field(64, gt=0)
+    """Shard size along the input (r <= in_features); chosen by `match_params` when that is set."""
+    mini_r: int = Field(1, gt=0)
+    """Width of the shared block along the output dimension (PEFT mini_r); D is (r, mini_r),
+    out_features must divide by it."""
+
+
+class BatParams(RankedParams):
+    """Bat (MiSS 'bat'). PEFT's Bat forward applies no dropout, so there is no dropout parameter."""
+
+    r: int = Field(64, gt=0)
+    """Block size: D is (out_features/r, r, r), one r x r block per row block; in and out must divide
+    by r; chosen by `match_params` when that is set."""
+    kernel: Literal["efficient", "peft"] = "efficient"
+    """'efficient': recompute W + dW in backward (memory near Bone's, same results and files as PEFT);
+    'peft': PEFT's own forward (keeps the materialised weights for backward)."""
 
 
 def _config(init_weights):
@@ -95,7 +109,7 @@ bone = register(
     MethodSpec(
         name="bone",
         summary="Bone (MiSS default): D (r, out) shared by the in/r column shards; y = Wx + (sum of input shards) D",
-        params=(rank_param(64, BONE_R), DROPOUT, TARGET_MODULES),
+        params=BoneParams,
         build_config=_config(True),
         module_count=lambda in_f, out_f, p: p["r"] * out_f,
         check_module=_bone_check,
@@ -105,7 +119,7 @@ bone_mini = register(
     MethodSpec(
         name="bone-mini",
         summary="Bone-mini (MiSS 'mini'): D (r, mini_r) repeated along the output; fewer parameters",
-        params=(rank_param(64, "shard size along the input (r <= in_features)"), MINI_R, DROPOUT, TARGET_MODULES),
+        params=BoneMiniParams,
         build_config=_config("mini"),
         module_count=lambda in_f, out_f, p: p["r"] * p["mini_r"],
         check_module=_mini_check,
@@ -115,7 +129,7 @@ bat = register(
     MethodSpec(
         name="bat",
         summary="Bat (MiSS 'bat', the paper's old 'Bone'): W'_{a,b} = W_{a,b}(I + D_a) + D_a, D (out/r, r, r)",
-        params=(rank_param(64, BAT_R), KERNEL, TARGET_MODULES),
+        params=BatParams,
         build_config=_config("bat"),
         module_count=lambda in_f, out_f, p: out_f * p["r"],
         check_module=_bat_check,

@@ -21,12 +21,16 @@ def get(name: str, *, file: str | None = None, key: str | None = None) -> Task:
 
 
 def describe() -> str:
+    """Every task, its head, primary metric and description, and its own options (from `Options`);
+    the keys every task takes (TaskConfig) are listed once at the end."""
+    from disha_bench.schema import field_lines
+    from disha_bench.suite import TaskConfig
+
     lines = []
     for name, cls in REGISTRY.items():
-        opts = ", ".join(f"{k}={v!r}" for k, v in cls.options.items())
-        lines.append(f"{name:22s} {cls.head:24s} {cls.primary_metric:20s} {cls.description}")
-        if opts:
-            lines.append(f"{'':22s} options: {opts}")
+        lines.append(f"{name}: {cls.description} [{cls.head}; primary metric {cls.primary_metric}]")
+        lines += field_lines(cls.Options)
+    lines += ["", "every task also takes:"] + field_lines(TaskConfig)
     return "\n".join(lines)
 
 

@@ -20,9 +20,15 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from disha_bench.errors import UserError
+from disha_bench.schema import StrictModel
 
 IGNORE_INDEX = -100
+
+
+class TaskOptions(StrictModel):
+    """A task's own suite keys beyond the common TaskConfig fields (none by default). Each task
+    declares a subclass with a docstring per field; `disha-bench validate` checks a suite's values
+    against it and `disha-bench list tasks` prints it."""
 
 
 @dataclass
@@ -52,8 +58,14 @@ class Task:
     """Headline metric reported in leaderboards (higher is better)."""
     description: ClassVar[str] = ""
     """One line for `disha-bench list tasks`."""
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+    """The typed model of the task's own suite keys."""
     options: ClassVar[dict[str, Any]] = {}
-    """Task-specific suite keys and their defaults, beyond the common TaskConfig fields."""
+    """Those keys' defaults (derived from `Options`), the base of every resolved task config."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.options = cls.Options().model_dump()
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         """(train records, evaluation records), already limited and shuffled with the config's seed."""
@@ -166,8 +178,3 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:cut]
-
-
-def check_label(value: Any, allowed: Sequence, file: str, line: int) -> None:
-    if value not in allowed:
-        raise UserError(f"line {line}: unexpected label {value!r}; expected one of {list(allowed)}", file=file)

@@ -31,14 +31,15 @@ import inspect
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
+from pydantic import Field
 
 from disha_bench.data import HubSpec, find_local, load_split, read_records
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
-from disha_bench.tasks.base import EvalSettings, Task, cut_at_stop, encode_prompt_answer, generate, subsample
+from disha_bench.tasks.base import EvalSettings, Task, TaskOptions, cut_at_stop, encode_prompt_answer, generate, subsample
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 PASS_KS = (1, 10, 100)
@@ -124,14 +125,32 @@ def load_problems(config: dict, data_dir: str | None) -> list[dict]:
     return load_split(config, data_dir, "eval", local=local, read_local=read, hub=hub, what="humaneval")
 
 
+class HumanEvalOptions(TaskOptions):
+    """HumanEval's own suite keys."""
+
+    train_source: Literal["codefeedback", "stdlib"] = "codefeedback"
+    """Training data: `codefeedback` (the DiSHA paper's CodeFeedback instructions; hub or data
+    directory) or `stdlib` (documented standard-library functions, offline)."""
+    num_samples: int = Field(1, ge=1)
+    """Completions per problem: 1 is greedy; more are sampled (pass@k for k up to this)."""
+    temperature: float = Field(0.8, gt=0)
+    """Sampling temperature when num_samples > 1."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    """Nucleus-sampling mass when num_samples > 1."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Wall-clock limit of one completion's test run in the sandbox, in seconds."""
+    unsafe_no_isolation: bool = False
+    """Run completions without the namespace sandbox (only rlimits and a temporary directory): for
+    machines without user namespaces, and only with code you trust."""
+
+
 @register
 class HumanEval(Task):
     name = "humaneval"
     head = "causal_lm"
     primary_metric = "pass@1"
     description = "HumanEval pass@k of generated completions, run in the sandbox (train: CodeFeedback or stdlib)"
-    options = {"train_source": "codefeedback", "num_samples": 1, "temperature": 0.8, "top_p": 0.95,
-               "timeout_s": 10.0, "unsafe_no_isolation": False}
+    Options = HumanEvalOptions
 
     def __init__(self) -> None:
         self._config: dict = {**self.options, "sample_seed": 0}

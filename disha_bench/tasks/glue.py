@@ -166,7 +166,6 @@ def _make(spec: GlueSpec) -> type[GlueTask]:
         "spec": spec, "name": spec.name, "num_labels": spec.classes(), "primary_metric": spec.primary,
         "description": f"GLUE {spec.directory} ({'regression' if spec.labels is None else f'{spec.classes()} classes'}; "
                        f"hub nyu-mll/glue or glue/{spec.directory}/*.tsv)",
-        "options": {},
     })
     return register(cls)
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from disha_bench.data import HubSpec, load_split, read_records
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
-from disha_bench.tasks.base import EvalSettings, Task, encode_prompt_answer, generate, subsample
+from disha_bench.tasks.base import EvalSettings, Task, TaskOptions, encode_prompt_answer, generate, subsample
 
 # --- lm-eval's gsm8k filters and metric settings (lm_eval/tasks/gsm8k/gsm8k.yaml) --------------
 STRICT_PATTERN = r"#### (\-?[0-9\.\,]+)"
@@ -125,13 +125,21 @@ def load_gsm8k_split(config: dict, data_dir: str | None, split: str) -> list[dic
     )
 
 
+class GSM8KOptions(TaskOptions):
+    """GSM8K's own suite keys."""
+
+    train_source: Literal["gsm8k", "metamathqa"] = "gsm8k"
+    """Training data: GSM8K's train split, or MetaMathQA (the DiSHA paper's; query -> response,
+    hub `meta-math/MetaMathQA` or `metamathqa/` under the data directory)."""
+
+
 @register
 class GSM8K(Task):
     name = "gsm8k"
     head = "causal_lm"
     primary_metric = "exact_match_strict"
     description = "GSM8K grade-school math, greedy generation, lm-eval strict/flexible match (hub openai/gsm8k or gsm8k/*.jsonl)"
-    options = {"train_source": "gsm8k"}
+    Options = GSM8KOptions
 
     def __init__(self) -> None:
         self._config: dict | None = None

@@ -10,10 +10,13 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
+from pydantic import Field
+
 from disha_bench.tasks import gsm8k, register
 from disha_bench.tasks.base import (
     EvalSettings,
     Task,
+    TaskOptions,
     classify,
     encode_prompt_answer,
     encode_text_classification,
@@ -38,6 +41,15 @@ def _sentiment_records(n: int, seed: int) -> list[dict]:
     return records
 
 
+class SentimentOptions(TaskOptions):
+    """synthetic-sentiment's own suite keys."""
+
+    train_size: int = Field(512, gt=0)
+    """Generated training sentences."""
+    eval_size: int = Field(128, gt=0)
+    """Generated evaluation sentences."""
+
+
 @register
 class SyntheticSentiment(Task):
     name = "synthetic-sentiment"
@@ -45,7 +57,7 @@ class SyntheticSentiment(Task):
     num_labels = 2
     primary_metric = "accuracy"
     description = "generated two-class sentiment sentences (smoke test, offline)"
-    options = {"train_size": 512, "eval_size": 128}
+    Options = SentimentOptions
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         train = _sentiment_records(config["train_size"], seed=1)
@@ -75,13 +87,22 @@ def _arith_records(n: int, seed: int) -> list[dict]:
     return records
 
 
+class ArithOptions(TaskOptions):
+    """synthetic-arith's own suite keys."""
+
+    train_size: int = Field(512, gt=0)
+    """Generated training problems."""
+    eval_size: int = Field(32, gt=0)
+    """Generated evaluation problems."""
+
+
 @register
 class SyntheticArith(Task):
     name = "synthetic-arith"
     head = "causal_lm"
     primary_metric = "exact_match"
     description = "generated addition word problems in GSM8K format (smoke test, offline)"
-    options = {"train_size": 512, "eval_size": 32}
+    Options = ArithOptions
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         train = _arith_records(config["train_size"], seed=1)
