@@ -297,6 +297,36 @@ def test_resolve_matching_tiny_llama():
     assert methods.count_trainable(model) == out["lora-m"]["count"]
 
 
+def test_relative_alpha_follows_the_matched_rank():
+    """`alpha: 2r` means 2 x the rank match_params chooses; the resolved params carry the number,
+    PEFT scales the update by 2, and effective_settings reports what the run trained with."""
+    suite = {"bone": ("bone", {"r": 8}), "lora": ("lora", {"match_params": "bone", "alpha": "2r"}),
+             "pissa": ("pissa", {"match_params": "bone", "alpha": "1r"}), "rs": ("rslora", {"r": 4, "alpha": "2r"})}
+    out = methods.resolve_matching(tiny_llama(), suite)
+    params = out["lora"]["params"]
+    assert params["r"] == 4 and params["alpha"] == 8.0
+    assert out["pissa"]["params"]["alpha"] == 4.0
+    model = methods.apply(tiny_llama(), "lora", **params)
+    assert model.peft_config["default"].lora_alpha == 8.0
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.scaling["default"] == 2.0
+    settings = methods.effective_settings("lora", params, lr=1e-4, trainable=methods.count_trainable(model))
+    assert settings == {"method": "lora", "r": 4, "alpha": 8.0, "scaling": 2.0, "lr": 1e-4, "trainable_params": 8192}
+    # rsLoRA keeps its alpha/sqrt(r) scaling: alpha 2r = 8 at r = 4 scales by 8/2 = 4
+    assert methods.effective_settings("rslora", methods.resolve_params("rslora", {"r": 4, "alpha": "2r"}))["scaling"] == 4.0
+    # a fixed r resolves at once; null alpha means alpha = r; methods without alpha have none
+    assert methods.resolve_params("dora", {"r": 6, "alpha": "0.5r"})["alpha"] == 3.0
+    assert methods.resolve_params("lora", {"r": 6})["alpha"] == 6.0
+    assert methods.effective_settings("bone", {"r": 8})["alpha"] is None
+    assert methods.resolve_params("lora", {"match_params": "bone", "alpha": "2r"})["alpha"] == "2r"
+
+
+@pytest.mark.parametrize("alpha", ["2", "r2", "-2r", "0r", "2rr", True])
+def test_bad_relative_alpha(alpha):
+    e = _err(methods.validate_params, "lora", {"alpha": alpha}, key="m")
+    assert e.key == "m.alpha" and "'<k>r'" in str(e), str(e)
+
+
 def test_resolve_matching_bat_only_divisors():
     # bat on q, k only: r must divide 64 and 32; its count is 192 * r
     suite = {"lora": ("lora", {"r": 3}), "bat": ("bat", {"match_params": "lora", "target_modules": ["q_proj", "k_proj"]})}
