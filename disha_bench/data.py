@@ -17,6 +17,8 @@ file becomes a `UserError` naming the file and, where there is one, the line.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import gzip
 import io
@@ -35,6 +37,21 @@ SPLITS = ("train", "eval")
 # GLUE sentences never exceed this, but csv's default limit (128 KiB) is below some QQP/MNLI
 # parse-tree fields on other platforms; raise it once instead of failing on a real file.
 csv.field_size_limit(2**24)
+
+
+_PROBING = contextvars.ContextVar("disha_bench_data_probing", default=False)
+
+
+@contextlib.contextmanager
+def probing():
+    """Within this block `load_split` only checks that a split is available (a local file exists,
+    or the hub - offline: its cache - serves it) and returns no records: `disha_bench.preflight`
+    runs each task's real `load` this way before any run starts."""
+    token = _PROBING.set(True)
+    try:
+        yield
+    finally:
+        _PROBING.reset(token)
 
 
 def resolve_data_dir(cli_value: str | None) -> str | None:
@@ -87,11 +104,11 @@ def load_split(
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise UserError(f"{what}: data file for split '{split}' not found", file=str(path), key=f"data_files.{split}")
-        return read_local(path)
+        return [] if _PROBING.get() else read_local(path)
     if source in ("local", "auto"):
         found = find_local(data_dir, local)
         if found is not None:
-            return read_local(found)
+            return [] if _PROBING.get() else read_local(found)
         if source == "local" or hub is None:
             raise UserError(f"{what}: no local data for split '{split}'; {_where_hint(data_dir, local, split)}", key="source")
     return load_hub(hub, from_hub, what=what, hint=_where_hint(data_dir, local, split))
@@ -122,6 +139,8 @@ def load_hub(spec: HubSpec, convert: Callable[[dict], dict], *, what: str, hint:
         import datasets
 
         dataset = datasets.load_dataset(spec.path, spec.name, split=spec.split)
+        if _PROBING.get():
+            return []
     except Exception as err:  # datasets raises ConnectionError, OSError, ValueError, its own types...
         offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
         why = "the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)" if offline else f"{type(err).__name__}: {_first_line(err)}"

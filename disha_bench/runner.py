@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from disha_bench import distributed, worker
+from disha_bench import distributed, preflight, worker
+from disha_bench.data import resolve_data_dir
 from disha_bench.errors import UserError
 from disha_bench.results import FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result
 from disha_bench.suite import Suite, expand_runs, load_suite, method_table
@@ -51,11 +52,12 @@ def run_suite(
     runs = [r for r in expand_runs(suite, world) if _selected(r, only)]
     if not runs:
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
+    data_dir = resolve_data_dir(data_dir)
+    preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r["task"]["name"] for r in runs})
     results_dir = Path(out) if out else Path("results") / suite.name
     if fresh:
         _set_aside(results_dir, [run["run_id"] for run in runs] if only else None)
     table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
-    data_dir = _data_dir(data_dir)
     fork = worker.can_fork(nproc, hostfile)
 
     outcomes: list[str] = []
@@ -186,13 +188,6 @@ def _hostfile_slots(hostfile: str) -> int:
     if slots == 0:
         raise UserError("no hosts in the hostfile; expected lines like 'node1 slots=8'", file=hostfile)
     return slots
-
-
-def _data_dir(cli_value: str | None) -> str | None:
-    value = cli_value or os.environ.get("DISHA_BENCH_DATA")
-    if value and not Path(value).is_dir():
-        raise UserError(f"data directory '{value}' does not exist", key="--data-dir" if cli_value else "DISHA_BENCH_DATA")
-    return str(Path(value).resolve()) if value else None
 
 
 def _write_report(suite: Suite, results_dir: Path, command: str) -> None:

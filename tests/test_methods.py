@@ -9,17 +9,13 @@ merge and unmerge are exact (Bat through PEFT's fp32 inverse). ZeRO-3 is covered
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import pytest
 import torch
 
 torch.set_num_threads(1)  # tiny tensors: one thread is faster and immune to a busy machine
 
-from disha_bench import methods  # noqa: E402
-from disha_bench.errors import UserError  # noqa: E402
+from disha_bench import methods
+from disha_bench.errors import UserError
 
 # tiny Llama: per layer q 64->64, k/v 64->32, o 64->64, gate/up 64->128, down 128->64
 #   sum(in + out) = 1024, sum(out) = 512, 7 modules, 2 layers

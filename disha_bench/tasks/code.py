@@ -148,6 +148,7 @@ class HumanEvalOptions(TaskOptions):
 class HumanEval(Task):
     name = "humaneval"
     head = "causal_lm"
+    runs_code = True
     primary_metric = "pass@1"
     description = "HumanEval pass@k of generated completions, run in the sandbox (train: CodeFeedback or stdlib)"
     Options = HumanEvalOptions
