@@ -33,6 +33,7 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     wanted = set(task_names) if task_names is not None else None
     selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
     check_model(suite.model.name, suite.model.revision, file=file)
+    check_loggers(suite.output.loggers, file=file)
     for i, task_cfg in selected:
         check_task_data(task_cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
     for i, task_cfg in selected:
@@ -76,6 +77,19 @@ def check_model(name: str, revision: Optional[str] = None, *, file: str, key: st
         raise UserError(f"model '{name}' cannot be fetched from the hub ({type(err).__name__}: {reason}); "
                         "check the id, set HF_TOKEN for a gated model, or give a local directory",
                         file=file, key=key) from None
+
+
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_loggers(names: Iterable[str], *, file: str) -> None:
+    """Each metric logger the suite asks for needs its package (an extra of disha-bench)."""
+    import importlib.util
+
+    for i, name in enumerate(names):
+        if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
+            raise UserError(f"logger '{name}' needs the {LOGGER_PACKAGES[name]} package: "
+                            f"pip install 'disha-bench[{name}]'", file=file, key=f"output.loggers[{i}]")
 
 
 def check_sandbox(*, unsafe_no_isolation: bool = False, file: Optional[str] = None, key: Optional[str] = None) -> None:

@@ -1,24 +1,64 @@
-"""Training progress for the runner: a bar on a terminal, plain lines in logs, optional metric loggers.
+"""Visible progress of `disha-bench run`: events from the workers, bars or plain lines in the runner.
 
-    python -c "from disha_bench.progress import Progress; p = Progress(3, 'demo'); [p.update(i, loss=1/i) for i in (1, 2, 3)]; p.close()"
+    disha-bench run suites/smoke.yaml       # a terminal shows two bars; a log file gets plain lines
 
-On an interactive terminal (and not under CI) a progress bar is drawn: tqdm when installed, else a
-one-line bar of our own. Elsewhere (files, CI logs) a plain line is printed every `every` steps,
-because carriage-return bars turn into megabytes of noise in a log file.
+A worker reports on its output one machine-readable line per event (rank 0 only):
 
-Metric loggers (TensorBoard, Weights & Biases) are off by default; `make_loggers(["tensorboard"],
-run_dir)` asks for them explicitly and fails with a UserError naming the missing package.
+    [disha-event] {"event": "step", "run_id": "...", "step": 5, "max_steps": 20, "loss": 1.23, ...}
+
+(`emit_step`, `emit`; events: "start", "step", "end"). The runner pipes every worker line through
+`SuiteProgress.feed`, which draws on a terminal (rich) the suite (runs done of N, ETA) and the
+current run (step of max_steps, loss, steps/s, ETA); elsewhere (CI logs, files, `| tee`) it prints
+a plain line at the first step, every tenth of the steps and the last, because a redrawn bar
+turns into megabytes of noise in a log. The same step events feed the optional metric loggers
+(`output.loggers: [tensorboard, wandb]` in a suite; extras `pip install disha-bench[tensorboard]`
+/ `[wandb]`), which are off by default.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Optional, Protocol, TextIO
 
 from disha_bench.errors import UserError, did_you_mean
+
+EVENT_PREFIX = "[disha-event] "
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+
+
+def emit(event: str, run_id: str, **fields: Any) -> None:
+    """Print one event line for the runner (call on rank 0 only: every rank's output is piped)."""
+    print(EVENT_PREFIX + json.dumps({"event": event, "run_id": run_id, **fields}, default=float), flush=True)
+
+
+def emit_step(run_id: str, step_log: Any, max_steps: int) -> None:
+    """One optimizer step: `step_log` is the run's `results.StepLog` (step, loss, lr, grad_norm,
+    tokens, step_time_s)."""
+    fields = {k: getattr(step_log, k, None) for k in ("step", "loss", "lr", "grad_norm", "tokens", "step_time_s")}
+    emit("step", run_id, max_steps=max_steps, **fields)
+
+
+def parse_event(line: str) -> Optional[dict[str, Any]]:
+    """The event of a worker output line, or None for any other line (or a garbled event)."""
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        event = json.loads(line[len(EVENT_PREFIX):])
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner side
 
 
 def interactive(stream: TextIO) -> bool:
@@ -26,53 +66,157 @@ def interactive(stream: TextIO) -> bool:
     return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("CI")
 
 
-def _fmt(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if v is not None)
+def clock(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds:
+        return "?"
+    seconds = int(round(max(0.0, seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-class Progress:
-    """`update(step, **metrics)` after each optimizer step (step counts from 1), `close()` at the end."""
+class RunState:
+    """What the display knows of the run in progress, from its step events."""
 
-    def __init__(self, total: int, desc: str = "", every: int | None = None, stream: TextIO | None = None,
-                 enabled: bool = True):
-        self.total, self.desc, self.enabled = total, desc, enabled
-        self.stream = stream or sys.stderr
-        self.every = every or max(1, total // 10)
-        self.start = time.monotonic()
-        self.tty = enabled and interactive(self.stream)
-        self._bar = None
-        if self.tty:
-            try:
-                from tqdm import tqdm
+    def __init__(self, run_id: str, max_steps: Optional[int] = None):
+        self.run_id, self.max_steps = run_id, max_steps
+        self.step, self.loss, self.step_times = 0, None, []
 
-                self._bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True)
-            except ImportError:
-                pass
+    def update(self, event: dict) -> None:
+        self.step = int(event.get("step") or self.step)
+        self.max_steps = event.get("max_steps") or self.max_steps
+        self.loss = event.get("loss", self.loss)
+        if event.get("step_time_s"):
+            self.step_times.append(float(event["step_time_s"]))
 
-    def update(self, step: int, **metrics: Any) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.n = step
-            self._bar.set_postfix_str(_fmt(metrics), refresh=False)
-            self._bar.refresh()
-        elif self.tty:
-            width = 30
-            filled = int(width * step / max(1, self.total))
-            self.stream.write(f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} {_fmt(metrics)}\033[K")
+    def steps_per_s(self) -> Optional[float]:
+        recent = self.step_times[-20:]
+        return len(recent) / sum(recent) if recent and sum(recent) > 0 else None
+
+    def eta_s(self) -> Optional[float]:
+        rate = self.steps_per_s()
+        return (self.max_steps - self.step) / rate if rate and self.max_steps else None
+
+    def text(self) -> str:
+        rate = self.steps_per_s()
+        loss = f"loss {self.loss:.4f}" if isinstance(self.loss, (int, float)) else "loss ?"
+        speed = f"{rate:.2f} steps/s" if rate else "? steps/s"
+        return f"{loss}  {speed}  ETA {clock(self.eta_s())}"
+
+
+class SuiteProgress:
+    """The runner's display: `run_started`, `feed` (each worker line), `run_finished`, `close`.
+
+    total: runs selected; done: those already finished (skipped). stream: where to draw (stdout).
+    loggers: metric logger names (`output.loggers`), one set per run under `<results>/.runs/<id>/`.
+    """
+
+    def __init__(self, total: int, done: int = 0, *, stream: Optional[TextIO] = None, loggers: tuple = (),
+                 results_dir: Optional[Path] = None, force_terminal: Optional[bool] = None):
+        self.total, self.done = total, done
+        self.stream = stream or sys.stdout
+        self.logger_names, self.results_dir = tuple(loggers), results_dir
+        self.run: Optional[RunState] = None
+        self.run_durations: list[float] = []
+        self.run_started_at = time.monotonic()
+        self.loggers: list[Logger] = []
+        self.tty = interactive(self.stream) if force_terminal is None else force_terminal
+        self._bars = self._start_bars() if self.tty else None
+        atexit.register(self.close)  # a Ctrl-C between runs must still give the terminal back
+        global _ACTIVE
+        _ACTIVE = self
+
+    def _start_bars(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        console = Console(file=self.stream, force_terminal=True)
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), console=console, redirect_stdout=self.stream is sys.stdout,
+                        redirect_stderr=False, refresh_per_second=4)
+        self._suite_bar = bars.add_task("suite", total=self.total, completed=self.done, info=self._suite_info())
+        self._run_bar = bars.add_task("run", total=1, completed=0, info="", visible=False)
+        bars.start()
+        return bars
+
+    def suite_eta_s(self) -> Optional[float]:
+        if not self.run_durations:
+            return None
+        remaining = self.total - self.done
+        current = self.run.eta_s() if self.run else None
+        mean = sum(self.run_durations) / len(self.run_durations)
+        if self.run is not None and current is not None:
+            return current + mean * (remaining - 1)
+        return mean * remaining
+
+    def _suite_info(self) -> str:
+        return f"runs  ETA {clock(self.suite_eta_s())}"
+
+    def run_started(self, run_id: str) -> None:
+        self.run, self.run_started_at = RunState(run_id), time.monotonic()
+        if self.results_dir is not None:
+            self.loggers = make_loggers(list(self.logger_names), self.results_dir / ".runs" / run_id)
+        if self._bars is not None:
+            self._bars.update(self._run_bar, description=run_id, total=1, completed=0, info="", visible=True)
+
+    def feed(self, line: str) -> bool:
+        """Take one worker output line; True when it was an event (consumed: not to be echoed)."""
+        event = parse_event(line)
+        if event is None:
+            return False
+        if event["event"] == "step":
+            self._step(event)
+        return True
+
+    def _step(self, event: dict) -> None:
+        if self.run is None or self.run.run_id != event.get("run_id"):
+            self.run_started(str(event.get("run_id")))
+        run = self.run
+        run.update(event)
+        for logger in self.loggers:
+            logger.log(run.step, {k: event[k] for k in ("loss", "lr", "grad_norm", "tokens", "step_time_s")
+                                  if isinstance(event.get(k), (int, float))})
+        if self._bars is not None:
+            self._bars.update(self._run_bar, total=run.max_steps or run.step, completed=run.step, info=run.text())
+            self._bars.update(self._suite_bar, info=self._suite_info())
+        elif run.step == 1 or run.step == run.max_steps or run.step % max(1, (run.max_steps or 10) // 10) == 0:
+            self.stream.write(f"   step {run.step}/{run.max_steps or '?'}  {run.text()}\n")
             self.stream.flush()
-        elif step == 1 or step % self.every == 0 or step == self.total:
-            elapsed = time.monotonic() - self.start
-            self.stream.write(f"{self.desc} step {step}/{self.total} {_fmt(metrics)} ({elapsed:.0f}s)\n")
+
+    def run_finished(self, status: str) -> None:
+        self.done += 1
+        self.run_durations.append(time.monotonic() - self.run_started_at)
+        self.run = None
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
+        if self._bars is not None:
+            self._bars.update(self._run_bar, visible=False)
+            self._bars.update(self._suite_bar, completed=self.done, info=self._suite_info())
+        else:
+            self.stream.write(f"   suite: {self.done}/{self.total} runs done, ETA {clock(self.suite_eta_s())}\n")
             self.stream.flush()
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        elif self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        global _ACTIVE
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+
+_ACTIVE: Optional[SuiteProgress] = None
+
+
+def active() -> Optional[SuiteProgress]:
+    """The display of the suite being run in this process, if any (the runner's `_launch` feeds it)."""
+    return _ACTIVE
+
+
+# ---------------------------------------------------------------------------------------------
+# Metric loggers (extras, off by default)
 
 
 class Logger(Protocol):
@@ -84,32 +228,31 @@ class Logger(Protocol):
 
 
 class TensorBoardLogger:
-    """Event files under `<run_dir>/tensorboard` (view with `tensorboard --logdir results/<suite>`)."""
+    """Event files under `<run dir>/tensorboard` (view with `tensorboard --logdir results/<suite>/.runs`)."""
 
     def __init__(self, run_dir: Path):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UserError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard") from None
+            raise UserError("logger 'tensorboard' needs the tensorboard package: pip install 'disha-bench[tensorboard]'") from None
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
-            if isinstance(value, (int, float)):
-                self.writer.add_scalar(name, value, step)
+            self.writer.add_scalar(name, value, step)
 
     def close(self) -> None:
         self.writer.close()
 
 
 class WandbLogger:
-    """A W&B run named after the run directory; project from WANDB_PROJECT (default disha-bench)."""
+    """A W&B run named after the run; project from WANDB_PROJECT (default disha-bench)."""
 
     def __init__(self, run_dir: Path):
         try:
             import wandb
         except ImportError:
-            raise UserError("logger 'wandb' needs the wandb package: pip install wandb") from None
+            raise UserError("logger 'wandb' needs the wandb package: pip install 'disha-bench[wandb]'") from None
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "disha-bench"), name=Path(run_dir).name,
                               dir=str(run_dir), reinit=True)
 

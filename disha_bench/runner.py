@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from disha_bench import distributed, preflight, worker
+from disha_bench import distributed, preflight, progress, worker
 from disha_bench.data import resolve_data_dir
 from disha_bench.errors import UserError
 from disha_bench.results import FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result
@@ -59,6 +59,8 @@ def run_suite(
         _set_aside(results_dir, [run["run_id"] for run in runs] if only else None)
     table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
     fork = worker.can_fork(nproc, hostfile)
+    finished = sum(1 for r in runs if _is_final(results_dir / f"{r['run_id']}.json"))
+    display = progress.SuiteProgress(len(runs), finished, loggers=suite.output.loggers, results_dir=results_dir)
 
     outcomes: list[str] = []
     for index, run in enumerate(runs, 1):
@@ -85,6 +87,7 @@ def run_suite(
         outcomes.append(status)
         print(f"[{index}/{len(runs)}] {run['run_id']}: {status}", flush=True)
 
+    display.close()
     if suite.output.report:
         _write_report(suite, results_dir, command)
     failed = [s for s in outcomes if s != "complete"]
@@ -93,7 +96,13 @@ def run_suite(
 
 
 def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:
-    """Start one run's worker(s), stream its progress lines, and make sure a result file exists."""
+    """Start one run's worker(s), stream its progress lines, and make sure a result file exists.
+
+    Worker output goes to the run's log; progress events draw the display (`disha_bench.progress`),
+    `[disha]` messages are echoed."""
+    display = progress.active()
+    if display is not None:
+        display.run_started(spec["run_id"])
     work = results_dir / ".runs"
     work.mkdir(parents=True, exist_ok=True)
     spec_path = work / f"{spec['run_id']}.spec.json"
@@ -115,12 +124,22 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
         try:
             for line in proc.stdout:
                 log.write(line)
+                if display is not None and display.feed(line):
+                    continue
                 if line.startswith("[disha]"):
                     print("   " + line.rstrip(), flush=True)
             proc.wait()
         except BaseException:
             _kill_tree(proc)
             raise
+    status = _recorded_status(spec, log_path, started, proc.returncode)
+    if display is not None:
+        display.run_finished(status)
+    return status
+
+
+def _recorded_status(spec: dict[str, Any], log_path: Path, started: float, returncode: int | None) -> str:
+    """The status of the result the worker wrote, or FAILED recorded for a worker that died first."""
     result = read_result(Path(spec["result_path"]))
     if result is not None and result.run.finished_at >= datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"):
         return result.run.status
@@ -128,12 +147,17 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
     tail = _last_lines(log_path, 3)
     info = RunInfo(
         run_id=spec["run_id"], suite=spec["suite"], task=spec["task"]["name"], method=spec["method"]["label"],
-        seed=spec["seed"], status=FAILED, error=f"worker exited with code {proc.returncode}: {tail}",
+        seed=spec["seed"], status=FAILED, error=f"worker exited with code {returncode}: {tail}",
         config={k: spec[k] for k in ("model", "task", "method", "training", "evaluation", "seed", "world_size")},
         wall_time_s=time.time() - started, world_size=spec["world_size"],
     )
     write_result(Path(spec["result_path"]), RunResult(run=info))
     return FAILED
+
+
+def _is_final(result_path: Path) -> bool:
+    previous = read_result(result_path)
+    return previous is not None and previous.run.status in FINAL_STATUSES
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:

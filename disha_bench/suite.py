@@ -155,6 +155,10 @@ class OutputConfig(_Strict):
     re-run resumes an unfinished run; null: only on those signals."""
     keep_checkpoints: bool = False
     """Keep a run's checkpoints after its result is written (removed by default)."""
+    loggers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    """Metric loggers fed with every training step besides the result file (none by default):
+    `tensorboard` (event files under `<results>/.runs/<run id>/tensorboard`; extra `[tensorboard]`),
+    `wandb` (project from WANDB_PROJECT; extra `[wandb]`)."""
 
 
 class Suite(_Strict):
