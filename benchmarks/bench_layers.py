@@ -2,7 +2,6 @@
 
     python benchmarks/bench_layers.py [--hidden 2048 4096] [--units linear block] [--tokens N]
                                       [--methods lora bone bat bat-peft ...] [--dtype float32] [--json out.json]
-    disha-bench bench-layers ...      (same options, once the CLI registers this module)
 
 Shapes are Llama-like: hidden 2048 (intermediate 5632, as TinyLlama-1.1B) and 4096 (intermediate 11008,
 as Llama-2-7B), head size 128, no grouped KV. "linear" is one hidden x hidden projection; "block" is one
@@ -65,14 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: all cores)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
-
-
-def register(subparsers) -> None:
-    """Add the `bench-layers` subcommand to the disha-bench CLI."""
-    p = subparsers.add_parser("bench-layers", help="time and memory of one adapted layer / block per method",
-                              description=__doc__.splitlines()[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:

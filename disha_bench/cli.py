@@ -49,13 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_list)
 
     for module_name in PLUGGED_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # a subcommand module still being written
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

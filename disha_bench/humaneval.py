@@ -11,16 +11,15 @@ and passes only if the program ran to its end: see the sandbox docstring for the
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
 import tempfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from disha_bench import data
 from disha_bench.errors import UserError, did_you_mean
 from disha_bench.sandbox import SandboxResult, run_untrusted
 
@@ -51,33 +50,14 @@ def default_problems_path() -> Path:
 
 
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object); a missing file, bad gzip, bad JSON or key is a UserError."""
-    name = str(path)
-    opener = gzip.open if name.endswith(".gz") else open
-    try:
-        with opener(name, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"line {lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"invalid JSON ({e.msg} at column {e.colno})",
-                                    file=name, key=where) from None
-                if not isinstance(obj, dict):
-                    raise UserError("expected a JSON object", file=name, key=where)
-                for key in required:
-                    if not isinstance(obj.get(key), str):
-                        what = "missing key" if key not in obj else "expected a string for key"
-                        raise UserError(f"{what} '{key}'", file=name, key=where)
-                yield lineno, obj
-    except FileNotFoundError:
-        raise UserError("file not found", file=name) from None
-    except IsADirectoryError:
-        raise UserError("is a directory, expected a .jsonl or .jsonl.gz file", file=name) from None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read: {e}", file=name) from None
+    """Yield (line number, object) of a .jsonl / .jsonl.gz file, each with these string keys; any
+    problem is a UserError naming the file and line (the reader is `disha_bench.data.read_jsonl`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError("is a directory, expected a .jsonl or .jsonl.gz file", file=str(path))
+    for record in data.read_jsonl(path):
+        data.require_fields(record, required, path)
+        yield record.pop("_line", 0), record
 
 
 def load_problems(path: str | os.PathLike | None = None) -> dict[str, dict]:

@@ -76,10 +76,10 @@ def test_truncate_completion():
 
 
 @pytest.mark.parametrize("line,message", [
-    ('{"task_id": "Toy/0", "completion": ', "line 2: invalid JSON"),
-    ('{"task_id": "Toy/0"}', "line 2: missing key 'completion'"),
-    ('{"completion": "x"}', "line 2: missing key 'task_id'"),
-    ('{"task_id": "Toy/0", "completion": 3}', "line 2: expected a string for key 'completion'"),
+    ('{"task_id": "Toy/0", "completion": ', "line 2: not valid JSON"),
+    ('{"task_id": "Toy/0"}', "line 2: field 'completion' is missing; expected a string"),
+    ('{"completion": "x"}', "line 2: field 'task_id' is missing"),
+    ('{"task_id": "Toy/0", "completion": 3}', "line 2: field 'completion' is a int; expected a string"),
     ('["Toy/0"]', "line 2: expected a JSON object"),
     ('{"task_id": "Toy/9", "completion": "x"}', "line 2: unknown task_id 'Toy/9' (did you mean"),
 ])
@@ -94,14 +94,14 @@ def test_bad_sample_lines_name_file_and_line(tmp_path, toy_problems, line, messa
 
 
 def test_bad_problem_files(tmp_path):
-    with pytest.raises(UserError, match="nope.jsonl: file not found"):
+    with pytest.raises(UserError, match="nope.jsonl: data file not found"):
         load_problems(tmp_path / "nope.jsonl")
     corrupt = tmp_path / "p.jsonl.gz"
     corrupt.write_bytes(gzip.compress(json.dumps(TOYS[0]).encode() + b"\n")[:-12])
-    with pytest.raises(UserError, match="p.jsonl.gz: cannot read"):
+    with pytest.raises(UserError, match="p.jsonl.gz: corrupt gzip file"):
         load_problems(corrupt)
     bad = write_jsonl(tmp_path / "p.jsonl", [TOYS[0], {"task_id": "X", "prompt": ""}])
-    with pytest.raises(UserError, match=r"p.jsonl: line 2: missing key 'test'"):
+    with pytest.raises(UserError, match=r"p.jsonl: line 2: field 'test' is missing"):
         load_problems(bad)
     gz = tmp_path / "ok.jsonl.gz"
     gz.write_bytes(gzip.compress("".join(json.dumps(t) + "\n" for t in TOYS).encode()))
@@ -122,7 +122,7 @@ def test_lead_cli_turns_bad_input_into_exit_2(tmp_path, toy_problems, capsys):
     samples = write_jsonl(tmp_path / "s.jsonl", ["not json"])
     assert cli_mod.main(["eval-code", str(samples), "--problems", str(toy_problems)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "line 1: invalid JSON" in err and "\n" not in err
+    assert err.startswith("error: ") and "line 1: not valid JSON" in err and "\n" not in err
 
 
 # ---------------------------------------------------------------------------- evaluation
