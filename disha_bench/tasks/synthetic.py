@@ -41,13 +41,13 @@ def _sentiment_records(n: int, seed: int) -> list[dict]:
     return records
 
 
-class SentimentOptions(TaskOptions):
-    """synthetic-sentiment's own suite keys."""
+class GeneratedOptions(TaskOptions):
+    """The suite keys of a generated task: how many examples to generate."""
 
     train_size: int = Field(512, gt=0)
-    """Generated training sentences."""
+    """Generated training examples."""
     eval_size: int = Field(128, gt=0)
-    """Generated evaluation sentences."""
+    """Generated evaluation examples."""
 
 
 @register
@@ -57,7 +57,7 @@ class SyntheticSentiment(Task):
     num_labels = 2
     primary_metric = "accuracy"
     description = "generated two-class sentiment sentences (smoke test, offline)"
-    Options = SentimentOptions
+    Options = GeneratedOptions
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         train = _sentiment_records(config["train_size"], seed=1)
@@ -87,13 +87,11 @@ def _arith_records(n: int, seed: int) -> list[dict]:
     return records
 
 
-class ArithOptions(TaskOptions):
-    """synthetic-arith's own suite keys."""
+class ArithOptions(GeneratedOptions):
+    """synthetic-arith generates fewer evaluation problems: each one is a generation."""
 
-    train_size: int = Field(512, gt=0)
-    """Generated training problems."""
     eval_size: int = Field(32, gt=0)
-    """Generated evaluation problems."""
+    """Generated evaluation examples."""
 
 
 @register
