@@ -6,7 +6,8 @@ A worker reports on its output one machine-readable line per event (rank 0 only)
 
     [disha-event] {"event": "step", "run_id": "...", "step": 5, "max_steps": 20, "loss": 1.23, ...}
 
-(`emit_step`, `emit`; events: "start", "step", "end"). The runner pipes every worker line through
+(`emit_step` after each optimizer step; `emit_phase` when a run moves on to a long stage without
+steps, e.g. "evaluating"). The runner pipes every worker line through
 `SuiteProgress.feed`, which draws on a terminal (rich) the suite (runs done of N, ETA) and the
 current run (step of max_steps, loss, steps/s, ETA); elsewhere (CI logs, files, `| tee`) it prints
 a plain line at the first step, every tenth of the steps and the last, because a redrawn bar
@@ -46,6 +47,11 @@ def emit_step(run_id: str, step_log: Any, max_steps: int) -> None:
     emit("step", run_id, max_steps=max_steps, **fields)
 
 
+def emit_phase(run_id: str, name: str) -> None:
+    """The run entered a stage without steps (e.g. "evaluating"): shown beside its bar."""
+    emit("phase", run_id, name=name)
+
+
 def parse_event(line: str) -> Optional[dict[str, Any]]:
     """The event of a worker output line, or None for any other line (or a garbled event)."""
     if not line.startswith(EVENT_PREFIX):
@@ -78,10 +84,10 @@ class RunState:
 
     def __init__(self, run_id: str, max_steps: Optional[int] = None):
         self.run_id, self.max_steps = run_id, max_steps
-        self.step, self.loss, self.step_times = 0, None, []
+        self.step, self.loss, self.step_times, self.phase = 0, None, [], None
 
     def update(self, event: dict) -> None:
-        self.step = int(event.get("step") or self.step)
+        self.step, self.phase = int(event.get("step") or self.step), None
         self.max_steps = event.get("max_steps") or self.max_steps
         self.loss = event.get("loss", self.loss)
         if event.get("step_time_s"):
@@ -96,6 +102,8 @@ class RunState:
         return (self.max_steps - self.step) / rate if rate and self.max_steps else None
 
     def text(self) -> str:
+        if self.phase:
+            return self.phase
         rate = self.steps_per_s()
         loss = f"loss {self.loss:.4f}" if isinstance(self.loss, (int, float)) else "loss ?"
         speed = f"{rate:.2f} steps/s" if rate else "? steps/s"
@@ -164,6 +172,13 @@ class SuiteProgress:
             return False
         if event["event"] == "step":
             self._step(event)
+        elif event["event"] == "phase" and self.run is not None:
+            self.run.phase = str(event.get("name") or "") or None
+            if self._bars is not None:
+                self._bars.update(self._run_bar, info=self.run.text())
+            else:
+                self.stream.write(f"   {self.run.phase}\n")
+                self.stream.flush()
         return True
 
     def _step(self, event: dict) -> None:

@@ -74,7 +74,7 @@ def key_path(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("int", "float", "str", "bool") or re.fullmatch(r"(literal|list|dict|function-)\[?.*", str(part)):
+        elif part in ("int", "float", "str", "bool") or re.fullmatch(r"(literal|list|dict)\[.*\]|function-.*", str(part)):
             continue  # pydantic adds the union branch to the location
         else:
             path += f".{part}" if path else str(part)

@@ -19,6 +19,7 @@ def _worker_lines(run_id: str, steps: int) -> list[str]:
         "from disha_bench import progress\nfrom disha_bench.results import StepLog\n"
         f"for s in range(1, {steps} + 1):\n"
         f"    progress.emit_step({run_id!r}, StepLog(s, 2.0 / s, 1e-4, 0.5, 64, 0.25), {steps})\n"
+        f"progress.emit_phase({run_id!r}, 'evaluating')\n"
         "print('[disha] a message')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -46,7 +47,7 @@ def test_plain_lines_when_not_on_a_terminal():
     assert not display.tty and progress.active() is display
     display.run_started("run-a")
     consumed = [display.feed(line) for line in _worker_lines("run-a", 20)]
-    assert consumed == [True] * 20 + [False]  # the [disha] message is left to the runner to echo
+    assert consumed == [True] * 21 + [False]  # the [disha] message is left to the runner to echo
     display.run_finished(COMPLETE)
     display.close()
     lines = stream.getvalue().splitlines()
@@ -55,6 +56,7 @@ def test_plain_lines_when_not_on_a_terminal():
                                                     "14/20", "16/20", "18/20", "20/20"]
     assert "loss 0.1000" in steps[-1] and "4.00 steps/s" in steps[-1] and "ETA 0:00:00" in steps[-1]
     assert "ETA 0:00:05" in steps[0]  # 19 steps left at 4 steps/s: 4.75 s
+    assert lines[-2].strip() == "evaluating"
     assert lines[-1].strip().startswith("suite: 2/3 runs done, ETA ")
     assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
     assert progress.active() is None
