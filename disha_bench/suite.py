@@ -279,8 +279,13 @@ def _check_names(suite: Suite, file: str) -> None:
     labels = [m.label or m.name for m in suite.methods]
     for i, method_cfg in enumerate(suite.methods):
         key = f"methods[{i}]"
-        methods.REGISTRY.get(method_cfg.name, file=file, key=f"{key}.name")
+        spec = methods.REGISTRY.get(method_cfg.name, file=file, key=f"{key}.name")
         params = dict(method_cfg.model_extra or {})
+        for extra in params:  # a misspelt entry key (`lable`) is suggested too, not only parameters
+            if extra not in spec.params.model_fields and extra not in methods.ALIASES:
+                choices = list(spec.params.model_fields) + list(MethodConfig.model_fields)
+                raise UserError(f"unknown parameter '{extra}' for method '{spec.name}'; {did_you_mean(extra, choices)}",
+                                file=file, key=f"{key}.{extra}")
         methods.validate_params(method_cfg.name, params, file=file, key=key)
         target = params.get("match_params")
         if target is not None and target not in labels:

@@ -68,6 +68,7 @@ BAD_SUITES = [
     ("zero-train-size", _with("tasks.0.train_size", 0), ["tasks[0].train_size", "> 0"]),
     # method parameters
     ("bad-relative-alpha", _with("methods.0.alpha", "2x"), ["methods[0].alpha", "'<k>r'", '"2x"']),
+    ("misspelt-label", _with("methods.0.lable", "x"), ["methods[0].lable", "did you mean 'label'"]),
     ("kernel-enum", _with("methods.2.kernel", "fast"), ["methods[2].kernel", "'efficient' or 'peft'"]),
     ("dropout-range", _with("methods.1.dropout", 1.5), ["methods[1].dropout", "< 1"]),
     ("target-unknown-label", _with("convergence", {"targets": ["final:lorra"]}), ["convergence.targets", "lora"]),

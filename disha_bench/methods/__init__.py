@@ -30,6 +30,7 @@ from disha_bench.methods import full as _full  # noqa: F401  (registers)
 from disha_bench.methods import lora as _lora  # noqa: F401
 from disha_bench.methods import miss as _miss  # noqa: F401
 from disha_bench.methods.base import (
+    ALIASES,
     REGISTRY,
     MethodSpec,
     count_all,
