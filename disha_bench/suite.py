@@ -12,10 +12,10 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
-from pydantic import ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from disha_bench.errors import UserError, did_you_mean
 from disha_bench.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
@@ -263,6 +263,16 @@ def validate_suite(raw: dict, file: str) -> Suite:
     return suite
 
 
+def _reject_unknown(given: Iterable[str], own: type[BaseModel], entry: type[BaseModel], owner: str, file: str,
+                    key: str) -> None:
+    """A key of a task or method entry must be the entry's (name, label, ...) or the task's option /
+    the method's parameter; "did you mean" looks at both."""
+    for name in given:
+        if name not in own.model_fields:
+            choices = list(own.model_fields) + list(entry.model_fields)
+            raise UserError(f"unknown key '{name}' for {owner}; {did_you_mean(name, choices)}", file=file, key=f"{key}.{name}")
+
+
 def _check_names(suite: Suite, file: str) -> None:
     from disha_bench import methods, models, tasks
 
@@ -271,21 +281,16 @@ def _check_names(suite: Suite, file: str) -> None:
         key = f"tasks[{i}]"
         task = tasks.REGISTRY.get(task_cfg.name, file=file, key=f"{key}.name")
         extras = task_cfg.model_extra or {}
-        for extra in extras:
-            if extra not in task.Options.model_fields:
-                choices = list(task.Options.model_fields) + list(TaskConfig.model_fields)
-                raise UserError(f"unknown key for task '{task.name}'; {did_you_mean(extra, choices)}", file=file, key=f"{key}.{extra}")
+        _reject_unknown(extras, task.Options, TaskConfig, f"task '{task.name}'", file, key)
         validate_model(task.Options, extras, file=file, key=key, what=f"task '{task.name}'", noun="option")
     labels = [m.label or m.name for m in suite.methods]
     for i, method_cfg in enumerate(suite.methods):
         key = f"methods[{i}]"
         spec = methods.REGISTRY.get(method_cfg.name, file=file, key=f"{key}.name")
         params = dict(method_cfg.model_extra or {})
-        for extra in params:  # a misspelt entry key (`lable`) is suggested too, not only parameters
-            if extra not in spec.params.model_fields and extra not in methods.ALIASES:
-                choices = list(spec.params.model_fields) + list(MethodConfig.model_fields)
-                raise UserError(f"unknown parameter '{extra}' for method '{spec.name}'; {did_you_mean(extra, choices)}",
-                                file=file, key=f"{key}.{extra}")
+        # PEFT's spellings (lora_alpha, rank) are left to validate_params, which names ours
+        _reject_unknown([p for p in params if p not in methods.ALIASES], spec.params, MethodConfig,
+                        f"method '{spec.name}'", file, key)
         methods.validate_params(method_cfg.name, params, file=file, key=key)
         target = params.get("match_params")
         if target is not None and target not in labels:
