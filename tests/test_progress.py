@@ -9,6 +9,8 @@ import io
 import subprocess
 import sys
 
+import pytest
+
 from disha_bench import progress
 from disha_bench.results import COMPLETE, StepLog
 
@@ -74,3 +76,44 @@ def test_bars_on_a_terminal():
     display.close()
     assert "run-b" in drawn and "4/8" in drawn and "steps/s" in drawn and "ETA" in drawn
     assert "0/2" in drawn  # the suite bar: runs done of N
+
+
+class _Recorder:
+    """A metric logger that keeps what it is given (the real ones need the optional extras)."""
+
+    runs: list = []
+
+    def __init__(self, run_dir):
+        self.run_dir, self.steps, self.closed = run_dir, [], False
+        _Recorder.runs.append(self)
+
+    def log(self, step, metrics):
+        self.steps.append((step, metrics))
+
+    def close(self):
+        self.closed = True
+
+
+def test_step_events_feed_the_metric_loggers(tmp_path, monkeypatch):
+    monkeypatch.setitem(progress.LOGGERS, "recorder", _Recorder)
+    display = progress.SuiteProgress(1, stream=io.StringIO(), loggers=("recorder",), results_dir=tmp_path)
+    display.run_started("run-c")
+    for line in _worker_lines("run-c", 3):
+        display.feed(line)
+    display.run_finished(COMPLETE)
+    display.close()
+    (logger,) = _Recorder.runs[-1:]
+    assert logger.run_dir == tmp_path / ".runs" / "run-c" and logger.closed
+    assert [step for step, _ in logger.steps] == [1, 2, 3]
+    assert logger.steps[-1][1] == {"loss": 2.0 / 3, "lr": 1e-4, "grad_norm": 0.5, "tokens": 64, "step_time_s": 0.25}
+
+
+def test_a_missing_logger_package_is_a_preflight_error(monkeypatch):
+    from disha_bench import preflight
+    from disha_bench.errors import UserError
+
+    monkeypatch.setitem(preflight.LOGGER_PACKAGES, "wandb", "disha_bench_no_such_package")
+    with pytest.raises(UserError) as err:
+        preflight.check_loggers(["wandb"], file="s.yaml")
+    assert str(err.value) == ("s.yaml: output.loggers[0]: logger 'wandb' needs the disha_bench_no_such_package "
+                              "package: pip install 'disha-bench[wandb]'")
