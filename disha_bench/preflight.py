@@ -9,6 +9,9 @@ suite with a task that runs model-written code (HumanEval), that the code sandbo
 (namespaces, rlimits, the unprivileged user). The first problem is a `UserError` (exit 2) whose one
 line names the file, the key and the fix, and no run has started: without this, a missing data
 directory made every run of a suite fail one by one. `disha-bench plan` calls the same function.
+With `--hostfile` only the launching machine is checked: the other nodes need the same checkout,
+data and caches (README, "Ranks, GPUs and several machines"). Hub data is probed by loading it
+(`datasets` maps a cached copy; online, the first load downloads it, as the run would).
 """
 
 from __future__ import annotations
