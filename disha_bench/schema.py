@@ -42,7 +42,8 @@ def validate_model(model: type[M], values: Mapping[str, Any], *, file: str | Non
     """`model.model_validate(values)`, with an unknown name or the first bad value as one UserError.
 
     key: the key path of `values` in the file (e.g. `methods[1]`); what: who owns these names, for
-    the message (e.g. "method 'lora'"); noun: what one name is ("parameter", "option"); aliases: other spellings of our names, for "did you mean".
+    the message (e.g. "method 'lora'"); noun: what one name is ("parameter", "option"); aliases:
+    other spellings of our names (PEFT's `lora_alpha` -> `alpha`), for "did you mean".
     """
     fields = list(model.model_fields)
     for name in values:
@@ -61,6 +62,7 @@ def validate_model(model: type[M], values: Mapping[str, Any], *, file: str | Non
 
 
 def join_key(key: str | None, name: str) -> str:
+    """`methods[1]` + `r` -> `methods[1].r`; + `[0]` -> `methods[1][0]`."""
     if not name:
         return key or ""
     if not key:
