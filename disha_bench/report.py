@@ -222,6 +222,37 @@ def leaderboard(task_rows: list[RunRow], cols: list[Column]) -> tuple[list[str],
     return header, table, aggs
 
 
+def _separated(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.get("ci_low") is None or b.get("ci_low") is None:
+        return False
+    return a["ci_high"] < b["ci_low"] or b["ci_high"] < a["ci_low"]
+
+
+def _resolve_train_targets(specs: list, results: list[RunResult], ema: float) -> list[float | None]:
+    """Targets on the smoothed training loss (this report's curves): final:/min: of a method's complete runs."""
+    per_label: dict[str, dict[str, list[float]]] = {}
+    for r in results:
+        if r.run.status == COMPLETE and r.training and r.training.steps:
+            curve = convergence.smooth([s.loss for s in r.training.steps], ema)
+            entry = per_label.setdefault(r.run.method, {"final": [], "min": []})
+            entry["final"].append(curve[-1])
+            entry["min"].append(min(curve))
+    out = []
+    for spec in specs:
+        t = convergence.parse_target(spec)
+        if t.kind == "abs":
+            out.append(t.value)
+            continue
+        kind = "min" if t.kind == "min" else "final"
+        means = {k: sum(v[kind]) / len(v[kind]) for k, v in per_label.items() if v[kind]}
+        level = max(means.values(), default=None) if t.label == convergence.WORST else means.get(t.label)
+        if t.kind == "frac" and level is not None:
+            starts = [r.training.steps[0].loss for r in results if r.run.status == COMPLETE and r.training and r.training.steps]
+            level = sum(starts) / len(starts) + t.value * (level - sum(starts) / len(starts))
+        out.append(level)
+    return out
+
+
 def _higher(key: str) -> bool:
     return not _LOWER_IS_BETTER.search(key)
 
@@ -274,7 +305,7 @@ def _claim(col: Column, a: str, b: str, rows_a: list[RunRow], rows_b: list[RunRo
         agg_a, agg_b = _agg_steps(rows_a, col.key, False), _agg_steps(rows_b, col.key, True)
     else:
         agg_a, agg_b = (stats.aggregate([r.value(col.key) for r in rows]) for rows in (rows_a, rows_b))
-    if agg_a is None or agg_b is None or not stats.separated(agg_a, agg_b):
+    if agg_a is None or agg_b is None or not _separated(agg_a, agg_b):
         return None
     a_lower = agg_a["mean"] < agg_b["mean"]
     ci = f"95% CI {_num(agg_a['ci_low'])}–{_num(agg_a['ci_high'])} vs {_num(agg_b['ci_low'])}–{_num(agg_b['ci_high'])}"
@@ -446,7 +477,7 @@ def write_report(results_dir: str | Path, out_path: str | Path | None = None, co
     lines = _header(suite, results, command, specs, ema)
     for task in dict.fromkeys(r.run.task for r in results):
         task_results = [r for r in results if r.run.task == task]
-        targets_abs = convergence.resolve_targets(specs, task_results, ema)
+        targets_abs = _resolve_train_targets(specs, task_results, ema)
         rows = build_rows(task_results, targets_abs, ema)
         cols = columns_for(rows, targets_abs, specs)
         header, table, aggs = leaderboard(rows, cols)
