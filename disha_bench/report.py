@@ -112,8 +112,10 @@ def provenance_marks(results: list[RunResult]) -> tuple[dict[str, str], list[str
         warnings.append(f"rows come from {len(machines)} machines (memory and throughput compare only within one)")
     lines = []
     if warnings:
-        lines = [f"> **Mixed provenance:** {'; '.join(warnings)}. Rows marked † come from:"]
-        lines += [f"> {m or '(unmarked)'} {p} ({counts[p]} runs)" + "  " for p, m in marks.items()]
+        lines = [f"> **Mixed provenance:** {'; '.join(warnings)}."]
+        if len(marks) > 1:
+            lines[0] += " Rows marked † come from:"
+            lines += [f"> {m or '(unmarked)'} {p} ({counts[p]} runs)" + "  " for p, m in marks.items()]
     return marks, lines
 
 

@@ -88,7 +88,7 @@ def _cost_cells(a: TaskAnalysis, label: str, key: str) -> tuple[str, str]:
     else:
         absolute = fmt.plain(_mean(a, label, key)["mean"], e.unit)
     if label == a.reference:
-        return absolute, "1×"
+        return absolute, "1×" if absolute != fmt.DASH else fmt.DASH
     c = a.comparisons.get((label, key))
     return absolute, (fmt.ratio(c.estimate) + _marker(c, e.better)) if c and c.estimate is not None else fmt.DASH
 
@@ -105,7 +105,10 @@ def cost_table(analyses: list[TaskAnalysis], marks: dict[str, str]) -> list[str]
                 cells += list(_cost_cells(a, label, key))
             rows.append([name] + cells)
     target = analyses[0].targets[0][0] if analyses and analyses[0].targets else fmt.DASH
-    note = (f"Peak memory: absolute peak of the run, maximum over ranks. Time to target: median training seconds "
+    old = any(not measures.memory_is_absolute(r) for a in analyses for f in a.methods.values() for r in f.runs if r.memory)
+    note = ("Peak memory: absolute peak of the run, maximum over ranks" +
+            (" (results before schema v2: the training peak above the start-up baseline)" if old else "") +
+            f". Time to target: median training seconds "
             f"(evaluation excluded) to the first held-out target ({target}), `>N` when fewer than half the seeds reach it; "
             "×ref: paired geometric mean ratio to the reference.")
     return _table(header, rows) + ["", note]
