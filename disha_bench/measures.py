@@ -35,6 +35,14 @@ def is_proportion(metric: str) -> bool:
     return bool(_PROPORTIONS.search(metric)) and not _LOWER_IS_BETTER.search(metric)
 
 
+_COUNTS = re.compile(r"accuracy|exact_match|pass@|^em$", re.I)
+
+
+def is_count(metric: str) -> bool:
+    """Share-of-examples metrics that are k correct of n (accuracy, exact match, pass@k), not F1."""
+    return bool(_COUNTS.search(metric)) and not _LOWER_IS_BETTER.search(metric)
+
+
 def metric_domain(metric: str) -> tuple[float, float]:
     """Where a metric's values (and so its intervals) can lie."""
     if is_proportion(metric):

@@ -83,9 +83,10 @@ def _point(a: TaskAnalysis, label: str, key: str) -> tuple[float, float] | None:
 def pareto(a: TaskAnalysis, path: Path) -> bool:
     """Quality against peak memory and against time to target; False when nothing to draw."""
     quality = f"metric:{a.primary}" if a.primary else "heldout_final"
-    means = {_point(a, l, quality) for l in a.methods}
-    if len({m[0] for m in means if m}) <= 1:
-        quality = "heldout_final"  # every method scores the same (e.g. chance): the loss still separates them
+    means = [m[0] for m in (_point(a, l, quality) for l in a.methods) if m]
+    chance = a.reference_rows.get("majority class", {}).get(quality)
+    if len(set(means)) <= 1 or (chance is not None and all(m <= chance + 0.01 for m in means)):
+        quality = "heldout_final"  # every method at chance (or equal): the held-out loss still separates them
     e = a.endpoint(quality)
     fig, axes = _figure(2, width=11)
     colors = _colors(list(a.methods))

@@ -13,6 +13,8 @@ from disha_bench import measures, stats
 from disha_bench import report_format as fmt
 from disha_bench.analysis import TaskAnalysis
 
+TINY_EVAL = 100
+"""Evaluation sets smaller than this show proportions as pooled counts with a Wilson interval (3/48)."""
 MARKER_LEGEND = "▲/▼: better/worse than the reference, paired by seed, Holm-corrected over the task's primary endpoints"
 
 
@@ -142,8 +144,8 @@ def _mean_cell(row: dict, a: TaskAnalysis) -> str:
     if row["reached"]:
         s = row["reached"]
         return fmt.censored(s["median"], s["censored"], s["budget"], row["unit"]) + " (median)"
-    n_examples = _examples(a, row["method"]) if row["unit"] == "%" else None
-    if n_examples and n_examples < 100 and row["key"].startswith("metric:"):
+    n_examples = _examples(a, row["method"]) if row["key"].startswith("metric:") and measures.is_count(row["key"][7:]) else None
+    if n_examples and n_examples < TINY_EVAL:
         correct = [round(v * n_examples) for v in row["per_seed"].values() if v is not None]
         k, n = sum(correct), n_examples * len(correct)
         return fmt.counts(k, n, *stats.wilson(k, n))
