@@ -19,8 +19,25 @@ MARGIN_PROPORTION = 0.01
 """Equivalence margin of a proportion metric: 1 percentage point."""
 MARGIN_OTHER = 0.01
 """Equivalence margin of other metrics (MCC, correlations) and of the held-out loss: 0.01."""
-PROTOCOL = ("Protocol: every method trains with the suite's one shared learning rate and budget (as the "
-            "paper); comparisons are paired by seed against the reference method.")
+
+
+def protocol(results: list) -> str:
+    """The training protocol as the results record it: one shared learning rate (as the paper) or not."""
+    rates = {}
+    for r in results:
+        config = r.run.config or {}
+        method = config.get("method") or {}
+        rate = (method.get("params") or {}).get("lr") or (config.get("training") or {}).get("lr")
+        if rate is not None and method.get("name") != "none":
+            rates.setdefault(r.run.method, set()).add(rate)
+    shared = {x for v in rates.values() for x in v}
+    if len(shared) == 1:
+        lr = f"one shared learning rate ({shared.pop():g}), as the paper"
+    elif shared:
+        lr = "learning rates differ: " + ", ".join(f"{k} {'/'.join(f'{x:g}' for x in sorted(v))}" for k, v in sorted(rates.items()))
+    else:
+        lr = "learning rates not recorded"
+    return f"Protocol: {lr}; the same budget and data for every method; comparisons paired by seed with the reference."
 
 
 def describe(a: TaskAnalysis, label: str, key: str, c: stats.Paired) -> str:

@@ -129,7 +129,7 @@ def _header(suite: str, results: list[RunResult], command: str, analyses: list[T
         f"# disha-bench report: {suite}", "",
         f"- Reproduce: `{_reproducing_command(results)}`, then `{command or 'disha-bench report'}`",
         f"- Runs: {len(results)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); seeds {seeds}; latest result {generated}",
-        f"- Reference method: {reference or 'none (pass --reference)'}; {findings.PROTOCOL}",
+        f"- Reference method: {reference or 'none (pass --reference)'}",
         f"- Versions: {versions.most_common(1)[0][0] if versions else fmt.DASH}",
     ]
 
@@ -163,7 +163,7 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
     lines += warnings + ([""] if warnings else [])
     lines += _header(suite, results, command, analyses)
     lines += ["", "## Headline", "", *report_tables.headline(analyses, marks), "",
-              *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.PROTOCOL, "",
+              *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.protocol(results), "",
               *findings.findings(analyses), "", "## The paper's claims", "", *findings.claims(analyses), "",
               f"Margins for 'matches': ±{findings.MARGIN_PROPORTION * 100:g} pp for proportions, ±{findings.MARGIN_OTHER:g} "
               "for other metrics. Claims compare pairs of methods by seed with 95% intervals.", ""]
@@ -203,7 +203,7 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["task", "method", "metric", "direction", "mean", "ci_low", "ci_high", "n", "per_seed", "reached",
-                     "vs_reference", "vs_low", "vs_high", "p_holm", "significant"])
+                     "vs_reference", "vs_low", "vs_high", "p", "p_holm", "significant"])
     for a in analyses:
         for row in report_tables.detail_rows(a):
             c, reached = row["comparison"], row["reached"]
@@ -211,7 +211,7 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
                              _g(row["ci_high"]), row["n"], ";".join(f"{s}:{_g(v)}" for s, v in sorted(row["per_seed"].items())),
                              f"{reached['reached']}/{reached['n']}" if reached else "",
                              _g(c.estimate) if c else "", _g(c.ci_low) if c else "", _g(c.ci_high) if c else "",
-                             _g(c.p_holm) if c else "", (c.significant if c and c.p_holm is not None else "")])
+                             _g(c.p_value) if c else "", _g(c.p_holm) if c else "", (c.significant if c and c.p_holm is not None else "")])
     _atomic(path, buffer.getvalue())
 
 

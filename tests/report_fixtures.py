@@ -47,7 +47,7 @@ def make(task: str, method: str, seed: int, status: str = COMPLETE, commit: str 
     return RunResult(
         run=RunInfo(run_id=f"{task}-{method}-s{seed}-0000abcd", suite="synth", task=task, method=method, seed=seed,
                     status=status, error={FAILED: "worker exited with code -9", EVAL_FAILED: "CUDA error in generate"}.get(status),
-                    config={"method": {"name": "none" if unadapted else method}, "training": {"max_steps": STEPS}},
+                    config={"method": {"name": "none" if unadapted else method}, "training": {"max_steps": STEPS, "lr": 1e-3}},
                     finished_at=f"2026-11-30T10:{seed:02d}:00+00:00", wall_time_s=30.0,
                     analysis={"reference": "lora", "targets": ["frac:0.5:lora"]}, node="ci-box"),
         training=None if status == FAILED or unadapted else Training(

@@ -136,6 +136,7 @@ def test_findings_and_claims_are_generated(md):
     claims = text[text.index("## The paper's claims"):text.index("## Details")]
     assert claims.count("\n1. ") == 1 and "   - holds on synth-gen" in claims
     assert "margin ±1 pp" in claims
+    assert "Protocol: one shared learning rate (0.001), as the paper" in findings
 
 
 def test_plots_and_csv_beside_the_markdown(md):
