@@ -162,10 +162,16 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 
 def apply_holm(family: list[Paired], alpha: float = ALPHA) -> list[Paired]:
-    """Fill p_holm and significant of every comparison of one declared family (in place)."""
-    for comparison, adjusted in zip(family, holm([c.p_value for c in family])):
-        comparison.p_holm = adjusted
-        comparison.significant = adjusted is not None and adjusted < alpha
+    """Fill p_holm and significant of every comparison of one declared family (in place).
+
+    The family is declared up front, so a comparison that could not be tested (one seed, a censored
+    time to target) still counts in its size, as p = 1: it can never be claimed and it does not
+    loosen the threshold of the others.
+    """
+    adjusted_all = holm([1.0 if c.p_value is None else c.p_value for c in family])
+    for comparison, adjusted in zip(family, adjusted_all):
+        comparison.p_holm = None if comparison.p_value is None else adjusted
+        comparison.significant = comparison.p_holm is not None and comparison.p_holm < alpha
     return family
 
 

@@ -81,6 +81,14 @@ def test_holm_step_down_rejects_in_order():
     assert [c.p_holm for c in family] == [pytest.approx(0.003), pytest.approx(0.04), pytest.approx(0.2)]
 
 
+def test_untestable_comparisons_still_count_in_the_declared_family():
+    family = stats.apply_holm([stats.Paired([0], [0.0], 0.0, None, None, p) for p in (0.02, None)])
+    assert family[0].p_holm == pytest.approx(0.04) and family[0].significant  # m = 2, not 1
+    assert family[1].p_holm is None and not family[1].significant
+    alone = stats.apply_holm([stats.Paired([0], [0.0], 0.0, None, None, p) for p in (0.03, None, None)])
+    assert alone[0].p_holm == pytest.approx(0.09) and not alone[0].significant
+
+
 def test_wilson_interval():
     lo, hi = stats.wilson(0, 48)
     assert lo == 0.0 and hi == pytest.approx(0.074, abs=0.001)
