@@ -222,9 +222,25 @@ def _compare(methods: dict[str, MethodFigures], reference: str | None, endpoints
     return comparisons
 
 
+def latest_per_seed(results: list[RunResult]) -> tuple[list[RunResult], list[str]]:
+    """One run per (task, method, seed): the latest finished; and a line for each set aside.
+
+    A results folder can hold runs of the same seed from different configurations (a `--set` run into
+    the same folder): averaging both in would mix two experiments, so only the newest counts.
+    """
+    chosen: dict[tuple[str, str, int], RunResult] = {}
+    for r in sorted(results, key=lambda r: (r.run.finished_at or "", r.run.run_id)):
+        chosen[(r.run.task, r.run.method, r.run.seed)] = r
+    kept = {id(r) for r in chosen.values()}
+    notes = [f"{r.run.run_id} set aside: {chosen[(r.run.task, r.run.method, r.run.seed)].run.run_id} is a newer run "
+             f"of the same task, method and seed (another configuration)" for r in results if id(r) not in kept]
+    return [r for r in results if id(r) in kept], notes
+
+
 def analyze_suite(results: list[RunResult], reference: str | None = None, specs: list | None = None,
                   ema: float = 0.9) -> list[TaskAnalysis]:
-    """One TaskAnalysis per task, in the order the results first mention them."""
+    """One TaskAnalysis per task, in the order the results first mention them (one run per seed)."""
+    results, _ = latest_per_seed(results)
     reference = reference or next((r.run.analysis.get("reference") for r in results
                                    if (r.run.analysis or {}).get("reference")), None)
     if specs is None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from disha_bench import measures
+from disha_bench.analysis import latest_per_seed
 from disha_bench.measures import load_checked
 from disha_bench.convergence import heldout_points
 from disha_bench.errors import UserError
@@ -96,6 +97,7 @@ def _entry(r: RunResult, ratios: dict[str, float | None]) -> dict[str, Any]:
 
 
 def build_baseline(results: list[RunResult], reference: str | None = None) -> dict[str, Any]:
+    results, _ = latest_per_seed(results)
     reference = reference or _reference(results)
     ratios = _ratios(results, reference)
     runs = [_entry(r, ratios[(r.run.task, r.run.method, r.run.seed)]) for r in results if r.run.status in TRAINED_STATUSES]
@@ -203,6 +205,7 @@ def _ratio_rows(e: dict, ratios: dict, tols: dict, reference: str | None) -> lis
 def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per compared figure (see the module docstring for the rules)."""
     tols = {**DEFAULT_TOLERANCES, **(baseline.get("tolerances") or {})}
+    results, _ = latest_per_seed(results)  # one run per seed: the newest, if a folder holds several
     reference = baseline.get("reference") or _reference(results)
     current = {(r.run.task, r.run.method, r.run.seed): r for r in results}
     ratios = _ratios(results, reference)

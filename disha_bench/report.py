@@ -158,6 +158,10 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
                    out: Path | None) -> list[str]:
     """The markdown lines; plots are written beside `out` when it is given."""
     marks, warnings = provenance_marks(results)
+    _, set_aside = an.latest_per_seed(results)
+    if set_aside:
+        warnings += [f"> **{len(set_aside)} runs set aside** (same task, method and seed as a newer run):"]
+        warnings += [f"> {line}  " for line in set_aside[:10]] + ([f"> ... and {len(set_aside) - 10} more"] if len(set_aside) > 10 else [])
     complete = sum(r.run.status == COMPLETE for r in results)
     lines = [f"<!-- disha-bench report: {complete} complete runs of {len(results)}; regenerate, do not edit -->"]
     lines += warnings + ([""] if warnings else [])

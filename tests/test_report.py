@@ -208,6 +208,18 @@ def test_cli_and_bad_input(tmp_path, monkeypatch, capsys):
         report.write_report(tmp_path / "junk", tmp_path / "x.md")
 
 
+def test_an_older_run_of_the_same_seed_is_set_aside_and_said(tmp_path):
+    runs = all_results()
+    older = make("synth-gen", "bone", 0)
+    older.run.run_id, older.run.finished_at = "synth-gen-bone-s0-11112222", "2026-11-01T00:00:00+00:00"
+    for p in older.heldout.points:
+        p.loss += 5.0  # would wreck bone's figures if it were averaged in
+    text = report.write_report(write(tmp_path / "dup", runs + [older]), tmp_path / "d.md", "x", draw=False).read_text()
+    assert "> **1 runs set aside**" in text and "synth-gen-bone-s0-11112222 set aside" in text
+    golden = GOLDEN.read_text()
+    assert text[text.index("## Headline"):] == golden[golden.index("## Headline"):]
+
+
 def test_results_without_heldout_curves_still_report(tmp_path):
     # Results written before schema v2 (no held-out curve, training peak only): no target figures, no crash.
     old = []
