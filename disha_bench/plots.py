@@ -71,13 +71,18 @@ def heldout(a: TaskAnalysis, path: Path) -> bool:
     return True
 
 
-def _point(a: TaskAnalysis, label: str, key: str) -> tuple[float, float] | None:
+def _point(a: TaskAnalysis, label: str, key: str) -> tuple[float, list[list[float]]] | None:
+    """(mean, [[below], [above]]): asymmetric error bars, since intervals are clipped to the domain."""
     e = a.endpoint(key)
-    agg = stats.aggregate(a.methods[label].values.get(key, {}).values(), domain=e.domain if e else stats.UNBOUNDED)
+    values = a.methods[label].values.get(key, {})
+    if None in values.values():
+        return None  # a seed missed the target: a mean over the others would flatter the method
+    agg = stats.aggregate(values.values(), domain=e.domain if e else stats.UNBOUNDED)
     if agg["mean"] is None:
         return None
-    half = 0.0 if agg["ci_low"] is None else (agg["ci_high"] - agg["ci_low"]) / 2
-    return agg["mean"], half
+    if agg["ci_low"] is None:
+        return agg["mean"], [[0.0], [0.0]]
+    return agg["mean"], [[agg["mean"] - agg["ci_low"]], [agg["ci_high"] - agg["mean"]]]
 
 
 def pareto(a: TaskAnalysis, path: Path) -> bool:
@@ -96,7 +101,7 @@ def pareto(a: TaskAnalysis, path: Path) -> bool:
         for label in a.methods:
             x, y = _point(a, label, cost), _point(a, label, quality)
             if x and y:
-                ax.errorbar([x[0]], [y[0]], xerr=[x[1]], yerr=[y[1]], fmt="o", capsize=3, color=colors[label])
+                ax.errorbar([x[0]], [y[0]], xerr=x[1], yerr=y[1], fmt="o", capsize=3, color=colors[label])
                 ax.annotate(label, (x[0], y[0]), textcoords="offset points", xytext=(5, 5), fontsize=8)
                 points.append((x[0], y[0]))
         if points:
@@ -119,21 +124,24 @@ def pareto(a: TaskAnalysis, path: Path) -> bool:
 
 def forest(analyses: list[TaskAnalysis], path: Path) -> bool:
     """Paired differences from the reference, every task and method; False when there is none."""
-    panels = []
-    for kind in ("primary", "heldout_final"):
-        rows = []
-        for a in analyses:
-            key = (f"metric:{a.primary}" if a.primary else None) if kind == "primary" else "heldout_final"
+    # One panel per unit, so that percentage points and losses never share an axis.
+    panels: dict[str, list] = {"primary metric − reference, pp": [], "primary metric − reference": [],
+                               "held-out loss − reference": []}
+    for a in analyses:
+        for key in ([f"metric:{a.primary}"] if a.primary else []) + ["heldout_final"]:
+            e = a.endpoint(key)
+            title = ("held-out loss − reference" if key == "heldout_final" else
+                     "primary metric − reference" + (", pp" if e and e.unit == "%" else ""))
             for label in a.methods:
-                c = a.comparisons.get((label, key)) if key else None
+                c = a.comparisons.get((label, key))
                 if c is not None and c.estimate is not None:
-                    rows.append((f"{a.task} {label}", c, a.endpoint(key)))
-        panels.append(rows)
-    if not any(panels):
+                    panels[title].append((f"{a.task} {label}" + ("" if key == "heldout_final" or "pp" in title else f" ({a.primary})"), c, e))
+    panels = {t: rows for t, rows in panels.items() if rows}
+    if not panels:
         return False
-    height = max(3.0, 0.32 * max(len(p) for p in panels) + 1.5)
-    fig, axes = _figure(2, width=11, height=height)
-    for ax, rows, title in zip(axes, panels, ("primary metric − reference", "held-out loss − reference")):
+    height = max(3.0, 0.32 * max(len(p) for p in panels.values()) + 1.5)
+    fig, axes = _figure(len(panels), width=5.5 * len(panels), height=height)
+    for ax, (title, rows) in zip(axes, panels.items()):
         for i, (name, c, e) in enumerate(rows):
             scale = 100 if e.unit == "%" else 1
             lo = c.estimate if c.ci_low is None else c.ci_low
@@ -143,7 +151,7 @@ def forest(analyses: list[TaskAnalysis], path: Path) -> bool:
         ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.axvline(0, color="grey", linestyle="--", linewidth=0.8)
         ax.invert_yaxis()
-        ax.set_title(title + (" (pp for proportions)" if title.startswith("primary") else ""), fontsize=10)
+        ax.set_title(title + " (filled: holds after Holm)", fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path)
