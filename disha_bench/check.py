@@ -190,6 +190,8 @@ def _ratio_rows(e: dict, ratios: dict, tols: dict, reference: str | None) -> lis
         label = f"{name} / {reference}'s"
         if e["method"] == reference:
             continue
+        if b is None and c is None:
+            continue  # nothing to compare on either side (e.g. the unadapted reference has no throughput)
         if b is None or c is None:
             rows.append(_row(e, label, _f(b), _f(c), "", "", INFO, "no reference run of this seed on one side"))
             continue
