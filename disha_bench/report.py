@@ -170,7 +170,8 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
               *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.protocol(results), "",
               *findings.findings(analyses), "", "## The paper's claims", "", *findings.claims(analyses), "",
               f"Margins for 'matches': ±{findings.MARGIN_PROPORTION * 100:g} pp for proportions, ±{findings.MARGIN_OTHER:g} "
-              "for other metrics. Claims compare pairs of methods by seed with 95% intervals.", ""]
+              "for other metrics. Claims decide by the Holm-corrected test where they compare a method with the reference "
+              "(a primary endpoint), otherwise by the paired 95% interval.", ""]
     if out is not None and plots.forest(analyses, out.parent / f"{out.stem}-forest.png"):
         lines += [f"![paired differences from the reference]({out.stem}-forest.png)", ""]
     lines += ["## Details", ""]
