@@ -230,3 +230,17 @@ def test_results_without_heldout_curves_still_report(tmp_path):
         old.append(r)
     text = report.write_report(write(tmp_path / "old", old), tmp_path / "o.md", "x", draw=False).read_text()
     assert "unresolved" in text and "500 MB" in text
+
+
+@pytest.mark.parametrize("shift, verdict", [([0.001] * 3, "holds"), ([-0.05] * 3, "does not hold"),
+                                            ([0.1, -0.1, 0.0], "not resolved")])
+def test_matches_only_within_the_equivalence_margin(shift, verdict):
+    from disha_bench import findings
+
+    runs = [make("synth-cls", m, s) for m in ("lora", "bone", "bat") for s in (0, 1, 2)]
+    for r in runs:
+        base = 0.80 + 0.01 * r.run.seed
+        r.evaluation["accuracy"] = base + (shift[r.run.seed] if r.run.method == "bat" else 0.0)
+    lines = findings.claims(analysis.analyze_suite(runs))
+    claim2 = lines[lines.index(next(l for l in lines if l.startswith("2."))) + 1]
+    assert claim2.startswith(f"   - {verdict} on synth-cls"), claim2
