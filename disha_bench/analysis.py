@@ -43,6 +43,9 @@ class Endpoint:
     unit: str = ""
     """`%` (proportion), `MB`, `s`, `steps`, `tok/s`, `params` or ``: picks the number format."""
 
+    def direction_text(self) -> str:
+        return {"low": "lower", "high": "higher"}.get(self.better or "", "")
+
 
 POSITIVE = (0.0, math.inf)
 HELDOUT_FINAL = Endpoint("heldout_final", "held-out loss at budget", "low", domain=POSITIVE)

@@ -133,7 +133,7 @@ def detail_rows(a: TaskAnalysis) -> list[dict]:
             c = a.comparisons.get((label, e.key))
             reached = figures.reached.get(e.key)
             rows.append({"task": a.task, "method": label, "metric": e.title, "key": e.key,
-                         "direction": {"low": "lower", "high": "higher"}.get(e.better, ""), "unit": e.unit,
+                         "direction": e.direction_text(), "unit": e.unit,
                          "mean": agg["mean"], "ci_low": agg["ci_low"], "ci_high": agg["ci_high"], "n": agg["n"],
                          "per_seed": values, "reached": reached, "comparison": c,
                          "primary_endpoint": e.key in a.family})
@@ -173,7 +173,14 @@ def details(a: TaskAnalysis, marks: dict[str, str] | None = None) -> list[str]:
         reached = f"{row['reached']['reached']}/{row['reached']['n']}" if row["reached"] else ""
         if row["reached"] and row["reached"]["invalid"]:
             reached += f" ({row['reached']['invalid']} invalid)"
-        rows.append([row["method"] + _mark(a, row["method"], marks or {}), row["metric"] + (" ◆" if row["primary_endpoint"] else ""), row["direction"],
-                     _mean_cell(row, a), _per_seed(a.methods[row["method"]], row["key"], row["unit"]), _versus(row), reached])
+        figure = row["metric"] + (" ◆" if row["primary_endpoint"] else "")
+        rows.append([row["method"] + _mark(a, row["method"], marks or {}), figure, row["direction"], _mean_cell(row, a),
+                     _per_seed(a.methods[row["method"]], row["key"], row["unit"]), _versus(row), reached])
+    for name, values in a.reference_rows.items():
+        for key, value in values.items():
+            e = a.endpoint(key)
+            if e is not None:
+                title = "held-out loss at step 0" if key == "heldout_final" else e.title
+                rows.append([f"*{name}*", title, e.direction_text(), fmt.plain(value, e.unit), "", "", ""])
     header = ["method", "figure", "better", "mean [95% CI]", "per seed", f"vs {a.reference or 'reference'}", "reached"]
     return _table(header, rows)
