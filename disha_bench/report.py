@@ -217,6 +217,11 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
                              f"{reached['reached']}/{reached['n']}" if reached else "",
                              _g(c.estimate) if c else "", _g(c.ci_low) if c else "", _g(c.ci_high) if c else "",
                              _g(c.p_value) if c else "", _g(c.p_holm) if c else "", (c.significant if c and c.p_holm is not None else "")])
+        for name, values in a.reference_rows.items():  # unadapted model, majority class: one value each
+            for key, value in values.items():
+                e = a.endpoint(key)
+                title = "held-out loss at step 0" if key == "heldout_final" else e.title if e else key
+                writer.writerow([a.task, name, title, e.direction_text() if e else "", _g(value)] + [""] * 11)
     _atomic(path, buffer.getvalue())
 
 

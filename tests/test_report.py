@@ -96,12 +96,14 @@ def test_tiny_eval_sets_as_counts_censoring_and_status_rows(md):
     assert "| bone | accuracy ◆ | higher | 39/48 [" in text  # pooled over 3 seeds x 16 examples, Wilson
     assert "evaluation_failed | curve and costs; no metrics" in text and "| stopped_by_budget |" in text
     assert "| failed | nothing | worker exited with code -9 |" in text
+    assert "| *unadapted model* | held-out loss at step 0 | lower | 2.04 |" in text
 
 
 def test_intervals_never_leave_their_domain(tmp_path):
     report.write_report(FOLDER, tmp_path / "d.md", "x", draw=False)
     rows = list(csv.DictReader((tmp_path / "d.csv").open()))
-    assert {r["task"] for r in rows} == {"synth-cls", "synth-gen"} and all(r["n"] for r in rows)
+    assert {r["task"] for r in rows} == {"synth-cls", "synth-gen"}
+    assert {r["method"] for r in rows if not r["n"]} == {"unadapted model", "majority class"}
     for r in rows:
         if r["ci_low"]:
             lo, hi = float(r["ci_low"]), float(r["ci_high"])
