@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", help="markdown file to write (default: reports/<suite>.md); CSV and PNGs go beside it")
     p.add_argument("--target", action="append", dest="targets", metavar="SPEC",
                    help="held-out target, repeatable: LOSS, final:LABEL, min:LABEL or frac:F:LABEL (default: the suite's, "
-                        "else final:<reference>)")
+                        "else frac:0.5:<reference>)")
     p.add_argument("--reference", help="method every other is compared with (default: the suite's analysis.reference)")
     p.add_argument("--ema", type=float, help="EMA factor of the secondary training-loss figure (default 0.9)")
     p.add_argument("--force", action="store_true", help="replace a report built from more complete runs")
