@@ -55,6 +55,8 @@ def mean_ci(mean: float | None, low: float | None, high: float | None, unit: str
     m, lo, hi = scale(mean, unit), scale(low, unit), scale(high, unit)
     if lo is None:
         return plain(mean, unit)
+    if hi - lo == 0:
+        return f"{plain(mean, unit)} (no spread)"  # every seed gave the same value
     d = decimals(max(hi - m, m - lo))
     return f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
 

@@ -246,3 +246,18 @@ def test_matches_only_within_the_equivalence_margin(shift, verdict):
     lines = findings.claims(analysis.analyze_suite(runs))
     claim2 = lines[lines.index(next(l for l in lines if l.startswith("2."))) + 1]
     assert claim2.startswith(f"   - {verdict} on synth-cls"), claim2
+
+
+def test_number_formats():
+    from disha_bench import report_format as fmt
+
+    assert fmt.mean_ci(0.8123, 0.7801, 0.8444, "%") == "81.2 [78.0, 84.4]"  # half-width 3.2: 2 significant digits
+    assert fmt.mean_ci(1.23456, 1.2301, 1.2390) == "1.2346 [1.2301, 1.2390]"
+    assert fmt.mean_ci(1500.0, 1400.0, 1600.0, "MB") == "1.46 [1.37, 1.56] GB"
+    assert fmt.mean_ci(0.75, 0.75, 0.75, "%") == "75.0 (no spread)"
+    assert fmt.memory(512.0) == "512 MB" and fmt.memory(2048.0) == "2.00 GB"
+    assert fmt.ratio(0.553, 0.41, 0.742) == "0.55× [0.41, 0.74]"
+    assert fmt.difference(0.05, 0.01, 0.09, "%") == "+5.0 [+1.0, +9.0] pp"
+    assert fmt.counts(3, 48, 0.0215, 0.168) == "3/48 [2.1, 16.8]%"
+    assert fmt.censored(None, True, 30, "steps") == ">30" and fmt.censored(12.4, False, 30, "steps") == "12"
+    assert fmt.params(24576) == "24.6K" and fmt.params(7_000_000) == "7.00M"
