@@ -14,8 +14,9 @@ silently built wrong) is still paired with the run it should reproduce. Per pair
 - every evaluation metric: more than max(metric_abs, metric_examples / n_examples) apart (proportions
   on a few examples move by whole examples);
 - peak memory and tokens/s as a ratio to the reference method's run of the same seed in the same
-  results (machine speed cancels out): regression when the ratio grew (memory) or shrank
-  (throughput) by more than the loose `memory_ratio` / `throughput_ratio` tolerances;
+  results (machine speed cancels out): regression when the ratio grew (memory) by more than 25% or
+  shrank (throughput) to less than a third. Loose on purpose: on a shared 2-core machine the
+  tokens/s ratio of two tiny smoke runs moved by 2x between two runs of the same commit;
 - a run that completed in the baseline and did not now is a regression.
 
 Tolerances are stored in the baseline file (`tolerances`; edit them there). Runs present on only one
@@ -46,7 +47,7 @@ DEFAULT_TOLERANCES = {
     "metric_abs": 0.005,
     "metric_examples": 1.5,
     "memory_ratio": 0.25,
-    "throughput_ratio": 0.5,
+    "throughput_ratio": 2.0,
 }
 OK, WORSE, BETTER, INFO = "ok", "REGRESSION", "improved", "not compared"
 Key = tuple[str, str, int]
@@ -155,9 +156,11 @@ def _f(x: float | None) -> str:
     return "–" if x is None else f"{x:.5g}"
 
 
-def _curve_row(e: dict, name: str, base: dict, steps: list[int], losses: list[float], tols: dict) -> dict:
+def _curve_row(e: dict, name: str, base: dict, steps: list[int], losses: list[float], tols: dict) -> dict | None:
     stored = dict(zip(base["steps"], base["loss"]))
     common = [(s, stored[s], v) for s, v in zip(steps, losses) if s in stored]
+    if not stored and not steps:
+        return None  # no such curve on either side (the unadapted reference trains nothing)
     if not stored or not common:
         side = "baseline" if not stored else "current run" if not steps else "both (no common step)"
         return _row(e, name, f"{len(stored)} points", f"{len(steps)} points", "", "", INFO, f"no curve on {side}")
@@ -224,9 +227,12 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
             continue
         points = heldout_points(r)
         steps = r.training.steps if r.training else []
-        rows.append(_curve_row(e, "held-out loss", e["heldout"], [p.step for p in points], [p.loss for p in points], tols))
-        rows[-1]["note"] = "; ".join(x for x in (rows[-1]["note"], note) if x)
-        rows.append(_curve_row(e, "train loss", e["train_loss"], [s.step for s in steps], [s.loss for s in steps], tols))
+        curves = [_curve_row(e, "held-out loss", e["heldout"], [p.step for p in points], [p.loss for p in points], tols),
+                  _curve_row(e, "train loss", e["train_loss"], [s.step for s in steps], [s.loss for s in steps], tols)]
+        curves = [row for row in curves if row is not None]
+        if curves and note:
+            curves[0]["note"] = "; ".join(x for x in (curves[0]["note"], note) if x)
+        rows += curves
         rows += _metric_rows(e, r, tols)
         rows += _ratio_rows(e, ratios.get(key, {}), tols, reference)
     for (task, method, seed), r in sorted(current.items()):

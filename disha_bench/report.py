@@ -127,7 +127,8 @@ def _header(suite: str, results: list[RunResult], command: str, analyses: list[T
     reference = next((a.reference for a in analyses if a.reference), None)
     return [
         f"# disha-bench report: {suite}", "",
-        f"- Reproduce: `{_reproducing_command(results)}`, then `{command or 'disha-bench report'}`",
+        f"- Reproduce: `{_reproducing_command(results)}`" + (
+            "" if command.startswith("disha-bench run") else f", then `{command or 'disha-bench report RESULTS_DIR'}`"),
         f"- Runs: {len(results)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); seeds {seeds}; latest result {generated}",
         f"- Reference method: {reference or 'none (pass --reference)'}",
         f"- Versions: {versions.most_common(1)[0][0] if versions else fmt.DASH}",

@@ -117,7 +117,7 @@ def test_memory_and_throughput_ratios_are_loose_and_directional(baseline, tmp_pa
     assert "peak memory / lora's" in _verdicts(capsys)
     leaner = [make(m, s, memory=800.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
     assert check.check(write(tmp_path / "lean", leaner), path) == 0  # within the loose tolerance
-    slower = [make(m, s, speed=200.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
+    slower = [make(m, s, speed=100.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
     assert check.check(write(tmp_path / "slow", slower), path) == 1
     assert "tokens/s / lora's" in _verdicts(capsys)
 
@@ -219,3 +219,15 @@ def test_smoke_bat_built_as_bone_fails_on_its_curves(smoke_runs, capsys):
     assert check.check(folders["swap"], path) == 1
     out = _verdicts(capsys).split("REGRESSION against")[1]
     assert "synthetic-sentiment/bat/s0: train loss" in out
+
+
+def test_unadapted_reference_run_is_checked_on_what_it_has(tmp_path, capsys):
+    unadapted = make("lora", 0)
+    unadapted.run.method, unadapted.run.run_id = "unadapted", "t-unadapted-s0-aaaa"
+    unadapted.training.steps, unadapted.heldout.points, unadapted.throughput = [], unadapted.heldout.points[:1], None
+    folder = write(tmp_path / "u", [unadapted, make("lora", 0)])
+    path = check.write_baseline(folder, tmp_path / "u.json")
+    assert check.check(folder, path) == 0
+    out = _verdicts(capsys)
+    assert "t/unadapted/s0  held-out loss" in out and "t/unadapted/s0  train loss" not in out
+    assert "not compared" not in out
