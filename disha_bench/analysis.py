@@ -148,7 +148,8 @@ def _reference_rows(runs: list[RunResult], primary: str | None) -> dict[str, dic
     for r in runs:
         value = r.evaluation.get("majority_class")
         if isinstance(value, dict):
-            majority.update({f"metric:{k}": float(v) for k, v in value.items() if isinstance(v, (int, float))})
+            majority.update({f"metric:{k}": float(v) for k, v in value.items()  # "label" names the class, not a score
+                             if k != "label" and isinstance(v, (int, float)) and not isinstance(v, bool)})
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and primary:
             majority[f"metric:{primary}"] = float(value)
         majority.update({f"metric:{k[len('majority_class_'):]}": float(v) for k, v in r.evaluation.items()

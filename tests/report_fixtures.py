@@ -40,7 +40,7 @@ def make(task: str, method: str, seed: int, status: str = COMPLETE, commit: str 
     if evaluated and task == "synth-cls":
         correct = min(16, round(16 * (0.5 if unadapted else ACCURACY[method]) + rng.choice([-1, 0, 1])))
         evaluation = {"accuracy": correct / 16, "primary_metric": "accuracy", "n_examples": 16,
-                      "majority_class": {"accuracy": 0.5625}}
+                      "majority_class": {"label": 1, "accuracy": 0.5625}}
     elif evaluated:
         evaluation = {"validation_loss": points[-1].loss + 0.02, "primary_metric": "validation_loss", "n_examples": 32}
     peak = MEMORY.get(method, 900.0) * (1 + rng.gauss(0, 0.005))
