@@ -261,3 +261,17 @@ def test_number_formats():
     assert fmt.counts(3, 48, 0.0215, 0.168) == "3/48 [2.1, 16.8]%"
     assert fmt.censored(None, True, 30, "steps") == ">30" and fmt.censored(12.4, False, 30, "steps") == "12"
     assert fmt.params(24576) == "24.6K" and fmt.params(7_000_000) == "7.00M"
+
+
+def test_headline_of_a_glue_sized_suite_stays_within_160_characters(tmp_path):
+    runs = []
+    for task in ("sst2", "mrpc", "cola", "qnli", "stsb"):
+        for label, like in (("lora", "lora"), ("pissa", "bone"), ("dora", "lora"), ("bone", "bone"), ("bat", "bat")):
+            for seed in (0, 1, 2):
+                r = make("synth-cls", like, seed)
+                r.run.task, r.run.method, r.run.run_id = task, label, f"{task}-{label}-s{seed}-0000abcd"
+                runs.append(r)
+    text = report.write_report(write(tmp_path / "glue", runs), tmp_path / "g.md", "x", draw=False).read_text()
+    headline, cost = _tables(text)[:2]
+    assert headline[0].count("|") - 1 == 7  # method, 5 tasks, average
+    assert all(len(re.sub(r"\s*\|\s*", "|", row)) <= 160 for row in headline + cost)
