@@ -32,7 +32,7 @@ from disha_bench import findings, measures, plots, report_tables
 from disha_bench import report_format as fmt
 from disha_bench.analysis import TaskAnalysis
 from disha_bench.errors import UserError
-from disha_bench.measures import load_checked  # noqa: F401  (re-exported: older callers import it from here)
+from disha_bench.measures import load_checked
 from disha_bench.results import COMPLETE, RunResult
 
 DEFAULT_EMA = 0.9
