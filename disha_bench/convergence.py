@@ -1,8 +1,15 @@
-"""Convergence metrics of one loss curve, relative targets resolved across runs, divergence test.
+"""Convergence: targets on the held-out curve (the primary figures), the training-loss summary, divergence.
 
-    python -c "from disha_bench.convergence import summarize; print(summarize([{'step': 1, 'loss': 2.0, 'tokens': 8}], [1.0], 0.9))"
+    python -c "from disha_bench.convergence import crossing; print(crossing([{'step': 0, 'loss': 2.0, 'train_time_s': 0, 'tokens': 0}, {'step': 10, 'loss': 1.0, 'train_time_s': 5, 'tokens': 800}], 1.5))"
 
-Definitions (also written into every summary under `definitions`, so a result file explains itself):
+Convergence claims come from the held-out curve (`RunResult.heldout`: the same examples for every
+method and seed, measured from step 0): steps and training seconds to a target loss, interpolated
+between measured points (`crossing`), with runs that never reach it censored (`censored_summary`).
+Target syntax: see "Targets on the held-out curve" below.
+
+The training-loss summary (`summarize`, stored in every result) is secondary information: a loss
+over small batches, smoothed, is too noisy to carry a convergence claim. Its definitions (also
+written into every summary under `definitions`, so a result file explains itself):
 
 - Smoothing: bias-corrected exponential moving average with factor beta (the suite's
   `convergence.ema`): m_0 = 0, m_t = beta*m_{t-1} + (1-beta)*loss_t, smoothed_t = m_t / (1-beta^t).
@@ -23,7 +30,7 @@ Definitions (also written into every summary under `definitions`, so a result fi
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from disha_bench.errors import UserError
 
@@ -138,64 +145,146 @@ def _finite_or_none(x: float | None) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Relative targets
+# Targets on the held-out curve
+#
+# Target specs (suite key `convergence.targets`, `--target` of report):
+#   0.5              an absolute held-out loss
+#   final:<label>    the mean final held-out loss of that method's runs on the task
+#   min:<label>      the mean lowest held-out loss of that method's runs
+#   frac:<f>:<label> f of the way (0 < f <= 1) from the step-0 held-out loss (the unadapted model,
+#                    mean over the task's runs) down to final:<label>; frac:0.5:lora = halfway there
+# <label> `*` means the method with the highest such loss (a level every method reached on average).
 
 
-def parse_target(spec: float | str, file: str | None = None, key: str | None = "convergence.targets") -> tuple[str, str | float]:
-    """("abs", value) or (kind, label) with kind `final` or `min`; UserError on anything else."""
+class Target(NamedTuple):
+    kind: str
+    """`abs`, `final`, `min` or `frac`."""
+    label: str | None
+    """Method label of a relative target (None for `abs`)."""
+    value: float | None
+    """The loss of an `abs` target, the fraction of a `frac` target, else None."""
+
+
+_SYNTAX = f"expected a loss (0.5), 'final:<method label>', 'min:<method label>', 'frac:<0..1>:<method label>' or 'final:{WORST}'"
+
+
+def parse_target(spec: float | str, file: str | None = None, key: str | None = "convergence.targets") -> Target:
+    """The parsed target spec; UserError (naming file and key) on anything else."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return "abs", float(spec)
+        return Target("abs", None, float(spec))
     text = str(spec).strip()
-    kind, sep, label = text.partition(":")
-    if sep and kind in ("final", "min") and label:
-        return kind, label
+    parts = text.split(":")
+    if len(parts) == 2 and parts[0] in ("final", "min") and parts[1]:
+        return Target(parts[0], parts[1], None)
+    if len(parts) == 3 and parts[0] == "frac" and parts[2]:
+        try:
+            fraction = float(parts[1])
+        except ValueError:
+            fraction = math.nan
+        if not 0 < fraction <= 1:
+            raise UserError(f"target {spec!r}: the fraction must be a number in (0, 1], e.g. frac:0.5:{parts[2]}",
+                            file=file, key=key)
+        return Target("frac", parts[2], fraction)
     try:
-        return "abs", float(text)
+        value = float(text)
     except ValueError:
-        raise UserError(f"target {spec!r}: expected a loss (0.5), 'final:<method label>', 'min:<method label>' "
-                        f"or 'final:{WORST}'", file=file, key=key) from None
+        raise UserError(f"target {spec!r}: {_SYNTAX}", file=file, key=key) from None
+    if not math.isfinite(value):
+        raise UserError(f"target {spec!r}: {_SYNTAX}", file=file, key=key)
+    return Target("abs", None, value)
 
 
 def check_targets(targets: Iterable[float | str], labels: Iterable[str], file: str | None = None) -> None:
-    """Validate target specs against the suite's method labels (call when validating a suite)."""
+    """Validate target specs against the suite's method labels (called by `validate`)."""
     from disha_bench.errors import did_you_mean
 
     labels = list(labels)
     for i, spec in enumerate(targets):
-        kind, label = parse_target(spec, file, f"convergence.targets[{i}]")
-        if kind != "abs" and label != WORST and label not in labels:
-            raise UserError(f"no method labelled '{label}'; {did_you_mean(str(label), labels)}",
+        target = parse_target(spec, file, f"convergence.targets[{i}]")
+        if target.label is not None and target.label != WORST and target.label not in labels:
+            raise UserError(f"no method labelled '{target.label}'; {did_you_mean(str(target.label), labels)}",
                             file=file, key=f"convergence.targets[{i}]")
 
 
-def resolve_targets(targets: Iterable[float | str], results_for_task: Sequence[Any], ema: float = 0.9) -> list[float | None]:
-    """Absolute loss values for `targets` on one task.
+def heldout_points(result: Any) -> list[Any]:
+    """The held-out curve of a result (RunResult or dict), ordered by step; [] when it has none."""
+    heldout = _get(result, "heldout")
+    points = _get(heldout, "points", []) if heldout else []
+    return sorted(points or [], key=lambda p: _get(p, "step"))
 
-    `final:<label>` = mean over that method's complete runs of the final smoothed loss;
-    `min:<label>` = mean of the minimum smoothed loss; label `*` takes the highest such mean over all
-    methods (a level every method reached on average). None when the label has no complete run.
-    `results_for_task` are RunResult objects or their dicts.
+
+def _trained(result: Any) -> bool:
+    from disha_bench.results import TRAINED_STATUSES
+
+    return _get(_get(result, "run"), "status") in TRAINED_STATUSES and len(heldout_points(result)) >= 2
+
+
+def resolve_targets(targets: Iterable[float | str], results_for_task: Sequence[Any]) -> list[float | None]:
+    """Absolute held-out losses for `targets` on one task (see the syntax above).
+
+    Relative targets use the runs whose training record is usable (TRAINED_STATUSES) with a held-out
+    curve; None when the named method has none.
     """
+    trained = [r for r in results_for_task if _trained(r)]
     per_label: dict[str, dict[str, list[float]]] = {}
-    for r in results_for_task:
-        run = _get(r, "run")
-        training = _get(r, "training")
-        if _get(run, "status") != "complete" or not training or not _get(training, "steps"):
-            continue
-        curve = smooth([float(_get(s, "loss")) for s in _get(training, "steps")], ema)
-        entry = per_label.setdefault(_get(run, "method"), {"final": [], "min": []})
-        if all(math.isfinite(v) for v in curve):
-            entry["final"].append(curve[-1])
-            entry["min"].append(min(curve))
-    resolved = []
+    for r in trained:
+        losses = [float(_get(p, "loss")) for p in heldout_points(r)]
+        if all(math.isfinite(v) for v in losses):
+            entry = per_label.setdefault(_get(_get(r, "run"), "method"), {"final": [], "min": []})
+            entry["final"].append(losses[-1])
+            entry["min"].append(min(losses))
+    starts = [float(_get(heldout_points(r)[0], "loss")) for r in trained]
+    start = math.fsum(starts) / len(starts) if starts else None
+    resolved: list[float | None] = []
     for spec in targets:
-        kind, value = parse_target(spec)
-        if kind == "abs":
-            resolved.append(value)
+        target = parse_target(spec)
+        if target.kind == "abs":
+            resolved.append(target.value)
             continue
-        means = {label: sum(v[kind]) / len(v[kind]) for label, v in per_label.items() if v[kind]}
-        if value == WORST:
-            resolved.append(max(means.values()) if means else None)
-        else:
-            resolved.append(means.get(value))
+        means = {label: math.fsum(v[target.kind if target.kind != "frac" else "final"]) / len(v["final"])
+                 for label, v in per_label.items() if v["final"]}
+        level = max(means.values(), default=None) if target.label == WORST else means.get(target.label)
+        if target.kind == "frac" and level is not None:
+            level = None if start is None else start + target.value * (level - start)
+        resolved.append(level)
     return resolved
+
+
+def crossing(points: Sequence[Any], target: float | None) -> dict[str, Any]:
+    """When a held-out curve first reaches `target` (loss <= target).
+
+    status: `reached`, `not_reached` (censored at the budget) or `invalid` (the target is at or above
+    the step-0 loss, so "reaching" it says nothing about training). The crossing is placed by linear
+    interpolation between the last measured point above the target and the first at or below it
+    (step, training seconds and tokens alike): the curve is measured every `heldout.every` steps,
+    and taking the first point at or below would round every crossing up to the next measurement.
+    Training time excludes held-out evaluation.
+    """
+    entry = {"target": target, "status": "not_reached", "step": None, "time_s": None, "tokens": None}
+    if target is None or not points:
+        return {**entry, "status": "unresolved"}
+    rows = [(float(_get(p, "step")), float(_get(p, "loss")), float(_get(p, "train_time_s")), float(_get(p, "tokens")))
+            for p in points]
+    if not math.isfinite(rows[0][1]) or target >= rows[0][1]:
+        return {**entry, "status": "invalid"}
+    for before, after in zip(rows, rows[1:]):
+        if math.isfinite(after[1]) and after[1] <= target:
+            w = (before[1] - target) / (before[1] - after[1])
+            step, _, time_s, tokens = (b + w * (a - b) for b, a in zip(before, after))
+            return {**entry, "status": "reached", "step": step, "time_s": time_s, "tokens": tokens}
+    return entry
+
+
+def censored_summary(values: Sequence[float | None], statuses: Sequence[str], budget: float | None) -> dict[str, Any]:
+    """k/n reached and the median of a time- or steps-to-target over seeds; misses are censored.
+
+    Invalid targets are left out of n (reported apart). The median counts misses as beyond the
+    budget; when it falls on a miss the text is ">budget". No made-up value is ever averaged in.
+    """
+    from disha_bench.stats import median_censored
+
+    valid = [v if s == "reached" else None for v, s in zip(values, statuses) if s in ("reached", "not_reached")]
+    median, censored = median_censored(valid)
+    return {"reached": sum(v is not None for v in valid), "n": len(valid),
+            "invalid": sum(s == "invalid" for s in statuses), "median": median, "censored": censored,
+            "budget": budget}

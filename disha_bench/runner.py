@@ -89,7 +89,7 @@ def run_suite(
 
     display.close()
     if suite.output.report:
-        _write_report(suite, results_dir, command)
+        _write_report(suite, results_dir, command, full_run=not only)
     failed = [s for s in outcomes if s != "complete"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
     return 1 if failed else 0
@@ -214,12 +214,15 @@ def _hostfile_slots(hostfile: str) -> int:
     return slots
 
 
-def _write_report(suite: Suite, results_dir: Path, command: str) -> None:
-    from disha_bench.report import write_report
+def _write_report(suite: Suite, results_dir: Path, command: str, full_run: bool) -> Path | None:
+    """The suite's leaderboard in reports/ only after a full run into the default results folder;
+    otherwise a report beside the results. An existing report is never replaced by one built from
+    fewer complete runs (report.write_report keeps it and says so)."""
+    from disha_bench.report import destination, write_report
+    from disha_bench.suite import reference_label
 
-    path = write_report(results_dir, Path("reports") / f"{suite.name}.md", command=command,
-                        targets=suite.convergence.targets, ema=suite.convergence.ema)
-    print(f"report: {path}", flush=True)
+    return write_report(results_dir, destination(suite.name, results_dir, full_run), command=command,
+                        targets=suite.convergence.targets, ema=suite.convergence.ema, reference=reference_label(suite))
 
 
 def command_line() -> str:

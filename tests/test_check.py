@@ -1,32 +1,50 @@
-"""Baseline and regression check on synthetic results.
+"""Baseline and regression check: constructed results, then the real smoke suite's three cases.
 
     pytest tests/test_check.py -q
+
+The real cases (one module-scoped set of tiny runs, marked slow): an unchanged fresh run passes, a
+halved learning rate fails, and Bat silently built as Bone (injected below the configuration by
+tests/fixtures/bat_built_as_bone/sitecustomize.py) fails on its curve rows.
 """
 
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from disha_bench import check
 from disha_bench.errors import UserError
-from disha_bench.results import RunInfo, RunResult, StepLog, Training, write_json_atomic
+from disha_bench.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput, Training,
+                                  write_json_atomic)
 
+ROOT = Path(__file__).resolve().parents[1]
 TAU = {"bone": 3.0, "lora": 12.0}
 
 
-def make(method, seed, lr_factor=1.0, shift=0.0, wobble=0.0, status="complete", task="t", config_hash="aaaa"):
-    """Loss 0.5 + 2 exp(-lr_factor (t-1) / tau) + a seed-dependent ripple; `wobble`: relative last-bit-like noise."""
-    losses = [(0.5 + 2.0 * math.exp(-lr_factor * (t - 1) / TAU[method]) + 0.02 * ((seed + t) % 3) + shift)
-              * (1 + wobble * math.sin(t)) for t in range(1, 51)]
+def make(method, seed, lr_factor=1.0, wobble=0.0, status="complete", task="t", config_hash="aaaa", memory=None,
+         speed=None, accuracy_shift=0.0):
+    """A deterministic run: loss 0.5 + 2 exp(-lr_factor t / tau) + a seed ripple; `wobble`: last-bit-like noise."""
+    def loss(t):
+        return (0.5 + 2.0 * math.exp(-lr_factor * t / TAU[method]) + 0.02 * ((seed + t) % 3)) * (1 + wobble * math.sin(t))
+
+    evaluated = status in ("complete", "stopped_by_budget")
     return RunResult(
         run=RunInfo(run_id=f"{task}-{method}-s{seed}-{config_hash}", suite="synth", task=task, method=method,
-                    seed=seed, status=status, error="loss is NaN" if status == "diverged" else None),
+                    seed=seed, status=status, error="loss is NaN" if status == "diverged" else None,
+                    analysis={"reference": "lora", "targets": []}),
         training=Training(trainable_params=1, total_params=2, steps=[
-            StepLog(step=i + 1, loss=v, lr=1e-3, grad_norm=1.0, tokens=64, step_time_s=0.1) for i, v in enumerate(losses)]),
-        evaluation={"accuracy": (0.8 if method == "bone" else 0.7) + 0.01 * seed - (0.3 if lr_factor < 1 else 0) + wobble,
-                    "primary_metric": "accuracy", "n_examples": 100},
+            StepLog(step=t, loss=loss(t), lr=1e-3, grad_norm=1.0, tokens=64, step_time_s=0.1) for t in range(1, 31)]),
+        heldout=HeldOut(n_examples=32, source="validation split", every=5, points=[
+            HeldOutPoint(step=t, loss=loss(t) + 0.1, train_time_s=0.1 * t, tokens=64 * t) for t in range(0, 31, 5)]),
+        evaluation={"accuracy": (0.8 if method == "bone" else 0.7) + 0.01 * seed + accuracy_shift,
+                    "primary_metric": "accuracy", "n_examples": 100} if evaluated else {},
+        memory=Memory(device="cpu", peak_mb=memory or (900.0 if method == "bone" else 1000.0)),
+        throughput=Throughput(tokens_per_s=speed or 500.0),
     )
 
 
@@ -39,76 +57,83 @@ def write(folder, results):
 @pytest.fixture
 def baseline(tmp_path):
     results = write(tmp_path / "base", [make(m, s) for m in TAU for s in (0, 1, 2)])
-    path = check.write_baseline(results, tmp_path / "baselines" / "synth.json", targets=[1.0, "final:lora"], ema=0.9)
-    return results, path
+    return results, check.write_baseline(results, tmp_path / "baselines" / "synth.json")
 
 
-def test_baseline_file_is_readable_json(baseline):
+def _verdicts(capsys) -> str:
+    return capsys.readouterr().out
+
+
+def test_baseline_file_holds_every_seed_on_one_line_per_curve(baseline):
     _, path = baseline
     text = path.read_text()
     data = json.loads(text)
-    assert data["format"] == check.FORMAT and data["ema"] == 0.9
+    assert data["format"] == check.FORMAT and data["version"] == 2 and data["reference"] == "lora"
     assert data["tolerances"] == check.DEFAULT_TOLERANCES
-    entry = next(e for e in data["entries"] if e["method"] == "bone")
-    assert entry["seeds_complete"] == [0, 1, 2] and len(entry["loss"]["mean"]) == 50
-    assert [t["spec"] for t in entry["targets"]] == [1.0, "final:lora"]
-    assert entry["metric"]["name"] == "accuracy"
-    assert '"mean": [' in text and text.count("\n") < 200  # curves on one line each
+    bone = next(e for e in data["runs"] if (e["method"], e["seed"]) == ("bone", 1))
+    assert bone["heldout"]["steps"] == [0, 5, 10, 15, 20, 25, 30] and len(bone["train_loss"]["loss"]) == 30
+    assert bone["metrics"]["accuracy"] == pytest.approx(0.81)
+    assert bone["ratios_to_reference"] == {"peak_mb": pytest.approx(0.9), "tokens_per_s": pytest.approx(1.0)}
+    assert text.count("\n") < 30 * len(data["runs"])  # each curve on one line
 
 
-def test_identical_results_pass(baseline, capsys):
+def test_identical_results_and_a_rerun_on_another_machine_pass(baseline, tmp_path, capsys):
     results, path = baseline
     assert check.check(results, path) == 0
-    out = capsys.readouterr().out
-    assert "no regression" in out and "REGRESSION" not in out
+    assert "no regression" in _verdicts(capsys)
+    rerun = write(tmp_path / "rerun", [make(m, s, wobble=2e-4, speed=350.0) for m in TAU for s in (0, 1, 2)])
+    assert check.check(rerun, path) == 0, _verdicts(capsys)  # slower machine: same ratios
 
 
-def test_rerun_on_another_machine_passes(baseline, tmp_path, capsys):
+def test_any_seed_whose_curve_moves_fails_naming_run_and_figure(baseline, tmp_path, capsys):
     _, path = baseline
-    folder = write(tmp_path / "rerun", [make(m, s, wobble=1e-4) for m in TAU for s in (0, 1, 2)])
-    assert check.check(folder, path) == 0, capsys.readouterr().out
+    runs = [make(m, s) for m in TAU for s in (0, 1, 2) if (m, s) != ("bone", 2)] + [make("bone", 2, lr_factor=0.5)]
+    assert check.check(write(tmp_path / "lr", runs), path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "t/bone/s2: held-out loss" in out and "t/bone/s2: train loss" in out
+    assert "s0" not in out and "lora" not in out
 
 
-def test_near_miss_of_a_relative_target_passes(baseline, tmp_path, capsys):
-    # final:lora sits at lora's mean final loss, so seeds end right around it; a shift of 0.004 (within
-    # the loss floor) makes every lora seed miss it. Counted as budget+1 steps, that is not a regression.
+def test_pairing_is_by_task_method_seed_not_run_id(baseline, tmp_path, capsys):
     _, path = baseline
-    folder = write(tmp_path / "near", [make(m, s, shift=0.004) for m in TAU for s in (0, 1, 2)])
-    assert check.check(folder, path) == 0
-    assert "(0/3 reached)" in capsys.readouterr().out
+    runs = [make(m, s, config_hash="bbbb") for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "ids", runs), path) == 0
+    assert "configuration changed" in _verdicts(capsys)
 
 
-def test_curve_shifted_up_fails_naming_method_and_metric(baseline, tmp_path, capsys):
+def test_metric_tolerance_is_about_one_example(baseline, tmp_path, capsys):
     _, path = baseline
-    folder = write(tmp_path / "up", [make("bone", s, shift=1.0) for s in (0, 1, 2)] + [make("lora", s) for s in (0, 1, 2)])
-    assert check.check(folder, path) == 1
-    out = capsys.readouterr().out
-    assert "t / bone: loss curve" in out
-    assert "t / lora" not in out.split("REGRESSION against")[1]
+    one = [make(m, s, accuracy_shift=0.01 if s == 0 else 0.0) for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "one", one), path) == 0  # 1 of 100 examples flipped
+    three = [make(m, s, accuracy_shift=0.03 if (m, s) == ("lora", 0) else 0.0) for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "three", three), path) == 1
+    assert "t/lora/s0: accuracy" in _verdicts(capsys)
 
 
-def test_learning_rate_100x_lower_fails(baseline, tmp_path, capsys):
+def test_memory_and_throughput_ratios_are_loose_and_directional(baseline, tmp_path, capsys):
     _, path = baseline
-    folder = write(tmp_path / "lowlr", [make(m, s, lr_factor=0.01, config_hash="bbbb") for m in TAU for s in (0, 1, 2)])
-    assert check.check(folder, path) == 1
-    out = capsys.readouterr().out
-    for text in ("t / bone: loss curve", "t / lora: loss curve", "t / bone: steps to loss", "t / bone: accuracy",
-                 "run ids differ"):
-        assert text in out, text
+    fatter = [make(m, s, memory=1400.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "mem", fatter), path) == 1  # 0.9x -> 1.4x of lora's
+    assert "peak memory / lora's" in _verdicts(capsys)
+    leaner = [make(m, s, memory=800.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "lean", leaner), path) == 0  # within the loose tolerance
+    slower = [make(m, s, speed=100.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "slow", slower), path) == 1
+    assert "tokens/s / lora's" in _verdicts(capsys)
 
 
-def test_diverged_seed_is_a_regression(baseline, tmp_path, capsys):
+def test_a_seed_that_no_longer_completes_is_a_regression(baseline, tmp_path, capsys):
     _, path = baseline
     runs = [make(m, s) for m in TAU for s in (0, 1, 2) if (m, s) != ("lora", 2)] + [make("lora", 2, status="diverged")]
     assert check.check(write(tmp_path / "div", runs), path) == 1
-    assert "t / lora: status" in capsys.readouterr().out
+    assert "t/lora/s2: status" in _verdicts(capsys)
 
 
 def test_runs_missing_from_either_side_are_reported_not_failures(baseline, tmp_path, capsys):
     _, path = baseline
     runs = [make("bone", s) for s in (0, 1, 2)] + [make("bone", s, task="other") for s in (0, 1)]
     assert check.check(write(tmp_path / "partial", runs), path) == 0
-    out = capsys.readouterr().out
+    out = _verdicts(capsys)
     assert "not in the baseline (not a failure)" in out and "not in these results (not a failure)" in out
 
 
@@ -122,13 +147,87 @@ def test_bad_baseline_files_are_user_errors(baseline, tmp_path):
     (tmp_path / "other.json").write_text('{"hello": 1}')
     with pytest.raises(UserError, match="not a disha-bench baseline"):
         check.check(results, tmp_path / "other.json")
+    (tmp_path / "v1.json").write_text('{"format": "disha-bench-baseline", "version": 1, "entries": []}')
+    with pytest.raises(UserError, match="expected 2: regenerate it"):
+        check.check(results, tmp_path / "v1.json")
 
 
-def test_cli_commands(baseline, tmp_path, capsys):
-    results, path = baseline
+def test_cli_commands(baseline, tmp_path):
+    results, _ = baseline
     parser = argparse.ArgumentParser()
     check.register(parser.add_subparsers())
-    args = parser.parse_args(["baseline", str(results), "-o", str(tmp_path / "b2.json")])
-    assert args.func(args) == 0 and (tmp_path / "b2.json").exists()
+    args = parser.parse_args(["baseline", str(results), "-o", str(tmp_path / "b2.json"), "--reference", "bone"])
+    assert args.func(args) == 0 and json.loads((tmp_path / "b2.json").read_text())["reference"] == "bone"
     args = parser.parse_args(["check", str(results), "--baseline", str(tmp_path / "b2.json")])
     assert args.func(args) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The real smoke suite: tiny runs of LoRA (the reference) and Bat on the NLU task, seed 0.
+
+SMOKE = str(ROOT / "suites" / "smoke.yaml")
+ONLY = ["synthetic-sentiment/lora", "synthetic-sentiment/bat"]
+
+
+def _cli_run(out: Path, extra: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "disha_bench.cli", "run", SMOKE, "--out", str(out),
+                           "--set", "output.report=false", *extra], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})}, cwd=out.parent)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    from disha_bench.runner import run_suite
+
+    root = tmp_path_factory.mktemp("smoke-check")
+    folders = {}
+    for name, only, overrides in (("base", ONLY, []), ("same", ONLY, []),
+                                  ("half_lr", ["synthetic-sentiment/bat"], ["training.lr=1e-3"])):
+        folders[name] = root / name
+        assert run_suite(SMOKE, out=str(folders[name]), only=only, overrides=["output.report=false", *overrides]) == 0
+    folders["swap"] = root / "swap"
+    patch = ROOT / "tests" / "fixtures" / "bat_built_as_bone"
+    done = _cli_run(folders["swap"], ["--only", "synthetic-sentiment/bat"],
+                    {"DISHA_BENCH_FORK": "0", "PYTHONPATH": f"{patch}{os.pathsep}{os.environ.get('PYTHONPATH', ROOT)}"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    path = check.write_baseline(folders["base"], root / "baseline.json", reference="lora")
+    return folders, path
+
+
+@pytest.mark.slow
+def test_smoke_unchanged_fresh_run_passes(smoke_runs, capsys):
+    folders, path = smoke_runs
+    assert check.check(folders["same"], path) == 0, _verdicts(capsys)
+
+
+@pytest.mark.slow
+def test_smoke_halved_learning_rate_fails(smoke_runs, capsys):
+    folders, path = smoke_runs
+    assert check.check(folders["half_lr"], path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "synthetic-sentiment/bat/s0: train loss" in out
+
+
+@pytest.mark.slow
+def test_smoke_bat_built_as_bone_fails_on_its_curves(smoke_runs, capsys):
+    folders, path = smoke_runs
+    swapped = json.loads(next(folders["swap"].glob("*.json")).read_text())
+    base = json.loads(next(folders["base"].glob("*-bat-*.json")).read_text())
+    # Same label, configuration and run id: only the adapter code changed.
+    assert swapped["run"]["run_id"] == base["run"]["run_id"]
+    assert swapped["training"]["trainable_params"] == base["training"]["trainable_params"]
+    assert check.check(folders["swap"], path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "synthetic-sentiment/bat/s0: train loss" in out
+
+
+def test_unadapted_reference_run_is_checked_on_what_it_has(tmp_path, capsys):
+    unadapted = make("lora", 0)
+    unadapted.run.method, unadapted.run.run_id = "unadapted", "t-unadapted-s0-aaaa"
+    unadapted.training.steps, unadapted.heldout.points, unadapted.throughput = [], unadapted.heldout.points[:1], None
+    folder = write(tmp_path / "u", [unadapted, make("lora", 0)])
+    path = check.write_baseline(folder, tmp_path / "u.json")
+    assert check.check(folder, path) == 0
+    out = _verdicts(capsys)
+    assert "t/unadapted/s0  held-out loss" in out and "t/unadapted/s0  train loss" not in out
+    assert "not compared" not in out

@@ -64,27 +64,64 @@ def test_is_diverged():
     assert not convergence.is_diverged(3.9, 1.0, 4.0)
 
 
-def _result(method, losses, status="complete"):
-    return {"run": {"method": method, "status": status},
-            "training": {"steps": [{"step": i + 1, "loss": v, "tokens": 1} for i, v in enumerate(losses)]}}
+def _result(method, losses, status="complete", every=10, seconds_per_step=0.5):
+    """A result dict with a held-out curve measured at steps 0, every, 2 every, ..."""
+    points = [{"step": i * every, "loss": v, "train_time_s": i * every * seconds_per_step, "tokens": i * every * 100}
+              for i, v in enumerate(losses)]
+    return {"run": {"method": method, "status": status}, "heldout": {"points": points}}
 
 
-def test_resolve_targets():
-    results = [_result("lora", [2.0, 1.0]), _result("lora", [2.0, 0.6]), _result("bone", [2.0, 0.2]),
-               _result("bone", [9.0, 9.0], status="diverged")]
-    got = convergence.resolve_targets([0.5, "final:lora", "min:bone", "final:*", "final:nobody"], results, ema=0.0)
-    assert got[:4] == pytest.approx([0.5, 0.8, 0.2, 0.8]) and len(got) == 5 and got[4] is None
-    # With smoothing, the mean of the final smoothed values of lora's complete runs.
-    expected = (convergence.smooth([2.0, 1.0], 0.5)[-1] + convergence.smooth([2.0, 0.6], 0.5)[-1]) / 2
-    assert convergence.resolve_targets(["final:lora"], results, ema=0.5) == pytest.approx([expected])
+def test_resolve_heldout_targets():
+    results = [_result("lora", [2.0, 1.5, 1.0]), _result("lora", [2.0, 1.2, 0.6]), _result("bone", [2.0, 0.2]),
+               _result("bone", [9.0, 9.0], status="failed"),
+               _result("bat", [2.0, 1.9, 1.8], status="evaluation_failed")]  # trained: its curve counts
+    specs = [0.5, "final:lora", "min:bone", "final:*", "final:nobody", "frac:0.5:lora", "frac:1:lora", "final:bat"]
+    got = convergence.resolve_targets(specs, results)
+    # frac: halfway from the mean step-0 loss (2.0) to lora's mean final loss (0.8).
+    assert got == [0.5, pytest.approx(0.8), 0.2, pytest.approx(1.8), None, pytest.approx(1.4), pytest.approx(0.8),
+                   pytest.approx(1.8)]
+
+
+def test_crossing_interpolates_between_measured_points():
+    points = _result("x", [2.0, 1.6, 1.0, 0.9])["heldout"]["points"]  # steps 0, 10, 20, 30
+    hit = convergence.crossing(points, 1.3)
+    # 1.6 at step 10 -> 1.0 at step 20: 1.3 is halfway, step 15, 7.5 s of training, 1500 tokens.
+    assert hit == {"target": 1.3, "status": "reached", "step": pytest.approx(15.0), "time_s": pytest.approx(7.5),
+                   "tokens": pytest.approx(1500.0)}
+    assert convergence.crossing(points, 1.0)["step"] == pytest.approx(20.0)  # exactly on a point
+    assert convergence.crossing(points, 0.5)["status"] == "not_reached"
+    # At or above the unadapted model's loss a target says nothing about training: invalid, never reached.
+    assert convergence.crossing(points, 2.0)["status"] == "invalid"
+    assert convergence.crossing(points, 2.5)["status"] == "invalid"
+    assert convergence.crossing(points, None)["status"] == "unresolved"
+    assert convergence.crossing([], 1.0)["status"] == "unresolved"
+
+
+def test_censored_summary_never_averages_a_miss_in():
+    reached = ["reached", "reached", "not_reached"]
+    s = convergence.censored_summary([10.0, 30.0, None], reached, budget=40)
+    assert (s["reached"], s["n"], s["median"], s["censored"]) == (2, 3, 30.0, False)
+    s = convergence.censored_summary([10.0, None, None], ["reached", "not_reached", "not_reached"], budget=40)
+    assert (s["reached"], s["n"], s["median"], s["censored"]) == (1, 3, None, True)  # printed ">40"
+    s = convergence.censored_summary([None, 5.0, None], ["invalid", "reached", "not_reached"], budget=40)
+    assert (s["reached"], s["n"], s["invalid"], s["censored"]) == (1, 2, 1, True)
 
 
 def test_target_specs_validated():
     with pytest.raises(UserError, match="expected a loss"):
         convergence.parse_target("last:lora")
+    with pytest.raises(UserError, match=r"fraction must be a number in \(0, 1\]"):
+        convergence.parse_target("frac:1.5:lora", file="s.yaml", key="convergence.targets[0]")
+    with pytest.raises(UserError, match="fraction"):
+        convergence.parse_target("frac:half:lora")
+    with pytest.raises(UserError, match="expected a loss"):
+        convergence.parse_target("frac:0.5")
     with pytest.raises(UserError, match="did you mean 'lora'"):
         convergence.check_targets([0.5, "final:lorra"], ["lora", "bone"])
-    convergence.check_targets([0.5, "0.3", "final:*", "min:bone"], ["lora", "bone"])
+    with pytest.raises(UserError, match="did you mean 'lora'"):
+        convergence.check_targets(["frac:0.5:lorra"], ["lora", "bone"])
+    convergence.check_targets([0.5, "0.3", "final:*", "min:bone", "frac:0.5:lora", "frac:1:*"], ["lora", "bone"])
+    assert convergence.parse_target("frac:0.25:bone") == convergence.Target("frac", "bone", 0.25)
 
 
 def test_aggregate_matches_scipy():
@@ -101,10 +138,3 @@ def test_aggregate_small_and_dirty_inputs():
     assert stats.aggregate([2.5]) == {"mean": 2.5, "std": None, "n": 1, "ci_low": None, "ci_high": None}
     assert stats.aggregate([])["mean"] is None
     assert stats.aggregate([None, float("nan"), 1.0, 3.0])["n"] == 2
-
-
-def test_separated():
-    a, b = stats.aggregate([1.0, 1.1, 0.9]), stats.aggregate([5.0, 5.1, 4.9])
-    assert stats.separated(a, b) and stats.separated(b, a)
-    assert not stats.separated(a, stats.aggregate([1.0, 3.0, 2.0]))
-    assert not stats.separated(stats.aggregate([1.0]), b)  # one seed: no interval, no claim

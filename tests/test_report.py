@@ -1,137 +1,277 @@
-"""The markdown leaderboard from a synthetic results folder (3 methods x 3 seeds, one failed, one diverged).
+"""The report: golden file from committed fixtures, format rules, write decisions, runner integration.
 
     pytest tests/test_report.py -q
+    # after an intended format change, re-bless the golden file:
+    python -c "import sys; sys.path.insert(0, 'tests'); import test_report; test_report.bless()"
 """
 
+from __future__ import annotations
+
 import argparse
-import math
+import csv
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from disha_bench import report
+from disha_bench import analysis, measures, report, runner
 from disha_bench.errors import UserError
-from disha_bench.results import Memory, Meta, RunInfo, RunResult, StepLog, Throughput, Training, write_json_atomic
+from disha_bench.results import FAILED, read_result, write_json_atomic
+from disha_bench.suite import load_suite
 
-TASK = "synth-task"
-STEPS = 40
-# Time constants of exp(-t/tau): bone converges fastest, lora slowest.
-TAU = {"bone": 3.0, "bat": 4.0, "lora": 15.0}
+from report_fixtures import FOLDER, all_results, make, write
 
-
-def make_result(method, seed, status="complete", tau=None, shift=0.0, task=TASK, steps=STEPS, error=None):
-    tau = tau or TAU[method]
-    losses = [0.5 + 2.0 * math.exp(-(t - 1) / tau) + 0.01 * ((seed * 7 + t) % 5) / 5 + shift for t in range(1, steps + 1)]
-    if status == "diverged":
-        losses = losses[:10] + [float("nan")]
-    logs = [StepLog(step=i + 1, loss=v, lr=1e-3, grad_norm=25.0 if method != "lora" else 4.0, tokens=100,
-                    step_time_s=0.1) for i, v in enumerate(losses)]
-    complete = status == "complete"
-    return RunResult(
-        run=RunInfo(run_id=f"{task}-{method}-s{seed}-abcd1234", suite="synth", task=task, method=method, seed=seed,
-                    status=status, error=error, config={"training": {"max_steps": steps}}, wall_time_s=60.0 + seed),
-        training=None if status == "failed" else Training(
-            trainable_params=10_000_000 if method != "lora" else 11_000_000, total_params=134_000_000, steps=logs,
-            stopped_at_step=len(logs) if status == "diverged" else None),
-        evaluation={"accuracy": {"bone": 0.8, "bat": 0.78, "lora": 0.7}[method] + 0.01 * seed, "f1": 0.5,
-                    "primary_metric": "accuracy", "n_examples": 128} if complete else {},
-        memory=Memory(device="cpu", train_peak_mb={"bone": 4700.0, "bat": 6300.0, "lora": 5500.0}[method] + seed),
-        throughput=Throughput(tokens_per_s={"bone": 250.0, "bat": 200.0, "lora": 190.0}[method] + seed),
-        meta=Meta(versions={"python": "3.11", "torch": "2.13.0"}, git_commit="0123abc", git_dirty=True,
-                  hardware={"cpu": "test cpu", "cores": 2}, command="disha-bench run suites/synth.yaml"),
-    )
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "fixtures" / "report-synth.expected.md"
+GOLDEN_COMMAND = "disha-bench report tests/fixtures/report-synth --out reports/synth.md"
 
 
-def write_results(folder: Path, results) -> Path:
-    for r in results:
+def _golden(out: Path) -> str:
+    return report.write_report(FOLDER, out, GOLDEN_COMMAND, draw=False).read_text()
+
+
+def bless() -> None:
+    import tempfile
+
+    GOLDEN.write_text(_golden(Path(tempfile.mkdtemp()) / "synth.md"))
+
+
+def test_golden_report_from_committed_fixtures(tmp_path):
+    assert _golden(tmp_path / "synth.md") == GOLDEN.read_text(), "format changed: re-bless (see the module docstring)"
+
+
+def test_fixtures_on_disk_are_what_the_constructor_makes(tmp_path):
+    # Compared as results (fields the schema gained since are filled with their defaults on both sides).
+    stored = {p.name: read_result(p).to_dict() for p in FOLDER.glob("*.json")}
+    assert stored == {f"{r.run.run_id}.json": r.to_dict() for r in all_results()}
+
+
+@pytest.fixture(scope="module")
+def md(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep") / "synth.md"
+    report.write_report(FOLDER, out, "x")
+    return out
+
+
+def _tables(text: str) -> list[list[str]]:
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def test_headline_first_short_rows_and_reference_rows(md):
+    text = md.read_text()
+    assert text.index("## Headline") < text.index("## Findings") < text.index("## Details")
+    headline, cost = _tables(text)[:2]
+    for table in (headline, cost):
+        assert len(table[0].strip("|").split("|")) <= 8
+        assert all(len(re.sub(r"\s*\|\s*", "|", row)) <= 160 for row in table)
+    assert any(row.startswith("| *unadapted model* | 50.0 |") for row in headline)
+    assert any(row.startswith("| *majority class* | 56.2 |") for row in headline)
+    assert "| lora (reference) | 75.0 (n=2) |" in text  # one failed seed: n shown where it differs
+    assert "**" not in "\n".join(headline + cost)  # no bold, ties or not
+
+
+def test_markers_only_on_significant_family_comparisons(md):
+    analyses = analysis.analyze_suite(measures.load_checked(FOLDER))
+    for a in analyses:
+        for (label, key), c in a.comparisons.items():
+            assert not c.significant or key in a.family
+            if c.p_holm is None:
+                assert not c.significant
+    text = md.read_text()
+    details = text[text.index("## Details"):]
+    marked = [l for l in details.splitlines() if "▲" in l or "▼" in l]
+    assert marked and all("◆" in l for l in marked)  # only primary endpoints carry markers
+
+
+def test_tiny_eval_sets_as_counts_censoring_and_status_rows(md):
+    text = md.read_text()
+    assert "| bone | accuracy ◆ | higher | 39/48 [" in text  # pooled over 3 seeds x 16 examples, Wilson
+    assert "evaluation_failed | curve and costs; no metrics" in text and "| stopped_by_budget |" in text
+    assert "| failed | nothing | worker exited with code -9 |" in text
+    assert "| *unadapted model* | held-out loss at step 0 | lower | 2.04 |" in text
+
+
+def test_intervals_never_leave_their_domain(tmp_path):
+    report.write_report(FOLDER, tmp_path / "d.md", "x", draw=False)
+    rows = list(csv.DictReader((tmp_path / "d.csv").open()))
+    assert {r["task"] for r in rows} == {"synth-cls", "synth-gen"}
+    assert {r["method"] for r in rows if not r["n"]} == {"unadapted model", "majority class"}
+    for r in rows:
+        if r["ci_low"]:
+            lo, hi = float(r["ci_low"]), float(r["ci_high"])
+            assert lo <= float(r["mean"]) <= hi
+            if r["metric"] == "accuracy":
+                assert 0 <= lo and hi <= 1
+            else:
+                assert lo >= 0  # losses, memory, time, throughput, steps
+
+
+def test_missed_and_invalid_targets(tmp_path):
+    # 0.3 is below every curve: never reached (">budget", 0/n); 5.0 is above the step-0 loss: invalid.
+    out = report.write_report(FOLDER, tmp_path / "t.md", "x", targets=[0.3, 5.0], draw=False).read_text()
+    assert "| >20 (median) |" in out and "| 0/3 |" in out
+    assert "(3 invalid)" in out
+    assert "time to target (k/n)" in out and ">" in out.split("## Findings")[0]
+
+
+def test_mixed_provenance_is_flagged_and_rows_marked(md):
+    text = md.read_text()
+    assert text.splitlines()[1].startswith("> **Mixed provenance:** rows come from 2 commits")
+    assert "† 0ddba11999@ci-box (1 runs)" in text
+    assert "| bat† @ synth-gen |" in text
+    # The reproducing command is the full suite run, not the partial --only --fresh re-run.
+    assert "- Reproduce: `disha-bench run suites/synth.yaml`" in text
+
+
+def test_findings_and_claims_are_generated(md):
+    text = md.read_text()
+    findings = text[text.index("## Findings"):text.index("## The paper's claims")]
+    assert "bone reaches the held-out target in 0.328× [0.282, 0.382] of lora's training time on synth-gen" in findings
+    claims = text[text.index("## The paper's claims"):text.index("## Details")]
+    assert claims.count("\n1. ") == 1 and "   - holds on synth-gen" in claims
+    assert "margin ±1 pp" in claims
+    assert "Protocol: one shared learning rate (0.001), as the paper" in findings
+
+
+def test_plots_and_csv_beside_the_markdown(md):
+    for name in ("synth-forest.png", "synth-synth-cls-heldout.png", "synth-synth-gen-pareto.png"):
+        assert f"]({name})" in md.read_text()
+        assert (md.parent / name).stat().st_size > 1000
+    assert (md.parent / "synth.csv").read_text().startswith("task,method,metric,direction,mean")
+
+
+def test_a_report_is_not_replaced_by_one_from_fewer_complete_runs(tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert report.write_report(FOLDER, out, "x", draw=False)
+    before = out.read_text()
+    fewer = write(tmp_path / "fewer", [r for r in all_results() if r.run.seed != 2])
+    assert report.write_report(fewer, out, "x", draw=False) is None
+    assert out.read_text() == before and "kept" in capsys.readouterr().out
+    assert report.write_report(fewer, out, "x", draw=False, force=True) == out
+    assert out.read_text() != before
+
+
+def _failed_results(folder: Path) -> Path:
+    for r in all_results():
+        r.run.status, r.run.error = FAILED, "no data"
         write_json_atomic(folder / f"{r.run.run_id}.json", r.to_dict())
     return folder
 
 
-@pytest.fixture
-def results_dir(tmp_path):
-    results = [make_result(m, s) for m in ("bone", "bat", "lora") for s in (0, 1, 2)
-               if (m, s) not in (("bat", 2), ("lora", 1))]
-    results.append(make_result("bat", 2, status="failed", error="out of memory | at step 3"))
-    results.append(make_result("lora", 1, status="diverged", error="loss is NaN at step 11"))
-    return write_results(tmp_path / "results", results)
+def test_runner_never_touches_reports_except_for_a_full_default_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    suite, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"), [])
+    committed = tmp_path / "reports" / "smoke.md"
+    committed.parent.mkdir()
+    committed.write_text("<!-- disha-bench report: 6 complete runs of 6 -->\nthe committed leaderboard\n")
+    scratch = shutil.copytree(FOLDER, tmp_path / "scratch")
+    assert runner._write_report(suite, scratch, "c", full_run=True) == scratch / "smoke.md"  # scratch --out
+    default = shutil.copytree(FOLDER, tmp_path / "results" / "smoke")
+    assert runner._write_report(suite, default, "c", full_run=False) == default / "smoke.md"  # --only
+    failing = _failed_results(tmp_path / "results" / "smoke-failed")
+    assert runner._write_report(suite, failing, "c", full_run=True) == failing / "smoke.md"
+    assert committed.read_text().endswith("the committed leaderboard\n")
+    assert sorted(p.name for p in committed.parent.iterdir()) == ["smoke.md"]
+    # Every run of a full default run failing: the committed report is kept.
+    shutil.rmtree(default)
+    _failed_results(default)
+    assert runner._write_report(suite, default, "c", full_run=True) is None
+    assert committed.read_text().endswith("the committed leaderboard\n")
+    # A full default run with more complete runs replaces it, with its CSV beside it.
+    shutil.rmtree(default)
+    shutil.copytree(FOLDER, default)
+    assert runner._write_report(suite, default, "c", full_run=True) == Path("reports/smoke.md")
+    assert (tmp_path / "reports" / "smoke.csv").exists()
 
 
-def _row(markdown: str, method: str) -> list[str]:
-    line = next(l for l in markdown.splitlines() if l.startswith(f"| {method} "))
-    return [c.strip() for c in line.strip("|").split("|")]
-
-
-def test_report_contents_and_plots(results_dir, tmp_path):
-    out = report.write_report(results_dir, tmp_path / "reports" / "synth.md", "disha-bench report results",
-                              targets=[1.0], ema=0.5)
-    md = out.read_text()
-    header_line = next(l for l in md.splitlines() if l.startswith("| method "))
-    header = [c.strip() for c in header_line.strip("|").split("|")]
-    for title in ("trainable params", "accuracy (primary)", "steps to loss ≤ 1", "final loss", "curve area",
-                  "peak train MB", "tokens/s", "wall time s"):
-        assert title in header, title
-    # Best per column in bold, direction-aware: bone is fastest, most accurate, smallest memory.
-    bone, lora = _row(md, "bone"), _row(md, "lora")
-    for title in ("steps to loss ≤ 1", "accuracy (primary)", "peak train MB", "tokens/s", "curve area"):
-        i = header.index(title)
-        assert bone[i].startswith("**"), (title, bone[i])
-        assert not lora[i].startswith("**"), (title, lora[i])
-    assert "n=3" in bone[header.index("accuracy (primary)")] and "[" in bone[header.index("accuracy (primary)")]
-    assert lora[header.index("runs ok")] == "2/3"
-    assert not lora[header.index("trainable params")].startswith("**")  # informational, not ranked
-    # Failed and diverged runs are listed with their status and (escaped) error.
-    assert "synth-task-bat-s2-abcd1234" in md and "out of memory \\| at step 3" in md
-    assert "| diverged " in md and "loss is NaN at step 11" in md
-    # A claim only where the intervals separate.
-    assert "**bone** reaches loss 1 in fewer steps than **lora**" in md
-    assert "not resolved" in md  # bone vs bat: identical step counts across seeds -> no claim
-    # Header with provenance.
-    for text in ("# disha-bench report: synth", "0123abc (dirty)", "`disha-bench report results`",
-                 "disha-bench run suites/synth.yaml", "torch 2.13.0", "test cpu", "EMA β=0.5"):
-        assert text in md, text
-    # Plots beside the markdown, linked relatively.
-    for name in ("synth-synth-task-loss.png", "synth-synth-task-memory.png"):
-        assert f"]({name})" in md
-        assert (out.parent / name).stat().st_size > 1000
-
-
-def test_report_defaults_and_cli(results_dir, tmp_path, monkeypatch, capsys):
+def test_cli_and_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     parser = argparse.ArgumentParser()
     report.register(parser.add_subparsers())
-    args = parser.parse_args(["report", str(results_dir)])
+    args = parser.parse_args(["report", str(FOLDER), "--reference", "bone", "--target", "frac:0.5:bone"])
     assert args.func(args) == 0
-    md = (tmp_path / "reports" / "synth.md").read_text()  # default: reports/<suite>.md
-    assert "final:*" in md and "steps to loss ≤" in md  # default target: the worst method's final loss
-    assert "wrote reports/synth.md" in capsys.readouterr().out
-
-
-def test_single_seed_has_no_interval_and_no_claim(tmp_path):
-    folder = write_results(tmp_path / "r", [make_result("bone", 0), make_result("lora", 0)])
-    md = report.write_report(folder, tmp_path / "one.md", "x", targets=[1.0]).read_text()
-    assert "(n=1)" in md and "fewer steps than" not in md and "not resolved" in md
-
-
-def test_task_where_every_run_failed(tmp_path):
-    runs = [make_result("bone", 0), make_result("lora", 0, status="failed", task="broken", error="boom")]
-    md = report.write_report(write_results(tmp_path / "r", runs), tmp_path / "f.md", "x", targets=[1.0]).read_text()
-    assert "## broken" in md and "| failed " in md and "No memory-vs-metric plot" in md
-    assert (tmp_path / "f-broken-loss.png").stat().st_size > 0
-
-
-def test_empty_or_unreadable_results_dir(tmp_path):
+    text = (tmp_path / "reports" / "synth.md").read_text()
+    assert "Reference method: bone" in text and "frac:0.5:bone" in text
+    with pytest.raises(UserError, match="expected a loss"):
+        report.write_report(FOLDER, tmp_path / "x.md", targets=["last:lora"])
     with pytest.raises(UserError, match="not found"):
         report.write_report(tmp_path / "missing", tmp_path / "x.md")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no result files"):
-        report.write_report(tmp_path / "empty", tmp_path / "x.md")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.json").write_text("{not json")
     with pytest.raises(UserError, match="none of the 1 .json files"):
         report.write_report(tmp_path / "junk", tmp_path / "x.md")
 
 
-def test_bad_target_is_a_user_error(results_dir, tmp_path):
-    with pytest.raises(UserError, match="expected a loss"):
-        report.write_report(results_dir, tmp_path / "x.md", targets=["last:lora"])
+def test_an_older_run_of_the_same_seed_is_set_aside_and_said(tmp_path):
+    runs = all_results()
+    older = make("synth-gen", "bone", 0)
+    older.run.run_id, older.run.finished_at = "synth-gen-bone-s0-11112222", "2026-11-01T00:00:00+00:00"
+    for p in older.heldout.points:
+        p.loss += 5.0  # would wreck bone's figures if it were averaged in
+    text = report.write_report(write(tmp_path / "dup", runs + [older]), tmp_path / "d.md", "x", draw=False).read_text()
+    assert "> **1 runs set aside**" in text and "synth-gen-bone-s0-11112222 set aside" in text
+    golden = GOLDEN.read_text()
+    assert text[text.index("## Headline"):] == golden[golden.index("## Headline"):]
+
+
+def test_results_without_heldout_curves_still_report(tmp_path):
+    # Results written before schema v2 (no held-out curve, training peak only): no target figures, no crash.
+    old = []
+    for r in all_results()[:7]:
+        r.heldout = None
+        if r.memory:
+            r.memory.peak_mb, r.memory.per_rank_peak_mb, r.memory.train_peak_mb = None, [], 500.0
+        old.append(r)
+    text = report.write_report(write(tmp_path / "old", old), tmp_path / "o.md", "x", draw=False).read_text()
+    assert "unresolved" in text and "500 MB" in text
+
+
+@pytest.mark.parametrize("shift, verdict", [([0.001] * 3, "holds"), ([-0.05] * 3, "does not hold"),
+                                            ([0.1, -0.1, 0.0], "not resolved")])
+def test_matches_only_within_the_equivalence_margin(shift, verdict):
+    from disha_bench import findings
+
+    runs = [make("synth-cls", m, s) for m in ("lora", "bone", "bat") for s in (0, 1, 2)]
+    for r in runs:
+        base = 0.80 + 0.01 * r.run.seed
+        r.evaluation["accuracy"] = base + (shift[r.run.seed] if r.run.method == "bat" else 0.0)
+    lines = findings.claims(analysis.analyze_suite(runs))
+    claim2 = lines[lines.index(next(l for l in lines if l.startswith("2."))) + 1]
+    assert claim2.startswith(f"   - {verdict} on synth-cls"), claim2
+
+
+def test_number_formats():
+    from disha_bench import report_format as fmt
+
+    assert fmt.mean_ci(0.8123, 0.7801, 0.8444, "%") == "81.2 [78.0, 84.4]"  # half-width 3.2: 2 significant digits
+    assert fmt.mean_ci(1.23456, 1.2301, 1.2390) == "1.2346 [1.2301, 1.2390]"
+    assert fmt.mean_ci(1500.0, 1400.0, 1600.0, "MB") == "1.46 [1.37, 1.56] GB"
+    assert fmt.mean_ci(0.75, 0.75, 0.75, "%") == "75.0 (no spread)"
+    assert fmt.memory(512.0) == "512 MB" and fmt.memory(2048.0) == "2.00 GB"
+    assert fmt.ratio(0.553, 0.41, 0.742) == "0.55× [0.41, 0.74]"
+    assert fmt.difference(0.05, 0.01, 0.09, "%") == "+5.0 [+1.0, +9.0] pp"
+    assert fmt.counts(3, 48, 0.0215, 0.168) == "3/48 [2.1, 16.8]%"
+    assert fmt.censored(None, True, 30, "steps") == ">30" and fmt.censored(12.4, False, 30, "steps") == "12"
+    assert fmt.params(24576) == "24.6K" and fmt.params(7_000_000) == "7.00M"
+
+
+def test_headline_of_a_glue_sized_suite_stays_within_160_characters(tmp_path):
+    runs = []
+    for task in ("sst2", "mrpc", "cola", "qnli", "stsb"):
+        for label, like in (("lora", "lora"), ("pissa", "bone"), ("dora", "lora"), ("bone", "bone"), ("bat", "bat")):
+            for seed in (0, 1, 2):
+                r = make("synth-cls", like, seed)
+                r.run.task, r.run.method, r.run.run_id = task, label, f"{task}-{label}-s{seed}-0000abcd"
+                runs.append(r)
+    text = report.write_report(write(tmp_path / "glue", runs), tmp_path / "g.md", "x", draw=False).read_text()
+    headline, cost = _tables(text)[:2]
+    assert headline[0].count("|") - 1 == 7  # method, 5 tasks, average
+    assert all(len(re.sub(r"\s*\|\s*", "|", row)) <= 160 for row in headline + cost)

@@ -1,0 +1,168 @@
+"""The statistics of disha_bench.stats on constructed data: hand values, scipy, and error rates.
+
+    pytest tests/test_stats.py -q
+
+The error-rate tests simulate many repeats with a seeded RNG: an A/A comparison (no true difference)
+must be claimed in at most about 5% of repeats after Holm over a family of 5 endpoints, and a 3σ shift
+over 5 seeds must be claimed in at least 90% of repeats.
+"""
+
+import math
+import random
+
+import pytest
+from scipy import stats as scipy_stats
+
+from disha_bench import stats
+
+SEEDS = range(5)
+
+
+def test_aggregate_matches_scipy_and_is_clipped_to_its_domain():
+    xs = [0.0625, 0.0, 0.0]
+    a = stats.aggregate(xs)
+    lo, hi = scipy_stats.t.interval(0.95, 2, loc=sum(xs) / 3, scale=scipy_stats.sem(xs))
+    assert a["ci_low"] == pytest.approx(lo) and a["ci_high"] == pytest.approx(hi) and lo < 0
+    clipped = stats.aggregate(xs, domain=(0.0, 1.0))
+    assert clipped["ci_low"] == 0.0 and clipped["ci_high"] == pytest.approx(hi)
+    assert stats.aggregate([]) == {"mean": None, "std": None, "n": 0, "ci_low": None, "ci_high": None}
+    assert stats.aggregate([2.0, None, float("nan")])["n"] == 1
+
+
+def test_paired_difference_matches_scipy_ttest_rel():
+    ref = {0: 1.0, 1: 2.0, 2: 1.5, 3: 1.7}
+    new = {0: 1.3, 1: 2.1, 2: 1.9, 3: 1.8, 9: 5.0}  # seed 9 has no partner: left out
+    c = stats.paired(ref, new)
+    diffs = [0.3, 0.1, 0.4, 0.1]
+    assert c.seeds == [0, 1, 2, 3] and c.per_seed == pytest.approx(diffs)
+    assert c.estimate == pytest.approx(0.225)
+    assert c.p_value == pytest.approx(scipy_stats.ttest_rel([1.3, 2.1, 1.9, 1.8], [1.0, 2.0, 1.5, 1.7]).pvalue)
+    lo, hi = scipy_stats.t.interval(0.95, 3, loc=0.225, scale=scipy_stats.sem(diffs))
+    assert (c.ci_low, c.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+
+
+def test_paired_ratio_is_the_geometric_mean_with_an_exponentiated_interval():
+    c = stats.paired({0: 100.0, 1: 200.0, 2: 400.0}, {0: 50.0, 1: 100.0, 2: 220.0}, ratio=True)
+    logs = [math.log(0.5), math.log(0.5), math.log(0.55)]
+    assert c.ratio and c.per_seed == pytest.approx([0.5, 0.5, 0.55])
+    assert c.estimate == pytest.approx(math.exp(sum(logs) / 3))
+    lo, hi = scipy_stats.t.interval(0.95, 2, loc=sum(logs) / 3, scale=scipy_stats.sem(logs))
+    assert c.ci_low == pytest.approx(math.exp(lo)) and c.ci_high == pytest.approx(math.exp(hi))
+    assert 0 < c.ci_low < c.estimate < c.ci_high
+    # Non-positive values cannot enter a ratio.
+    assert stats.paired({0: 0.0, 1: 1.0}, {0: 1.0, 1: 1.0}, ratio=True).seeds == [1]
+
+
+def test_paired_edge_cases():
+    one = stats.paired({0: 1.0}, {0: 2.0})
+    assert one.estimate == 1.0 and one.ci_low is None and one.p_value is None  # one seed: no interval, no test
+    assert stats.paired({}, {0: 1.0}).estimate is None
+    # The same difference in every seed (a deterministic quantity): exact, significant.
+    same = stats.paired({0: 1.0, 1: 2.0}, {0: 2.0, 1: 3.0})
+    assert same.p_value == 0.0 and same.ci_low == same.ci_high == 1.0
+    assert stats.paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).p_value == 1.0
+
+
+def test_difference_of_a_bounded_quantity_stays_in_its_domain():
+    # Accuracies in [0, 1]: a difference lies in [-1, 1] even when 2 noisy seeds make the t interval huge.
+    c = stats.paired({0: 0.0, 1: 1.0}, {0: 1.0, 1: 1.0}, domain=(0.0, 1.0))
+    assert -1.0 <= c.ci_low <= c.estimate <= c.ci_high <= 1.0
+
+
+def test_holm_matches_hand_values():
+    assert stats.holm([0.01, 0.04, 0.03, None]) == [pytest.approx(0.03), pytest.approx(0.06), pytest.approx(0.06), None]
+    assert stats.holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]  # capped at 1, monotone
+
+
+def test_holm_step_down_rejects_in_order():
+    family = stats.apply_holm([stats.Paired([0], [0.0], 0.0, None, None, p) for p in (0.001, 0.02, 0.2)])
+    # 0.001 * 3 = 0.003 < 0.05 rejected; 0.02 * 2 = 0.04 < 0.05 rejected; 0.2 * 1 not.
+    assert [c.significant for c in family] == [True, True, False]
+    assert [c.p_holm for c in family] == [pytest.approx(0.003), pytest.approx(0.04), pytest.approx(0.2)]
+
+
+def test_untestable_comparisons_still_count_in_the_declared_family():
+    family = stats.apply_holm([stats.Paired([0], [0.0], 0.0, None, None, p) for p in (0.02, None)])
+    assert family[0].p_holm == pytest.approx(0.04) and family[0].significant  # m = 2, not 1
+    assert family[1].p_holm is None and not family[1].significant
+    alone = stats.apply_holm([stats.Paired([0], [0.0], 0.0, None, None, p) for p in (0.03, None, None)])
+    assert alone[0].p_holm == pytest.approx(0.09) and not alone[0].significant
+
+
+def test_wilson_interval():
+    lo, hi = stats.wilson(0, 48)
+    assert lo == 0.0 and hi == pytest.approx(0.074, abs=0.001)
+    lo, hi = stats.wilson(48, 48)
+    assert hi == 1.0 and lo == pytest.approx(1 - 0.074, abs=0.001)
+    lo, hi = stats.wilson(3, 48)
+    assert 0 < lo < 3 / 48 < hi < 1
+    # Against the closed form with z = 1.96.
+    z, p, n = scipy_stats.norm.ppf(0.975), 0.25, 40
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert stats.wilson(10, 40) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    assert stats.wilson(0, 0) == (None, None)
+
+
+def test_median_with_censored_values():
+    assert stats.median_censored([3.0, 1.0, 2.0]) == (2.0, False)
+    assert stats.median_censored([3.0, None, 1.0]) == (3.0, False)  # 2 of 3 reached: the median is real
+    assert stats.median_censored([3.0, None, None]) == (None, True)  # fewer than half: ">budget"
+    assert stats.median_censored([1.0, 2.0, None, 4.0]) == (3.0, False)
+    assert stats.median_censored([1.0, 2.0, None, None]) == (None, True)
+    assert stats.median_censored([]) == (None, False)
+
+
+def _family_claims(rng: random.Random, shifts: list[float], rho: float = 0.0) -> list[bool]:
+    """One repeat: 5 seeds, one endpoint per shift; per-seed values share a seed effect (correlation rho).
+
+    Each method's value has sd 1 across seeds; the shift is in units of the per-seed difference's sd,
+    sqrt(2 (1 - rho)), so that "3σ" means three standard deviations of what the paired test sees.
+    """
+    family = []
+    sd_diff = math.sqrt(2 * (1 - rho))
+    for shift in shifts:
+        ref, new = {}, {}
+        for seed in SEEDS:
+            common = rng.gauss(0, math.sqrt(rho))
+            ref[seed] = common + rng.gauss(0, math.sqrt(1 - rho))
+            new[seed] = common + rng.gauss(0, math.sqrt(1 - rho)) + shift * sd_diff
+        family.append(stats.paired(ref, new))
+    return [c.significant for c in stats.apply_holm(family)]
+
+
+def test_aa_comparisons_are_claimed_in_at_most_5_percent_of_repeats():
+    rng = random.Random(12)
+    repeats = 2000
+    any_claim = sum(any(_family_claims(rng, [0.0] * 5, rho=0.5)) for _ in range(repeats))
+    assert any_claim / repeats <= 0.06, any_claim / repeats  # familywise error of Holm at alpha 0.05
+
+
+def test_three_sigma_shift_is_claimed_in_at_least_90_percent_of_repeats():
+    rng = random.Random(14)
+    repeats = 1000
+    # A method 3σ away on every one of the 5 endpoints of its family.
+    everywhere = [_family_claims(rng, [3.0] * 5) for _ in range(repeats)]
+    assert sum(c[0] for c in everywhere) / repeats >= 0.90
+    # One shifted endpoint among 4 without a difference: Holm tests it at 0.05 / 5. The exact power of
+    # a t test with 4 degrees of freedom at noncentrality 3 sqrt(5) is 0.895; the null endpoints stay quiet.
+    alone = [_family_claims(rng, [3.0, 0.0, 0.0, 0.0, 0.0]) for _ in range(repeats)]
+    assert sum(c[0] for c in alone) / repeats >= 0.86
+    assert sum(any(c[1:]) for c in alone) / repeats <= 0.05
+
+
+def test_no_interval_leaves_its_domain():
+    rng = random.Random(3)
+    for _ in range(300):
+        n = rng.randint(2, 5)
+        accs = [min(1.0, max(0.0, rng.choice([0.0, 1.0, rng.random()]))) for _ in range(n)]
+        a = stats.aggregate(accs, domain=(0.0, 1.0))
+        assert 0.0 <= a["ci_low"] <= a["ci_high"] <= 1.0
+        other = {s: rng.random() for s in range(n)}
+        c = stats.paired(dict(enumerate(accs)), other, domain=(0.0, 1.0))
+        assert -1.0 <= c.ci_low <= c.ci_high <= 1.0
+        r = stats.paired({s: rng.uniform(0.1, 10) for s in range(n)}, {s: rng.uniform(0.1, 10) for s in range(n)}, ratio=True)
+        assert 0 < r.ci_low <= r.estimate <= r.ci_high
+        k = rng.randint(0, 48)
+        lo, hi = stats.wilson(k, 48)
+        assert 0.0 <= lo <= k / 48 <= hi <= 1.0
