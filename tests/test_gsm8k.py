@@ -1,5 +1,5 @@
 """Generation tasks: GSM8K scoring against lm-eval's own filters, few-shot prompts, predict + score
-on the tiny Llama, the lm-eval path, and the HumanEval task (problems, stdlib training set, pass@k).
+on the tiny Llama, and the HumanEval task (problems, stdlib training set, pass@k).
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest tests/test_gsm8k.py
 """
@@ -153,18 +153,29 @@ def test_gsm8k_predict_and_score_on_tiny_llama(tiny_llama, shots):
     assert set(metrics) == {"exact_match_strict", "exact_match_flexible"} and 0 <= metrics["exact_match_strict"] <= 1
 
 
-@needs_data
-@pytest.mark.slow  # importing lm-eval and building the json dataset: ~20 s idle, minutes on a loaded CPU
-def test_lm_eval_path_on_tiny_llama(tiny_llama, tmp_path):
-    pytest.importorskip("lm_eval")
-    from disha_bench.tasks import lm_eval_gsm8k
+def test_rows_stop_at_their_stop_strings_during_generation(tiny_llama):
+    import torch
 
-    written = yaml.safe_load(lm_eval_gsm8k.write_task_yaml(tmp_path, "a.jsonl", "b.jsonl", max_gen_toks=8).read_text())
-    assert written["dataset_path"] == "json" and Path(written["dataset_kwargs"]["data_files"]["test"]).is_absolute()
+    from disha_bench.tasks.base import generate, stopping_criteria
+
     model, tokenizer = tiny_llama
-    metrics = lm_eval_gsm8k.evaluate(model, tokenizer, str(DATA), limit=4, num_fewshot=1, batch_size=4, max_new_tokens=8)
-    assert set(metrics) == {"exact_match_strict", "exact_match_flexible"}
-    assert all(type(v) is float and 0 <= v <= 1 for v in metrics.values())
+    prompts = ["Question: 1+1?\nAnswer:", "Question: how many legs have two cats?\nAnswer:", "Hi there"]
+    settings = EvalSettings(batch_size=3, max_new_tokens=40)
+    free = generate(model, tokenizer, prompts, settings)
+    # Stop strings the random model writes early in every row: each row stops well before 40 tokens.
+    stops = tuple({text[4:7] for text in free})
+    assert all(len(text) > 10 for text in free)
+    early = generate(model, tokenizer, prompts, settings, stop=stops)
+    assert early == generate(model, tokenizer, prompts, settings, stop=stops, stop_early=False)
+    assert all(len(e) < len(f) for e, f in zip(early, free))
+    saved, tokenizer.padding_side = tokenizer.padding_side, "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    tokenizer.padding_side = saved
+    width = enc["input_ids"].shape[1]
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             stopping_criteria=stopping_criteria(tokenizer, stops, width))
+    assert out.shape[1] - width < 40  # the batch ended when its last row met a stop string
 
 
 # --- HumanEval ----------------------------------------------------------------------------------------

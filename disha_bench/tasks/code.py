@@ -38,7 +38,8 @@ import torch
 from disha_bench.data import HubSpec, find_local, load_split, read_records
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
-from disha_bench.tasks.base import EvalSettings, Task, cut_at_stop, encode_prompt_answer, generate, subsample
+from disha_bench.tasks.base import (EvalSettings, Task, cut_at_stop, encode_prompt_answer, generate, stopping_criteria,
+                                    subsample)
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 PASS_KS = (1, 10, 100)
@@ -182,13 +183,15 @@ class HumanEval(Task):
                 per_call = max(1, settings.batch_size // n)
                 for start in range(0, len(prompts), per_call):
                     enc = tokenizer(prompts[start : start + per_call], return_tensors="pt", padding=True).to(device)
+                    width = enc["input_ids"].shape[1]
                     out = model.generate(
                         **enc, max_new_tokens=settings.max_new_tokens, do_sample=True,
                         temperature=self._config["temperature"], top_p=self._config["top_p"],
                         num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, synced_gpus=settings.synced_gpus,
+                        # Each sample stops at its stop strings; the call ends when the last one has.
+                        stopping_criteria=stopping_criteria(tokenizer, STOPS, width),
                     )
-                    texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), STOPS)
-                             for row in out[:, enc["input_ids"].shape[1] :]]
+                    texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), STOPS) for row in out[:, width:]]
                     results += [texts[i : i + n] for i in range(0, len(texts), n)]
         finally:
             tokenizer.padding_side = saved_side
