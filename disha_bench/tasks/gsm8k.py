@@ -3,7 +3,7 @@
     DISHA_BENCH_DATA=../shared/data python -m pytest tests/test_gsm8k.py
 
 Prompt and scoring are lm-eval's `gsm8k` task (0.4.x), so numbers are comparable with
-`lm_eval --tasks gsm8k` (see `lm_eval_gsm8k.py` for running lm-eval itself):
+`lm_eval --tasks gsm8k` (lm-eval itself runs through `disha_bench.lm_eval_backend`):
 
 - prompt `Question: {question}\\nAnswer:`, target ` {answer}`, k-shot examples joined by a blank
   line; generation stops at `Question:` (and at EOS);
