@@ -46,7 +46,8 @@ def digest(tokenizer, task, task_config: dict[str, Any], max_length: int, record
 
 def cached_features(tokenizer, task, task_config: dict[str, Any], max_length: int, records: Sequence[dict],
                     encode: Callable[[dict], dict] | None = None) -> list[dict]:
-    """`[task.encode(r, tokenizer, max_length) for r in records]`, read from the cache when present."""
+    """`[task.encode(r, tokenizer, max_length) for r in records]`, read from the cache when present
+    (None entries - examples an encoder drops - are kept as None)."""
     path = cache_dir() / "features" / f"{digest(tokenizer, task, task_config, max_length, records)}.npz"
     if path.is_file():
         try:
@@ -59,9 +60,11 @@ def cached_features(tokenizer, task, task_config: dict[str, Any], max_length: in
     return features
 
 
-def _write(path: Path, features: list[dict]) -> None:
+def _write(path: Path, features: list[dict | None]) -> None:
+    kept = np.asarray([f is not None for f in features], dtype=bool)  # an encoder may drop an example (None)
+    features = [f for f in features if f is not None]
     ids = [f["input_ids"] for f in features]
-    arrays = {"offsets": np.cumsum([0] + [len(i) for i in ids]).astype(np.int64),
+    arrays = {"kept": kept, "offsets": np.cumsum([0] + [len(i) for i in ids]).astype(np.int64),
               "input_ids": np.fromiter((t for i in ids for t in i), dtype=np.int64)}
     if features and isinstance(features[0]["labels"], list):
         arrays["labels"] = np.fromiter((t for f in features for t in f["labels"]), dtype=np.int64)
@@ -79,9 +82,9 @@ def _write(path: Path, features: list[dict]) -> None:
             os.unlink(tmp)
 
 
-def _read(path: Path) -> list[dict]:
+def _read(path: Path) -> list[dict | None]:
     with np.load(path) as data:
-        offsets, ids, labels = data["offsets"], data["input_ids"].tolist(), data["labels"]
+        offsets, ids, labels, kept = data["offsets"], data["input_ids"].tolist(), data["labels"], data["kept"]
         label_offsets = data["label_offsets"] if "label_offsets" in data.files else None
     features = []
     for i in range(len(offsets) - 1):
@@ -91,4 +94,5 @@ def _read(path: Path) -> list[dict]:
         else:
             feature["labels"] = labels[i].item()
         features.append(feature)
-    return features
+    stored = iter(features)
+    return [next(stored) if keep else None for keep in kept.tolist()]

