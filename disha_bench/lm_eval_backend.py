@@ -19,6 +19,10 @@ number of documents, the shots, the generation settings and where the data came 
 - **No unguarded code execution.** lm-eval tasks that execute generated code (`unsafe_code: true`:
   humaneval, mbpp, ...) are refused with a UserError: disha-bench runs generated code only inside
   its sandbox (the `humaneval` task of a suite). `preflight` checks names before any model loads.
+- **Where it runs.** One process, on the whole model: under ZeRO-2 every rank holds it (call on
+  rank 0 with `engine.module`); under ZeRO-3 with several ranks the parameters are partitioned,
+  so rank 0 evaluates the base model with the saved adapter reloaded (`methods.apply` then the
+  adapter weights, which keeps the efficient Bat kernel), not the partitioned engine.
 - **Standard errors.** Mean-aggregated metrics (exact_match, acc) get lm-eval's closed-form
   stderr; others a bootstrap of `BOOTSTRAP_ITERS` resamples (lm-eval's default 100,000 took
   minutes for F1/MCC on a few rows).
@@ -47,9 +51,16 @@ CODE_TASK_PREFIXES = ("humaneval", "mbpp", "ds1000", "apps", "codexglue", "instr
 """Names of lm-eval tasks that run generated code: refused before any model loads."""
 
 
+def as_configs(tasks: Sequence) -> list:
+    """`LmEvalTaskConfig`s from configs or from their dicts (a run spec's `evaluation.lm_eval`)."""
+    from disha_bench.suite import LmEvalTaskConfig
+
+    return [t if isinstance(t, LmEvalTaskConfig) else LmEvalTaskConfig.model_validate(t) for t in tasks]
+
+
 def preflight(tasks: Sequence, data_dir: str | None, offline: bool) -> None:
     """Cheap checks for `validate`: no code-executing task; offline tasks have their local files."""
-    for index, config in enumerate(tasks):
+    for index, config in enumerate(as_configs(tasks)):
         key = f"evaluation.lm_eval.{index}.task"
         if config.task.lower().startswith(CODE_TASK_PREFIXES):
             raise UserError(refusal(config.task), key=key)
@@ -99,7 +110,8 @@ def tasks_defined_in(include_path: str | None) -> set[str]:
 
 def evaluate_lm_eval(model, tokenizer, tasks: Sequence, device, data_dir: str | None,
                      batch_size: int = 16, bootstrap_iters: int = BOOTSTRAP_ITERS) -> dict[str, Any]:
-    """Run each `LmEvalTaskConfig` on the in-memory model; {task: record} (see `_task_record`)."""
+    """Run each `LmEvalTaskConfig` (or its dict) on the in-memory model; {task: record} (see `_task_record`)."""
+    tasks = as_configs(tasks)
     preflight(tasks, data_dir, offline=False)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="disha-lm-eval-") as tmp:

@@ -61,7 +61,7 @@ def test_gsm8k_through_lm_eval_on_an_in_memory_bat_model(monkeypatch, tmp_path):
     tokenizer = models.load_tokenizer("tiny-llama")
     calls, kernel = [], BatLinearFunction.apply
     monkeypatch.setattr(BatLinearFunction, "apply", lambda *args: calls.append(1) or kernel(*args))
-    configs = [LmEvalTaskConfig(task="gsm8k", num_fewshot=1, limit=3, gen_kwargs={"max_gen_toks": 8})]
+    configs = [{"task": "gsm8k", "num_fewshot": 1, "limit": 3, "gen_kwargs": {"max_gen_toks": 8}}]  # as in a run spec
     result = lm_eval_backend.evaluate_lm_eval(model, tokenizer, configs, torch.device("cpu"), str(DATA), batch_size=3)
     assert calls, "lm-eval did not run the in-memory model's efficient Bat kernel"
     record = result["gsm8k"]
