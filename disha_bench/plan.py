@@ -65,14 +65,15 @@ def register(subparsers) -> None:
 
 
 def _plan(args) -> int:
-    from disha_bench.runner import _data_dir, _hostfile_slots
+    from disha_bench.data import resolve_data_dir
+    from disha_bench.runner import _hostfile_slots
     from disha_bench.suite import load_suite
 
     suite, _ = load_suite(args.suite, args.overrides)
     world = _hostfile_slots(args.hostfile) if args.hostfile else args.nproc
     rows = plan_runs(suite, world)
     if args.measure:
-        measure(suite, rows, _data_dir(args.data_dir), args.measure_steps)
+        measure(suite, rows, resolve_data_dir(args.data_dir), args.measure_steps)
     print(format_plan(suite, rows, world))
     return 0
 
