@@ -3,7 +3,8 @@
 #
 # Prepare here, once (nothing of it is committed: .whl/ and .gpucheck/ are git-ignored):
 #   DISHA_BENCH_DATA=../shared/data python benchmarks/gpu_check.py prepare --out .gpucheck   # ~3 MB
-#   DS_BUILD_OPS=0 pip wheel deepspeed==0.19.8 --no-deps -w .whl   # no wheel on PyPI: a py3-none-any build
+#   DS_BUILD_OPS=0 pip wheel deepspeed==0.19.8 --no-deps --no-build-isolation -w .whl
+#     (no wheel on PyPI: this builds a py3-none-any one, 2 MB, against the installed torch)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
