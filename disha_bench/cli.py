@@ -2,6 +2,7 @@
 
     disha-bench run suites/smoke.yaml [--out DIR] [--set KEY=VALUE ...] [--only GLOB] [--nproc N] [--fresh]
     disha-bench validate suites/smoke.yaml
+    disha-bench plan suites/nlg.yaml [--nproc 8] [--measure]
     disha-bench list {methods,tasks,models}
     disha-bench report results/smoke
     disha-bench check results/smoke --baseline suites/baselines/smoke.json
@@ -21,7 +22,7 @@ import sys
 from disha_bench.errors import UserError
 
 # Subcommands that live beside the code they drive; each module has register(subparsers).
-PLUGGED_COMMANDS = ("disha_bench.report", "disha_bench.check", "disha_bench.eval_code")
+PLUGGED_COMMANDS = ("disha_bench.report", "disha_bench.check", "disha_bench.eval_code", "disha_bench.plan")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,11 @@
 One process: the worker sets the five variables DeepSpeed reads itself (without them DeepSpeed
 tries MPI). N ranks on one machine: torchrun. Several machines: the `deepspeed` launcher with a
 hostfile. The same worker code runs under all three, on CPU (gloo) and on GPUs (NCCL).
+
+With a hostfile, what a run needs on every node (hub token and cache, disha-bench's settings,
+the JIT-extension cache: `FORWARDED_ENV`) travels in a DeepSpeed environment file
+(`DS_ENV_FILE`, read by the `deepspeed` launcher, which exports every line on each node).
+`local_rank_zero_first` lets one process per node download models and data while the others wait.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -54,10 +61,42 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+FORWARDED_ENV = ("HF_", "DISHA_BENCH_", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM", "DS_ACCELERATOR")
+"""Variables (or prefixes) every node of a hostfile launch gets: HF_TOKEN, HF_HOME, HF_HUB_OFFLINE, ..."""
+
+
+def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The part of `env` that a hostfile launch forwards (one-line values only: the file is line-based)."""
+    return {k: v for k, v in sorted(env.items()) if k.startswith(FORWARDED_ENV) and "\n" not in v}
+
+
+def write_deepspeed_env(env: Mapping[str, str], directory: Path) -> Path:
+    """A DeepSpeed environment file with the user's own `.deepspeed_env` lines, then `forwarded_env`.
+
+    DS_ENV_FILE replaces the launcher's lookup of `~/.deepspeed_env` and `./.deepspeed_env`, so
+    those lines are copied first. Owner-only permissions: the file can hold HF_TOKEN.
+    """
+    lines = []
+    for own in (Path.home() / ".deepspeed_env", Path(".deepspeed_env")):
+        if own.is_file():
+            lines += [line for line in own.read_text().splitlines() if "=" in line]
+    lines += [f"{key}={value}" for key, value in forwarded_env(env).items()]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"deepspeed_env.{os.getpid()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
 def launch_command(module: str, args: list[str], nproc: int, hostfile: str | None) -> list[str]:
     """The command line that starts `python -m module args` on the requested ranks."""
     if hostfile:
-        return ["deepspeed", "--hostfile", hostfile, "--master_port", str(free_port()), "--module", module, *args]
+        from disha_bench.models import cache_dir
+
+        env_file = write_deepspeed_env(launch_env(nproc), cache_dir() / "launch")
+        return ["env", f"DS_ENV_FILE={env_file}", "deepspeed", "--hostfile", hostfile, "--master_port",
+                str(free_port()), "--module", module, *args]
     if nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                 "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", module, *args]
@@ -74,6 +113,23 @@ def launch_env(nproc: int) -> dict[str, str]:
     env.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+@contextmanager
+def local_rank_zero_first() -> Iterator[None]:
+    """Local rank 0 of each node runs the body first (downloads into the node's cache), then the rest.
+
+    Needs the process group (after `deepspeed.init_distributed`); without one it just runs the body.
+    """
+    waits = world_size() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if waits and not first:
+        torch.distributed.barrier()
+    try:
+        yield
+    finally:
+        if waits and first:
+            torch.distributed.barrier()
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

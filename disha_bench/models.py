@@ -89,13 +89,21 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_model(name: str, head: str, num_labels: int = 0, dtype: str = "float32", revision: str | None = None):
-    """The base model with a causal-LM head or a sequence-classification head (num_labels, 1 = regression)."""
+def load_model(name: str, head: str, num_labels: int = 0, dtype: str = "float32", revision: str | None = None,
+               device=None):
+    """The base model with a causal-LM head or a sequence-classification head (num_labels, 1 = regression).
+
+    Weights are read in `dtype`; with an accelerator `device` they go straight onto it shard by
+    shard (`device_map`), so a 7B model never sits whole in host memory once per rank, and what
+    runs next on the weights (PiSSA's SVD) runs on the accelerator.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     source = resolve(name)
     kwargs = {"dtype": getattr(torch, dtype), "revision": revision}
+    if device is not None and torch.device(device).type != "cpu":
+        kwargs["device_map"] = {"": str(torch.device(device))}
     if head == "causal_lm":
         return _from_pretrained(AutoModelForCausalLM.from_pretrained, source, name, **kwargs)
     kwargs["num_labels"] = num_labels

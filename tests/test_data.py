@@ -174,7 +174,8 @@ def test_hub_path_with_mocked_load_dataset(monkeypatch):
     train, evaluation = tasks.get("gsm8k").load(config("gsm8k"), None)
     assert train == [{"question": "q", "answer": "a\n#### 3"}] and evaluation[0]["question"] == "t"
     train, _ = tasks.get("gsm8k").load(config("gsm8k", train_source="metamathqa"), None)
-    assert train == [{"question": "mq", "answer": "so 2+2=4.\nThe answer is: 4\n#### 4"}]
+    # The raw response travels too: the paper's prompt (gsm8k `prompt: alpaca`) trains on it as written.
+    assert train == [{"question": "mq", "answer": "so 2+2=4.\nThe answer is: 4\n#### 4", "response": "so 2+2=4.\nThe answer is: 4"}]
     assert calls[:2] == [("nyu-mll/glue", "mnli", "train"), ("nyu-mll/glue", "mnli", "validation_matched")]
 
 

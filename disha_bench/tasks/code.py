@@ -21,6 +21,13 @@ Training (`train_source`):
   prompt and the real body as the answer - exactly HumanEval's completion format. About 400
   examples on CPython 3.11; the set depends on the Python version (it is whatever the installed
   stdlib holds), so compare runs on one interpreter.
+
+`prompt_style: instruct` is the DiSHA paper's setting: training on CodeFeedback in the Alpaca
+prompt without input (`PAPER_PROMPT`, as JL-er/MiSS finetune.py) with the target `{answer}\\n` +
+EOS, the explanation after the answer's last code block removed (as the paper did); evaluation
+asks for the function in that template (`HUMANEVAL_INSTRUCTION`, evalplus's instruction wording)
+and scores the first ```python block of the answer, run after the problem's prompt (so its
+imports hold) against the tests. `train_subset: first` takes the first `train_limit` rows.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,7 +47,9 @@ from pydantic import Field
 from disha_bench.data import HubSpec, find_local, load_split, read_records
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
-from disha_bench.tasks.base import EvalSettings, Task, TaskOptions, cut_at_stop, encode_prompt_answer, generate, subsample
+from disha_bench.tasks.base import (EvalSettings, Task, TaskOptions, cut_at_stop, encode_prompt_answer, generate,
+                                    stopping_criteria, subsample)
+from disha_bench.tasks.gsm8k import PAPER_PROMPT, PAPER_STOP, TRAIN_SUBSETS, check_option, take_train
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 PASS_KS = (1, 10, 100)
@@ -57,6 +67,26 @@ STDLIB_MODULES = (
     "tracemalloc typing urllib.parse uuid warnings zipfile"
 ).split()
 MAX_BODY_LINES = 40
+PROMPT_STYLES = ("completion", "instruct")
+HUMANEVAL_INSTRUCTION = (
+    "Please provide a self-contained Python script that solves the following problem in a markdown code "
+    "block:\n```\n{prompt}\n```"
+)
+_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def strip_explanations(answer: str) -> str:
+    """The answer up to the end of its last code block (the paper dropped the prose after it)."""
+    end = answer.rfind("```")
+    if answer.count("```") < 2 or end < 0:
+        return answer.rstrip()
+    return answer[: end + 3]
+
+
+def extract_code(text: str) -> str:
+    """The first fenced code block of an answer (to its end if unclosed), else the whole text."""
+    match = _FENCE.search(text)
+    return match.group(1) if match else text
 
 
 def stdlib_examples(modules: Sequence[str] = STDLIB_MODULES) -> list[dict]:
@@ -101,7 +131,7 @@ def read_codefeedback(path: Path) -> list[dict]:
 
 
 def from_codefeedback(row: dict) -> dict:
-    return {"prompt": INSTRUCTION_TEMPLATE.format(query=row["query"]), "answer": row["answer"]}
+    return {"prompt": INSTRUCTION_TEMPLATE.format(query=row["query"]), "answer": row["answer"], "query": row["query"]}
 
 
 def load_problems(config: dict, data_dir: str | None) -> list[dict]:
@@ -142,6 +172,11 @@ class HumanEvalOptions(TaskOptions):
     unsafe_no_isolation: bool = False
     """Run completions without the namespace sandbox (only rlimits and a temporary directory): for
     machines without user namespaces, and only with code you trust."""
+    prompt_style: Literal["completion", "instruct"] = "completion"
+    """`completion`: the model continues the HumanEval prompt (signature + docstring); `instruct`: the
+    DiSHA paper's instruction-style prompt, the code scored from the answer's ```python block."""
+    train_subset: Literal["random", "first"] = "random"
+    """How `train_limit` picks training rows: a seeded `random` subset, or the `first` rows (the authors' scripts)."""
 
 
 @register
@@ -161,6 +196,8 @@ class HumanEval(Task):
         source = self._config["train_source"]
         if source not in TRAIN_SOURCES:
             raise UserError(f"unknown train_source {source!r}; expected one of {list(TRAIN_SOURCES)}", key="train_source")
+        check_option(self._config, "prompt_style", PROMPT_STYLES, "completion")
+        check_option(self._config, "train_subset", TRAIN_SUBSETS, "random")
         if self._config["num_samples"] < 1:
             raise UserError("num_samples must be at least 1", key="num_samples")
         if source == "stdlib":
@@ -173,24 +210,42 @@ class HumanEval(Task):
             )
         problems = load_problems(config, data_dir)
         seed = config.get("sample_seed", 0)
-        return subsample(train, config.get("train_limit"), seed), subsample(problems, config.get("eval_limit"), seed)
+        return take_train(train, self._config), subsample(problems, config.get("eval_limit"), seed)
+
+    @property
+    def instruct(self) -> bool:
+        return self._config.get("prompt_style") == "instruct"
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
-        return encode_prompt_answer(tokenizer, record["prompt"], record["answer"], max_length)
+        if not self.instruct:
+            return encode_prompt_answer(tokenizer, record["prompt"], record["answer"], max_length)
+        if "query" in record:  # CodeFeedback
+            query, answer = record["query"], strip_explanations(record["answer"])
+        else:  # a stdlib function: asked for like a HumanEval problem, answered with a python block
+            query = HUMANEVAL_INSTRUCTION.format(prompt=record["prompt"].strip())
+            answer = f"```python\n{record['prompt']}{record['answer']}```"
+        return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=query), answer + "\n", max_length)
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
-        prompts = [r["prompt"] for r in records]
+        if self.instruct:
+            prompts = [PAPER_PROMPT.format(query=HUMANEVAL_INSTRUCTION.format(prompt=r["prompt"].strip())) for r in records]
+            stops = PAPER_STOP
+        else:
+            prompts, stops = [r["prompt"] for r in records], STOPS
         n = self._config["num_samples"]
         if n == 1:
-            completions = [[c] for c in generate(model, tokenizer, prompts, settings, stop=STOPS)]
+            completions = [[c] for c in generate(model, tokenizer, prompts, settings, stop=stops)]
         else:
-            completions = self._sample(model, tokenizer, prompts, settings, n)
+            completions = self._sample(model, tokenizer, prompts, settings, n, stops)
+        if self.instruct:  # the program is the answer's code block, run after the prompt (its imports)
+            completions = [["\n" + extract_code(c) for c in row] for row in completions]
         keep = ("task_id", "prompt", "test", "entry_point")
         # The problem travels with its completions: score() may run where the problems file is not.
         return [{"problem": {k: r[k] for k in keep}, "completions": c} for r, c in zip(records, completions)]
 
     @torch.no_grad()
-    def _sample(self, model, tokenizer, prompts: list[str], settings: EvalSettings, n: int) -> list[list[str]]:
+    def _sample(self, model, tokenizer, prompts: list[str], settings: EvalSettings, n: int,
+                stops: Sequence[str] = STOPS) -> list[list[str]]:
         model.eval()
         device = next(model.parameters()).device
         saved_side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -202,13 +257,15 @@ class HumanEval(Task):
                 per_call = max(1, settings.batch_size // n)
                 for start in range(0, len(prompts), per_call):
                     enc = tokenizer(prompts[start : start + per_call], return_tensors="pt", padding=True).to(device)
+                    width = enc["input_ids"].shape[1]
                     out = model.generate(
                         **enc, max_new_tokens=settings.max_new_tokens, do_sample=True,
                         temperature=self._config["temperature"], top_p=self._config["top_p"],
                         num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, synced_gpus=settings.synced_gpus,
+                        # Each sample stops at its stop strings; the call ends when the last one has.
+                        stopping_criteria=stopping_criteria(tokenizer, stops, width),
                     )
-                    texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), STOPS)
-                             for row in out[:, enc["input_ids"].shape[1] :]]
+                    texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops) for row in out[:, width:]]
                     results += [texts[i : i + n] for i in range(0, len(texts), n)]
         finally:
             tokenizer.padding_side = saved_side

@@ -3,7 +3,7 @@
     DISHA_BENCH_DATA=../shared/data python -m pytest tests/test_gsm8k.py
 
 Prompt and scoring are lm-eval's `gsm8k` task (0.4.x), so numbers are comparable with
-`lm_eval --tasks gsm8k` (see `lm_eval_gsm8k.py` for running lm-eval itself):
+`lm_eval --tasks gsm8k` (lm-eval itself runs through `disha_bench.lm_eval_backend`):
 
 - prompt `Question: {question}\\nAnswer:`, target ` {answer}`, k-shot examples joined by a blank
   line; generation stops at `Question:` (and at EOS);
@@ -21,6 +21,13 @@ Data: hub `openai/gsm8k` (config main) or `<data dir>/gsm8k/{train,test}.jsonl[.
 `<data dir>/metamathqa/MetaMathQA-395K.json` (or `train.jsonl`) with `query`/`response` fields.
 MetaMathQA responses end in `The answer is: X`; we append `\\n#### X` so a MetaMathQA-trained
 model learns the answer line that strict match (and GSM8K training) uses.
+
+`prompt: alpaca` is the DiSHA paper's setting (JL-er/MiSS finetune.py): the Alpaca prompt without
+input, `PAPER_PROMPT`, and the target `{response}\\n` followed by the tokenizer's EOS (the authors
+append the text `<|EOT|>`, which Llama-2 has no token for); MetaMathQA responses stay as written
+(no `#### X` line: lm-eval's flexible-extract is the comparable figure then). Its own evaluation
+is zero-shot in the same template. `train_subset: first` takes the first `train_limit` rows of the
+file (the authors' `train[:100000]`) instead of a seeded random subset.
 """
 
 from __future__ import annotations
@@ -88,6 +95,30 @@ def flexible_correct(output: str, answer: str) -> bool:
     return normalize(extract_flexible(output)) == reference(answer)
 
 
+PAPER_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{query}\n\n### Response:"
+)
+"""The Alpaca prompt without input, as the DiSHA authors train (and evaluate instruction-style)."""
+PAPER_STOP = ("### Instruction:",)
+PROMPTS = ("lm_eval", "alpaca")
+TRAIN_SUBSETS = ("random", "first")
+
+
+def take_train(records: list[dict], config: dict) -> list[dict]:
+    """`train_subset: first`: the first `train_limit` rows in file order; else a seeded random subset."""
+    if config.get("train_subset", "random") == "first":
+        return records[: config.get("train_limit")] if config.get("train_limit") else records
+    return subsample(records, config.get("train_limit"), config.get("sample_seed", 0))
+
+
+def check_option(config: dict, key: str, allowed: Sequence[str], default: str) -> str:
+    value = config.get(key, default)
+    if value not in allowed:
+        raise UserError(f"unknown {key} {value!r}; expected one of {list(allowed)}", key=key)
+    return value
+
+
 def prompt(question: str, fewshot: Sequence[dict] = ()) -> str:
     shots = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in fewshot]
     return FEWSHOT_DELIMITER.join(shots + [f"Question: {question}\nAnswer:"])
@@ -112,9 +143,8 @@ def read_metamath(path: Path) -> list[dict]:
 def from_metamath(row: dict) -> dict:
     response = row["response"].rstrip()
     match = _METAMATH_ANSWER.search(response.rsplit("\n", 1)[-1])
-    if match and "####" not in response:
-        response += f"\n#### {match.group(1)}"
-    return {"question": row["query"], "answer": response}
+    answer = response + (f"\n#### {match.group(1)}" if match and "####" not in response else "")
+    return {"question": row["query"], "answer": answer, "response": row["response"]}
 
 
 def load_gsm8k_split(config: dict, data_dir: str | None, split: str) -> list[dict]:
@@ -131,6 +161,11 @@ class GSM8KOptions(TaskOptions):
     train_source: Literal["gsm8k", "metamathqa"] = "gsm8k"
     """Training data: GSM8K's train split, or MetaMathQA (the DiSHA paper's; query -> response,
     hub `meta-math/MetaMathQA` or `metamathqa/` under the data directory)."""
+    prompt: Literal["lm_eval", "alpaca"] = "lm_eval"
+    """Prompt format: `lm_eval` (lm-eval's `Question: ...\nAnswer:`, answers as GSM8K writes them) or
+    `alpaca` (the DiSHA authors' Alpaca prompt without input; target = the raw response + newline + EOS)."""
+    train_subset: Literal["random", "first"] = "random"
+    """How `train_limit` picks training rows: a seeded `random` subset, or the `first` rows (the authors' scripts)."""
 
 
 @register
@@ -151,6 +186,8 @@ class GSM8K(Task):
         if source not in TRAIN_SOURCES:
             raise UserError(f"unknown train_source {source!r}; expected one of {list(TRAIN_SOURCES)}", key="train_source")
         self._config, self._data_dir = config, data_dir
+        check_option(config, "prompt", PROMPTS, "lm_eval")
+        check_option(config, "train_subset", TRAIN_SUBSETS, "random")
         if source == "gsm8k":
             train = self._gsm8k_train = load_gsm8k_split(config, data_dir, "train")
         else:
@@ -161,7 +198,11 @@ class GSM8K(Task):
             )
         evaluation = load_gsm8k_split(config, data_dir, "eval")
         seed = config.get("sample_seed", 0)
-        return subsample(train, config.get("train_limit"), seed), subsample(evaluation, config.get("eval_limit"), seed)
+        return take_train(train, config), subsample(evaluation, config.get("eval_limit"), seed)
+
+    @property
+    def paper_prompt(self) -> bool:
+        return (self._config or {}).get("prompt", "lm_eval") == "alpaca"
 
     def fewshot(self, k: int) -> list[dict]:
         """k worked examples from GSM8K train, the same for every question (seeded by sample_seed)."""
@@ -177,11 +218,18 @@ class GSM8K(Task):
         return random.Random(self._config.get("sample_seed", 0) if self._config else 0).sample(self._gsm8k_train, k)
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+        if self.paper_prompt:
+            target = record.get("response", record["answer"]) + "\n"
+            return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=record["question"]), target, max_length)
         return encode_prompt_answer(tokenizer, prompt(record["question"]), " " + record["answer"], max_length)
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
-        shots = self.fewshot(settings.num_fewshot)
-        outputs = generate(model, tokenizer, [prompt(r["question"], shots) for r in records], settings, stop=STOP)
+        if self.paper_prompt:  # zero-shot, the training template; the model ends with EOS
+            prompts = [PAPER_PROMPT.format(query=r["question"]) for r in records]
+            outputs = generate(model, tokenizer, prompts, settings, stop=PAPER_STOP + STOP)
+        else:
+            shots = self.fewshot(settings.num_fewshot)
+            outputs = generate(model, tokenizer, [prompt(r["question"], shots) for r in records], settings, stop=STOP)
         return [
             {"target": reference(r["answer"]), "output": o, "strict": extract_strict(o), "flexible": extract_flexible(o)}
             for r, o in zip(records, outputs)

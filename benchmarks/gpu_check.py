@@ -1,0 +1,201 @@
+"""GPU check: LoRA, Bone and Bat on a random ~1B Llama in bf16 under real DeepSpeed ZeRO-2 and ZeRO-3.
+
+    # here, once (CPU): tokenize GSM8K train into .gpucheck/ (git-ignored; it travels with `carry`)
+    DISHA_BENCH_DATA=../shared/data python benchmarks/gpu_check.py prepare --out .gpucheck
+    # here: the whole check at tiny size on CPU, so that the one GPU call succeeds
+    DS_ACCELERATOR=cpu python benchmarks/gpu_check.py run --data .gpucheck --tiny
+    # on the GPU machine (device tool): benchmarks/gpu_check.sh - installs the carried wheels, runs
+    # `run --data .gpucheck` (hidden 2048 x 16 layers, about 0.9B parameters, bf16, CUDA), < 10 min
+
+Pretrained weights cannot travel to the GPU machine (64 MiB per call), and memory and throughput
+need none: the model is a `LlamaForCausalLM` built from a config with a fixed seed. The data is
+real: GSM8K train encoded as the `gsm8k` task encodes it (loss on the answer only), by the
+SmolLM2 tokenizer (whose vocabulary sizes the model). Each (ZeRO stage, method) runs in a
+process of its own (a clean CUDA peak), single rank: `deepspeed.initialize` with the client
+AdamW, bf16 mixed precision, gradient clipping 1.0, all seven projections; LoRA's rank is matched
+to Bone's trainable count (`match_params: bone`), Bone and Bat r=64. It prints, per run, CUDA
+peak memory (max_memory_allocated: weights, optimizer state, activations; on CPU the VmHWM of
+the process), tokens/s over the timed steps (after warm-up), and per stage the Bone/LoRA and
+Bat/Bone ratios of both. `--json FILE` keeps the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+METHODS = ("lora", "bone", "bat")
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+FULL = {"hidden": 2048, "intermediate": 5632, "layers": 16, "heads": 16, "kv_heads": 4, "seq": 512, "batch": 8,
+        "r": 64, "warmup": 3, "steps": 10}
+TINY = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2, "seq": 128, "batch": 2,
+        "r": 16, "warmup": 1, "steps": 2}
+
+
+def prepare(out: Path, examples: int) -> None:
+    """GSM8K train, encoded by the gsm8k task with the SmolLM2 tokenizer, as flat int32 arrays."""
+    import numpy as np
+
+    from disha_bench import models, tasks
+    from disha_bench.data import resolve_data_dir
+
+    task = tasks.get("gsm8k")
+    config = {**task.options, "name": "gsm8k", "train_limit": examples, "eval_limit": 1, "sample_seed": 0,
+              "source": "auto", "data_files": None}
+    train, _ = task.load(config, resolve_data_dir(None))
+    tokenizer = models.load_tokenizer("tiny-llama")  # SmolLM2's tokenizer
+    features = [task.encode(r, tokenizer, FULL["seq"]) for r in train]
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "gsm8k_train.npz", input_ids=np.concatenate([f["input_ids"] for f in features]).astype(np.int32),
+             labels=np.concatenate([f["labels"] for f in features]).astype(np.int32),
+             offsets=np.cumsum([0] + [len(f["input_ids"]) for f in features]), vocab=len(tokenizer),
+             pad_id=tokenizer.pad_token_id)
+    print(f"{len(features)} GSM8K examples -> {out / 'gsm8k_train.npz'}")
+
+
+def load_features(data: Path, seq: int) -> tuple[list[dict], int, int]:
+    import numpy as np
+
+    with np.load(data / "gsm8k_train.npz") as z:
+        ids, labels, offsets = z["input_ids"].tolist(), z["labels"].tolist(), z["offsets"]
+        vocab, pad_id = int(z["vocab"]), int(z["pad_id"])
+    features = [{"input_ids": ids[a:b][:seq], "labels": labels[a:b][:seq]} for a, b in zip(offsets[:-1], offsets[1:])]
+    return features, vocab, pad_id
+
+
+def build_model(size: dict, vocab: int, device):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab, hidden_size=size["hidden"], intermediate_size=size["intermediate"],
+                         num_hidden_layers=size["layers"], num_attention_heads=size["heads"],
+                         num_key_value_heads=size["kv_heads"], max_position_embeddings=2048)
+    torch.manual_seed(0)
+    with torch.device(device):  # built on the accelerator: no 4 GB of host-side initialisation
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    return model
+
+
+def one(method: str, stage: int, size: dict, data: Path) -> dict:
+    """One (method, stage) run in this process; returns its figures."""
+    import deepspeed
+    import torch
+
+    from disha_bench import distributed, methods
+    from disha_bench.memory import _status_kb
+    from disha_bench.tasks.base import collate
+
+    distributed.ensure_single_process_env()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    deepspeed.init_distributed(verbose=False)
+    features, vocab, pad_id = load_features(data, size["seq"])
+    model = build_model(size, vocab, device)
+    suite_methods = {"lora": ("lora", {"match_params": "bone", "target_modules": PROJECTIONS}),
+                     "bone": ("bone", {"r": size["r"], "target_modules": PROJECTIONS}),
+                     "bat": ("bat", {"r": size["r"], "target_modules": PROJECTIONS})}
+    params = dict(suite_methods[method][1])
+    if method == "lora":
+        params = dict(methods.resolve_matching(model, suite_methods)["lora"])["params"]
+        params.pop("match_params", None)
+    model = methods.apply(model, method, **params)
+    trainable = methods.count_trainable(model)
+    total = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    config = {"train_micro_batch_size_per_gpu": size["batch"], "gradient_accumulation_steps": 1,
+              "gradient_clipping": 1.0, "bf16": {"enabled": True}, "steps_per_print": 10**9,
+              "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    if stage == 3:
+        methods.after_zero3_init(engine.module, method)
+    steps, tokens, started = size["warmup"] + size["steps"], 0, 0.0
+    for step in range(steps):
+        if step == size["warmup"]:
+            if cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        chunk = [features[(step * size["batch"] + i) % len(features)] for i in range(size["batch"])]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+        if step >= size["warmup"]:
+            tokens += int(batch["attention_mask"].sum())
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _status_kb("VmHWM") / 1024
+    return {"method": method, "stage": stage, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+            "params": total, "trainable": trainable, "peak_mb": round(peak, 1), "tokens_per_s": round(tokens / seconds, 1),
+            "step_s": round(seconds / size["steps"], 4), "final_loss": round(float(loss), 4)}
+
+
+def run_all(args, size: dict) -> list[dict]:
+    results = []
+    for stage in args.stages:
+        for method in METHODS:
+            command = [sys.executable, os.path.abspath(__file__), "one", "--method", method, "--stage", str(stage),
+                       "--data", str(args.data)] + (["--tiny"] if args.tiny else [])
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                print(f"ZeRO-{stage} {method}: FAILED (exit {proc.returncode})\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}",
+                      flush=True)
+                continue
+            result = json.loads(lines[-1][len("RESULT "):])
+            results.append(result)
+            print(f"ZeRO-{stage} {method:5s} on {result['device']}: peak {result['peak_mb']:9.1f} MB  "
+                  f"{result['tokens_per_s']:10.1f} tokens/s  trainable {result['trainable']:,} of {result['params']:,}  "
+                  f"loss {result['final_loss']}", flush=True)
+    return results
+
+
+def print_ratios(results: list[dict]) -> None:
+    by = {(r["stage"], r["method"]): r for r in results}
+    for stage in sorted({r["stage"] for r in results}):
+        for a, b in (("bone", "lora"), ("bat", "bone")):
+            if (stage, a) in by and (stage, b) in by:
+                x, y = by[stage, a], by[stage, b]
+                print(f"ZeRO-{stage} {a.capitalize()}/{b.capitalize()}: peak {x['peak_mb'] / y['peak_mb']:.3f}x  "
+                      f"tokens/s {x['tokens_per_s'] / y['tokens_per_s']:.3f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["prepare", "run", "one"])
+    parser.add_argument("--out", type=Path, default=Path(".gpucheck"), help="prepare: where the tokenized data goes")
+    parser.add_argument("--examples", type=int, default=2048, help="prepare: GSM8K train examples to tokenize")
+    parser.add_argument("--data", type=Path, default=Path(".gpucheck"), help="the folder `prepare` wrote")
+    parser.add_argument("--tiny", action="store_true", help="hidden 64 x 2 layers, 2 steps: the CPU dry run")
+    parser.add_argument("--stages", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--method", choices=METHODS)
+    parser.add_argument("--stage", type=int)
+    parser.add_argument("--timeout", type=float, default=240, help="seconds per (stage, method) process")
+    parser.add_argument("--json", type=Path, help="run: write all figures here")
+    args = parser.parse_args()
+    size = TINY if args.tiny else FULL
+    if args.command == "prepare":
+        prepare(args.out, args.examples)
+    elif args.command == "one":
+        print("RESULT " + json.dumps(one(args.method, args.stage, size, args.data)), flush=True)
+    else:
+        print(f"gpu check: {'tiny (dry run)' if args.tiny else 'full'} size {size}", flush=True)
+        results = run_all(args, size)
+        print_ratios(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return 0 if len(results) == len(METHODS) * len(args.stages) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU check on the lent GPU machine (one H200): LoRA, Bone, Bat x ZeRO-2, ZeRO-3, bf16, CUDA.
+#
+# Prepare here, once (nothing of it is committed: .whl/ and .gpucheck/ are git-ignored):
+#   DISHA_BENCH_DATA=../shared/data python benchmarks/gpu_check.py prepare --out .gpucheck   # ~3 MB
+#   DS_BUILD_OPS=0 pip wheel deepspeed==0.19.8 --no-deps --no-build-isolation -w .whl
+#     (no wheel on PyPI: this builds a py3-none-any one, 2 MB, against the installed torch)
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
+#   (the machine's image has torch, transformers, peft, einops, msgpack, ninja, psutil, py-cpuinfo,
+#   nvidia-ml-py; check pydantic-core's wheel is the cp312 manylinux one)
+#   DS_ACCELERATOR=cpu bash benchmarks/gpu_check.sh --tiny     # dry run here, a few minutes on 2 cores
+# Then, with the device tool (one call, < 10 minutes):
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".gpucheck"], timeout_s=600)
+# Its figures come back in $OUT/gpu_check.json and $OUT/gpu_check.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  export PYTHONPATH="$PWD"
+fi
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-/tmp/torch_extensions}"
+OUT="${OUT:-/tmp/gpu_check}"
+mkdir -p "$OUT"
+if [ ! -f .gpucheck/gsm8k_train.npz ]; then
+  echo "error: .gpucheck/gsm8k_train.npz missing: run 'python benchmarks/gpu_check.py prepare' here and carry .gpucheck" >&2
+  exit 2
+fi
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers, peft, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda.is_available())"
+set -o pipefail
+timeout 560 python3 benchmarks/gpu_check.py run --data .gpucheck --json "$OUT/gpu_check.json" "$@" 2>&1 | tee "$OUT/gpu_check.log"
