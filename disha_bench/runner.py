@@ -23,7 +23,7 @@ from pathlib import Path
 
 from disha_bench import distributed, worker
 from disha_bench.errors import UserError
-from disha_bench.results import COMPLETE, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result
+from disha_bench.results import COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result
 from disha_bench.suite import Suite, expand_runs, load_suite
 from disha_bench.training.spec import RunSpec
 
@@ -69,14 +69,18 @@ def run_suite(
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()
-        print(f"[{index}/{len(runs)}] {run.run_id}: starting", flush=True)
         spec = run.model_copy(update={
             "result_path": str(result_path.resolve()),
-            "adapter_dir": str((results_dir / "adapters" / run.run_id).resolve()) if suite.output.save_adapter else None,
+            "adapter_dir": str((results_dir / "adapters" / run.run_id).resolve()),
             "keep_adapter": suite.output.save_adapter,
             "data_dir": data_dir,
             "command": command,
         })
+        if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
+            spec.reevaluate_from = spec.result_path  # training is kept: evaluate its saved adapter
+            print(f"[{index}/{len(runs)}] {run.run_id}: evaluation failed before, evaluating the saved adapter", flush=True)
+        else:
+            print(f"[{index}/{len(runs)}] {run.run_id}: starting", flush=True)
         status = _launch(spec, results_dir, nproc, hostfile, fork)
         outcomes.append(status)
         print(f"[{index}/{len(runs)}] {run.run_id}: {status}", flush=True)
@@ -120,8 +124,11 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
     result = read_result(Path(spec.result_path))
     if result is not None and result.run.finished_at >= datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"):
         return result.run.status
-    # The worker died before writing (killed, out of memory, a rank crashed): record why.
     tail = _last_lines(log_path, 3)
+    if spec.reevaluate_from:  # the earlier result holds the training record: never replace it
+        print(f"   re-evaluation ended without a result (exit code {proc.returncode}): {tail}", flush=True)
+        return EVAL_FAILED
+    # The worker died before writing (killed, out of memory, a rank crashed): record why.
     info = spec.run_info(FAILED, f"worker exited with code {proc.returncode}: {tail}", started)
     write_result(Path(spec.result_path), RunResult(run=info))
     return FAILED
