@@ -76,8 +76,19 @@ def majority_label(task: Task, records: list[dict]) -> Any:
 
 
 def load_base_model(spec: RunSpec, task: Task, tokenizer):
-    """The base model with the task's head, its pad token set."""
+    """The base model with the task's head, its pad token set, its weights resident in memory."""
     model = models.load_model(spec.model.name, task.head, task.num_labels, spec.model.dtype, spec.model.revision)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    touch_weights(model)
     return model
+
+
+@torch.no_grad()
+def touch_weights(model) -> None:
+    """Read every weight once: a memory-mapped checkpoint (safetensors on CPU) is resident only
+    where it was read, so without this `loaded_mb` would miss most of the model and the training
+    increment would count it."""
+    for parameter in model.parameters():
+        if parameter.device.type == "cpu" and parameter.numel():
+            parameter.reshape(-1)[:: max(1, 4096 // parameter.element_size())].sum()
