@@ -69,18 +69,9 @@ def run_suite(
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()
-        spec = run.model_copy(update={
-            "result_path": str(result_path.resolve()),
-            "adapter_dir": str((results_dir / "adapters" / run.run_id).resolve()),
-            "keep_adapter": suite.output.save_adapter,
-            "data_dir": data_dir,
-            "command": command,
-        })
-        if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
-            spec.reevaluate_from = spec.result_path  # training is kept: evaluate its saved adapter
-            print(f"[{index}/{len(runs)}] {run.run_id}: evaluation failed before, evaluating the saved adapter", flush=True)
-        else:
-            print(f"[{index}/{len(runs)}] {run.run_id}: starting", flush=True)
+        spec = _launch_spec(run, result_path, previous, suite, data_dir, command)
+        what = "evaluation failed before, evaluating the saved adapter" if spec.reevaluate_from else "starting"
+        print(f"[{index}/{len(runs)}] {run.run_id}: {what}", flush=True)
         status = _launch(spec, results_dir, nproc, hostfile, fork)
         outcomes.append(status)
         print(f"[{index}/{len(runs)}] {run.run_id}: {status}", flush=True)
@@ -90,6 +81,21 @@ def run_suite(
     failed = [s for s in outcomes if s != COMPLETE]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
     return 1 if failed else 0
+
+
+def _launch_spec(run: RunSpec, result_path: Path, previous: RunResult | None, suite: Suite, data_dir: str | None,
+                 command: str) -> RunSpec:
+    """The run's spec with where to write; a run whose evaluation failed re-evaluates its saved adapter."""
+    spec = run.model_copy(update={
+        "result_path": str(result_path.resolve()),
+        "adapter_dir": str((result_path.parent / "adapters" / run.run_id).resolve()),
+        "keep_adapter": suite.output.save_adapter,
+        "data_dir": data_dir,
+        "command": command,
+    })
+    if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
+        spec.reevaluate_from = spec.result_path  # the training record is kept: evaluate its adapter
+    return spec
 
 
 def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:
