@@ -52,6 +52,8 @@ def test_humaneval_suite_completes_and_its_peak_memory_holds_the_weights(tmp_pat
     assert result.heldout.source.startswith("canonical solutions") and result.heldout.n_examples == 4
     assert all(math.isfinite(p.loss) for p in result.heldout.points)
     assert not (out / "adapters" / result.run.run_id).exists()  # saved before evaluation, removed after it
+    timed = result.throughput.train_time_s + result.heldout.eval_time_s + result.throughput.eval_time_s
+    assert result.run.wall_time_s >= timed  # stamped when the run ends, evaluation included
 
     # Whole memory (Linux: VmHWM / VmRSS): the run's absolute peak holds at least the fp32 weights
     # loaded after `before_model_mb` was taken; the increment is what training added on top.

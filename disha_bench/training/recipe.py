@@ -78,6 +78,7 @@ def run(spec: RunSpec, started: float) -> RunResult:
             shutil.rmtree(adapter, ignore_errors=True)
     elif spec.keep_adapter and spec.adapter_dir and result.run.status in TRAINED_STATUSES:
         save_adapter(spec, setup)
+    spec.stamp_finished(result.run, started)
     return result
 
 
