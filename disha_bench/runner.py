@@ -20,15 +20,16 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from disha_bench import distributed, preflight, progress, worker
 from disha_bench.data import resolve_data_dir
 from disha_bench.errors import UserError
-from disha_bench.results import FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result
-from disha_bench.suite import Suite, expand_runs, load_suite, method_table
+from disha_bench.results import COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result
+from disha_bench.suite import Suite, expand_runs, load_suite
+from disha_bench.training.spec import RunSpec
 
 WORKER_MODULE = "disha_bench.training"
+"""`python -m` module of a worker (its __main__ runs training/launch.py)."""
 
 
 def run_suite(
@@ -53,68 +54,75 @@ def run_suite(
     if not runs:
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
     data_dir = resolve_data_dir(data_dir)
-    preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r["task"]["name"] for r in runs})
+    preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r.task.name for r in runs})
     results_dir = Path(out) if out else Path("results") / suite.name
     if fresh:
-        _set_aside(results_dir, [run["run_id"] for run in runs] if only else None)
-    table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
+        _set_aside(results_dir, [run.run_id for run in runs] if only else None)
     fork = worker.can_fork(nproc, hostfile)
-    finished = sum(1 for r in runs if _is_final(results_dir / f"{r['run_id']}.json"))
+    finished = sum(1 for r in runs if _is_final(results_dir / f"{r.run_id}.json"))
     display = progress.SuiteProgress(len(runs), finished, loggers=suite.output.loggers, results_dir=results_dir)
 
     outcomes: list[str] = []
     for index, run in enumerate(runs, 1):
-        result_path = results_dir / f"{run['run_id']}.json"
+        result_path = results_dir / f"{run.run_id}.json"
         previous = read_result(result_path)
         if previous is not None and previous.run.status in FINAL_STATUSES:
-            print(f"[{index}/{len(runs)}] {run['run_id']}: {previous.run.status}, skipped", flush=True)
+            print(f"[{index}/{len(runs)}] {run.run_id}: {previous.run.status}, skipped", flush=True)
             outcomes.append(previous.run.status)
             continue
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()
-        print(f"[{index}/{len(runs)}] {run['run_id']}: starting", flush=True)
-        spec = {
-            **run,
-            "methods_table": table,
-            "convergence": suite.convergence.model_dump(),
-            "result_path": str(result_path.resolve()),
-            "adapter_dir": str((results_dir / "adapters" / run["run_id"]).resolve()) if suite.output.save_adapter else None,
-            "data_dir": data_dir,
-            "command": command,
-        }
+        spec = _launch_spec(run, result_path, previous, suite, data_dir, command)
+        what = "evaluation failed before, evaluating the saved adapter" if spec.reevaluate_from else "starting"
+        print(f"[{index}/{len(runs)}] {run.run_id}: {what}", flush=True)
         status = _launch(spec, results_dir, nproc, hostfile, fork)
         outcomes.append(status)
-        print(f"[{index}/{len(runs)}] {run['run_id']}: {status}", flush=True)
+        print(f"[{index}/{len(runs)}] {run.run_id}: {status}", flush=True)
 
     display.close()
     if suite.output.report:
         _write_report(suite, results_dir, command, full_run=not only)
-    failed = [s for s in outcomes if s != "complete"]
+    failed = [s for s in outcomes if s != COMPLETE]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
     return 1 if failed else 0
 
 
-def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:
+def _launch_spec(run: RunSpec, result_path: Path, previous: RunResult | None, suite: Suite, data_dir: str | None,
+                 command: str) -> RunSpec:
+    """The run's spec with where to write; a run whose evaluation failed re-evaluates its saved adapter."""
+    spec = run.model_copy(update={
+        "result_path": str(result_path.resolve()),
+        "adapter_dir": str((result_path.parent / "adapters" / run.run_id).resolve()),
+        "keep_adapter": suite.output.save_adapter,
+        "data_dir": data_dir,
+        "command": command,
+    })
+    if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
+        spec.reevaluate_from = spec.result_path  # the training record is kept: evaluate its adapter
+    return spec
+
+
+def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:
     """Start one run's worker(s), stream its progress lines, and make sure a result file exists.
 
     Worker output goes to the run's log; progress events draw the display (`disha_bench.progress`),
     `[disha]` messages are echoed."""
     display = progress.active()
     if display is not None:
-        display.run_started(spec["run_id"])
+        display.run_started(spec.run_id)
     work = results_dir / ".runs"
     work.mkdir(parents=True, exist_ok=True)
-    spec_path = work / f"{spec['run_id']}.spec.json"
-    write_json_atomic(spec_path, spec)
-    log_path = work / f"{spec['run_id']}.log"
+    spec_path = work / f"{spec.run_id}.spec.json"
+    write_json_atomic(spec_path, spec.model_dump(mode="json"))
+    log_path = work / f"{spec.run_id}.log"
     args, env = [str(spec_path.resolve())], distributed.launch_env(nproc)
     started = time.time()
     with open(log_path, "w", buffering=1) as log:  # line-buffered: tail -f works
         if fork:
-            from disha_bench import training
+            from disha_bench.training import launch
 
-            proc = worker.ForkedWorker(training.main, args, env)
+            proc = worker.ForkedWorker(launch.main, args, env)
         else:
             # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
             proc = subprocess.Popen(
@@ -138,20 +146,18 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
     return status
 
 
-def _recorded_status(spec: dict[str, Any], log_path: Path, started: float, returncode: int | None) -> str:
+def _recorded_status(spec: RunSpec, log_path: Path, started: float, returncode: int | None) -> str:
     """The status of the result the worker wrote, or FAILED recorded for a worker that died first."""
-    result = read_result(Path(spec["result_path"]))
+    result = read_result(Path(spec.result_path))
     if result is not None and result.run.finished_at >= datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"):
         return result.run.status
-    # The worker died before writing (killed, out of memory, a rank crashed): record why.
     tail = _last_lines(log_path, 3)
-    info = RunInfo(
-        run_id=spec["run_id"], suite=spec["suite"], task=spec["task"]["name"], method=spec["method"]["label"],
-        seed=spec["seed"], status=FAILED, error=f"worker exited with code {returncode}: {tail}",
-        config={k: spec[k] for k in ("model", "task", "method", "training", "evaluation", "seed", "world_size")},
-        wall_time_s=time.time() - started, world_size=spec["world_size"],
-    )
-    write_result(Path(spec["result_path"]), RunResult(run=info))
+    if spec.reevaluate_from:  # the earlier result holds the training record: never replace it
+        print(f"   re-evaluation ended without a result (exit code {returncode}): {tail}", flush=True)
+        return EVAL_FAILED
+    # The worker died before writing (killed, out of memory, a rank crashed): record why.
+    info = spec.run_info(FAILED, f"worker exited with code {returncode}: {tail}", started)
+    write_result(Path(spec.result_path), RunResult(run=info))
     return FAILED
 
 
@@ -176,11 +182,11 @@ def _last_lines(path: Path, count: int) -> str:
     return " | ".join(lines[-count:])[-600:]
 
 
-def _selected(run: dict[str, Any], patterns: list[str]) -> bool:
+def _selected(run: RunSpec, patterns: list[str]) -> bool:
     """--only matches the run id or `task/method` (e.g. 'gsm8k/bone', '*/lora*', 'sst2-*-s0-*')."""
     if not patterns:
         return True
-    names = (run["run_id"], f"{run['task']['name']}/{run['method']['label']}")
+    names = (run.run_id, f"{run.task.name}/{run.method.label}")
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
 
 

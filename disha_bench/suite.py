@@ -8,17 +8,18 @@ configuration, so editing one method re-runs only that method's runs.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from disha_bench.errors import UserError, did_you_mean
 from disha_bench.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
+
+if TYPE_CHECKING:
+    from disha_bench.training.spec import MethodEntry, RunSpec
 
 _Strict = StrictModel
 
@@ -143,6 +144,9 @@ class AnalysisConfig(_Strict):
     reference: Optional[str] = None
     """Label of the method every other method is compared with (paired by seed); null: the suite's
     first method."""
+    unadapted: bool = True
+    """Add one reference run per task, label `unadapted`: the base model evaluated as it is (held-out
+    loss at step 0, task metric), nothing trained, run once (with the first seed)."""
 
 
 class OutputConfig(_Strict):
@@ -315,32 +319,35 @@ def _check_names(suite: Suite, file: str) -> None:
 # Expansion into runs
 
 
-def expand_runs(suite: Suite, world_size: int = 1) -> list[dict[str, Any]]:
-    """One resolved run configuration per task x method x seed, each with a stable `run_id`."""
+def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
+    """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
+    reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
+    for task, for method): machine drift spreads over the methods instead of lining up with one."""
     from disha_bench import methods, tasks
+    # Imported here: the run spec's module imports this one for the section models.
+    from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
 
+    table = method_table(suite)
+    analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets))
+    task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
+    # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
+    # relative alpha) is resolved in the worker, where the model is.
+    entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.resolve_params(m.name, dict(m.model_extra or {}))),
+                suite.training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
+    if suite.analysis.unadapted:
+        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), suite.training))
     runs = []
-    for task_cfg in suite.tasks:
-        task = tasks.get(task_cfg.name)
-        task_resolved = {**task.options, **task_cfg.model_dump()}
-        for method_cfg in suite.methods:
-            # numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank
-            # (and its relative alpha) is resolved in the worker, where the model is.
-            params = methods.resolve_params(method_cfg.name, dict(method_cfg.model_extra or {}))
-            label = method_cfg.label or method_cfg.name
-            for seed in suite.seeds:
-                config = {
-                    "model": suite.model.model_dump(),
-                    "task": copy.deepcopy(task_resolved),
-                    "method": {"name": method_cfg.name, "label": label, "params": params},
-                    "training": {**suite.training.model_dump(), **({"lr": method_cfg.lr} if method_cfg.lr else {})},
-                    "evaluation": suite.evaluation.model_dump(),
-                    "seed": seed,
-                    "world_size": world_size,
-                }
-                digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-                run_id = f"{task_cfg.name}-{label}-s{seed}-{digest}"
-                runs.append({"run_id": run_id, "suite": suite.name, **config})
+    for seed in suite.seeds:
+        for task in task_configs:
+            for method, training in entries:
+                if method.name == UNADAPTED and seed != suite.seeds[0]:
+                    continue  # nothing is trained: one run per task says it all
+                spec = RunSpec(
+                    suite=suite.name, model=suite.model, task=task, method=method, training=training,
+                    evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
+                    convergence=suite.convergence, analysis=analysis,
+                )
+                runs.append(spec.with_id())
     return runs
 
 
@@ -350,8 +357,10 @@ def reference_label(suite: Suite) -> str:
     return suite.analysis.reference or first.label or first.name
 
 
-def method_table(suite: Suite) -> dict[str, tuple[str, dict]]:
-    """label -> (method name, params as written): what parameter matching needs. The params are
-    left unvalidated here because validation fills in a default rank, and a method may not carry
-    both a rank and `match_params`."""
-    return {(m.label or m.name): (m.name, dict(m.model_extra or {})) for m in suite.methods}
+def method_table(suite: Suite) -> dict[str, "MethodEntry"]:
+    """label -> the method as written: what parameter matching needs. The params are left
+    unvalidated here because validation fills in a default rank, and a method may not carry both a
+    rank and `match_params`."""
+    from disha_bench.training.spec import MethodEntry
+
+    return {(m.label or m.name): MethodEntry(name=m.name, params=dict(m.model_extra or {})) for m in suite.methods}

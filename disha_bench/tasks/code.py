@@ -187,6 +187,7 @@ class HumanEval(Task):
     primary_metric = "pass@1"
     description = "HumanEval pass@k of generated completions, run in the sandbox (train: CodeFeedback or stdlib)"
     Options = HumanEvalOptions
+    heldout_source = "canonical solutions of the problems"
 
     def __init__(self) -> None:
         self._config: dict = {**self.options, "sample_seed": 0}
@@ -208,9 +209,11 @@ class HumanEval(Task):
                 read_local=read_codefeedback, hub=HubSpec("m-a-p/CodeFeedback-Filtered-Instruction", None, "train"),
                 from_hub=from_codefeedback, what="humaneval (train_source codefeedback; offline: train_source stdlib)",
             )
-        problems = load_problems(config, data_dir)
         seed = config.get("sample_seed", 0)
-        return take_train(train, self._config), subsample(problems, config.get("eval_limit"), seed)
+        problems = subsample(load_problems(config, data_dir), None, seed)
+        # The held-out loss is the loss of the problems' canonical solutions (they have no `answer`).
+        self._heldout_pool = [{**p, "answer": p["canonical_solution"]} for p in problems if p.get("canonical_solution")]
+        return take_train(train, self._config), problems[: config.get("eval_limit")]
 
     @property
     def instruct(self) -> bool:

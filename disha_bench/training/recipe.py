@@ -1,0 +1,224 @@
+"""One run, top to bottom: set up (data, model, adapter, engine), fit, save, evaluate, summarize.
+
+    python -m disha_bench.training results/smoke/.runs/<run-id>.spec.json    (see launch.py)
+
+Each stage is one short function below; the pieces live where a reader looks for them: data and
+the base model in setup.py, the fit loop in loop.py, the data order in sampler.py, the schedule in
+schedule.py, the DeepSpeed config in ds_config.py, the held-out curve in heldout.py, the task metric
+in evaluation.py, saving in saving.py. Runs that train nothing (the unadapted reference, the
+re-evaluation of a saved adapter) are in evaluate_only.py.
+
+The adapter is saved before evaluation: an evaluation that raises leaves the training record and
+the adapter behind (status `evaluation_failed`), and a re-run of the suite evaluates it again.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import torch
+
+from disha_bench import convergence, distributed, methods
+from disha_bench.memory import PeakMemory
+from disha_bench.results import TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
+from disha_bench.training import evaluate_only
+from disha_bench.training.ds_config import deepspeed_config
+from disha_bench.training.evaluation import evaluate_into
+from disha_bench.training.heldout import HeldOutCurve, default_every
+from disha_bench.training.loop import FitState, fit
+from disha_bench.training.sampler import GlobalBatches
+from disha_bench.training.saving import save_trained
+from disha_bench.training.schedule import lr_lambda
+from disha_bench.training.setup import TaskData, init_process, load_base_model, load_task_data
+from disha_bench.training.spec import RunSpec
+
+
+@dataclass
+class Setup:
+    """What the stages after set-up work with."""
+
+    data: TaskData
+    engine: Any
+    """The DeepSpeed engine; `engine.module` is the adapted model."""
+    device: torch.device
+    memory: PeakMemory
+    before_model_mb: float
+    """Process memory before the model was loaded."""
+    loaded_mb: float
+    """Process memory with the model and adapter loaded, before the engine was built."""
+    params: dict[str, Any]
+    """The method's resolved parameters."""
+    matching: dict[str, Any] | None
+    """Parameter matching details when the rank was chosen by `match_params`."""
+    trainable: int
+    total: int
+    ds_config: dict[str, Any]
+
+
+def run(spec: RunSpec, started: float) -> RunResult:
+    """The run the spec asks for: train and evaluate, or one of the runs that train nothing."""
+    if spec.reevaluate_from:
+        return evaluate_only.reevaluate(spec, started)
+    if spec.is_unadapted:
+        return evaluate_only.unadapted(spec, started)
+    setup = set_up(spec)
+    state, heldout = train(spec, setup)
+    result = summarize(spec, setup, state, heldout, started)
+    save_and_evaluate(spec, setup, result)
+    spec.stamp_finished(result.run, started)
+    return result
+
+
+# ---- set-up ------------------------------------------------------------------------------------
+
+
+def set_up(spec: RunSpec) -> Setup:
+    """Seeds, the process group, data, model, adapter and the DeepSpeed engine, in this order."""
+    device = init_process(spec.seed)
+    memory = PeakMemory(device)
+    data = load_task_data(spec)
+    if not data.features:
+        raise ValueError(f"the task has no training examples ({data.dropped} dropped: answer longer than max_length)")
+    before_model_mb = memory.usage_mb()
+    model, params, matching = load_adapted_model(spec, data)
+    loaded_mb = memory.usage_mb()
+    trainable, total = methods.count_trainable(model), sum(p.numel() for p in model.parameters())
+    distributed.log(f"{spec.run_id}: {spec.method.label} trainable {trainable:,} / {total:,}")
+    engine, ds_config = build_engine(model, spec, params)
+    return Setup(data, engine, device, memory, before_model_mb, loaded_mb, params, matching, trainable, total, ds_config)
+
+
+def load_adapted_model(spec: RunSpec, data: TaskData):
+    """The base model with the method applied: (model, resolved params, matching details)."""
+    model = load_base_model(spec, data.task, data.tokenizer)
+    params, matching = resolve_method_params(model, spec)
+    model = methods.apply(model, spec.method.name, **params)
+    if spec.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model, params, matching
+
+
+def resolve_method_params(model, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The method's params, with a rank chosen by `match_params` against another method of the suite."""
+    params = spec.method.params
+    if params.get("match_params") is None:
+        return {k: v for k, v in params.items() if k != "match_params"}, None
+    table = {label: (entry.name, entry.params) for label, entry in spec.methods.items()}
+    info = dict(methods.resolve_matching(model, table)[spec.method.label])
+    return info.pop("params"), info
+
+
+def build_engine(model, spec: RunSpec, params: dict[str, Any]):
+    """AdamW (the method's parameter groups) and the schedule under a DeepSpeed ZeRO engine."""
+    training = spec.training
+    groups = methods.optimizer_param_groups(model, spec.method.name, params, training.lr, training.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=training.lr, weight_decay=training.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(training))
+    ds_config = deepspeed_config(training, distributed.world_size())
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    if training.zero_stage == 3:
+        methods.after_zero3_init(engine.module, spec.method.name)
+    return engine, ds_config
+
+
+# ---- fit ---------------------------------------------------------------------------------------
+
+
+def train(spec: RunSpec, setup: Setup) -> tuple[FitState, HeldOut]:
+    """The fit loop, with the held-out curve measured at step 0 (the unadapted model), every
+    `heldout_every` steps and at the last step."""
+    # The imports left hundreds of thousands of long-lived objects; a full garbage collection
+    # walks them all (seconds on a slow CPU) and would land inside a timed step.
+    gc.freeze()
+    setup.memory.start()
+    data = setup.data
+    sampler = GlobalBatches(len(data.features), spec.training.batch_size, distributed.world_size(), distributed.rank(), spec.seed)
+    curve = HeldOutCurve(
+        setup.engine.module, data.heldout_features, data.tokenizer.pad_token_id, setup.device,
+        batch_size=spec.training.batch_size, every=spec.evaluation.heldout_every or default_every(spec.training.max_steps),
+        max_steps=spec.training.max_steps, source=data.task.heldout_source,
+    )
+    curve.measure(0, train_time_s=0.0, tokens=0)
+    state = fit(setup.engine, data.features, data.tokenizer.pad_token_id, FitState(sampler), spec.training, setup.device,
+                spec.run_id, between_steps=curve)
+    return state, curve.finish(state)
+
+
+def save_and_evaluate(spec: RunSpec, setup: Setup, result: RunResult) -> None:
+    """Save the adapter, then evaluate into `result`. An evaluation that raises leaves the training
+    record and the adapter for a re-run; a successful one removes the adapter unless it is kept."""
+    if result.run.status not in TRAINED_STATUSES:
+        return
+    if not spec.evaluation.enabled:
+        if spec.keep_adapter:
+            save_adapter(spec, setup)
+        return
+    adapter = save_adapter(spec, setup)
+    evaluated = evaluate_into(result, setup.engine.module, setup.data, spec.evaluation, setup.memory,
+                              synced_gpus=distributed.world_size() > 1 and spec.training.zero_stage == 3)
+    if evaluated and adapter is not None and not spec.keep_adapter and distributed.rank() == 0:
+        shutil.rmtree(adapter, ignore_errors=True)
+
+
+def save_adapter(spec: RunSpec, setup: Setup) -> Path | None:
+    """Save the trained adapter to the run's adapter folder (all ranks take part); its path."""
+    if not spec.adapter_dir:
+        return None
+    target = Path(spec.adapter_dir)
+    save_trained(setup.engine, spec.method.name, target, spec.training.zero_stage)
+    return target
+
+
+# ---- summary -----------------------------------------------------------------------------------
+
+
+def warmup_steps_excluded(n_steps: int) -> int:
+    """Leading steps left out of throughput medians: allocator, JIT and cache warm-up."""
+    return min(5, max(1, n_steps // 10)) if n_steps > 2 else 0
+
+
+def summarize(spec: RunSpec, setup: Setup, state: FitState, heldout: HeldOut, started: float) -> RunResult:
+    """The result of training: run info, step log, held-out curve, convergence, memory, throughput."""
+    steps = state.steps
+    warmup = warmup_steps_excluded(len(steps))
+    steady = steps[warmup:] or steps
+    tokens_per_s = statistics.median(s.tokens / s.step_time_s for s in steady)
+    world = distributed.world_size()
+    return RunResult(
+        run=spec.run_info(state.status, state.error, started, world),
+        training=Training(
+            trainable_params=setup.trainable, total_params=setup.total, method_params=setup.params, matching=setup.matching,
+            steps=steps, stopped_at_step=state.stopped_at_step, deepspeed_config=setup.ds_config,
+            dropped_examples=setup.data.dropped,
+        ),
+        heldout=heldout,
+        convergence=convergence.summarize(steps, spec.convergence.targets, spec.convergence.ema, budget=spec.training.max_steps),
+        memory=memory_figures(setup),
+        throughput=Throughput(
+            tokens_per_s=tokens_per_s, tokens_per_s_per_rank=tokens_per_s / world,
+            step_time_s=statistics.median(s.step_time_s for s in steady),
+            warmup_steps_excluded=warmup if len(steps) > warmup else 0, train_time_s=state.train_time_s,
+        ),
+    )
+
+
+def memory_figures(setup: Setup) -> Memory:
+    """Whole memory up to the end of training on every rank (weights, ZeRO buffers, optimizer state,
+    activations), and the training phase's peak over the usage when it began."""
+    memory = setup.memory
+    mine = [memory.absolute_peak_mb(), memory.absolute_peak_reserved_mb(), memory.peak_mb()]
+    ranks = [r[0] for r in distributed.gather_objects([mine])]
+    peak, reserved, train_peak = ranks[0]
+    return Memory(
+        device=setup.device.type, peak_mb=peak, per_rank_peak_mb=[r[0] for r in ranks], peak_reserved_mb=reserved,
+        before_model_mb=setup.before_model_mb, loaded_mb=setup.loaded_mb, increment_mb=peak - setup.loaded_mb,
+        train_peak_mb=train_peak, train_peak_reserved_mb=memory.peak_reserved_mb(), baseline_mb=memory.baseline_mb,
+        per_rank_train_peak_mb=[r[2] for r in ranks],
+    )
