@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass
@@ -65,6 +64,7 @@ def register(subparsers) -> None:
 
 
 def _plan(args) -> int:
+    from disha_bench import preflight
     from disha_bench.data import resolve_data_dir
     from disha_bench.runner import _hostfile_slots
     from disha_bench.suite import load_suite
@@ -72,25 +72,30 @@ def _plan(args) -> int:
     suite, _ = load_suite(args.suite, args.overrides)
     world = _hostfile_slots(args.hostfile) if args.hostfile else args.nproc
     rows = plan_runs(suite, world)
-    if args.measure:
-        measure(suite, rows, resolve_data_dir(args.data_dir), args.measure_steps)
+    if args.measure:  # builds models on this machine: everything a run needs must be here
+        data_dir = resolve_data_dir(args.data_dir)
+        preflight.check(suite, file=args.suite, data_dir=data_dir)
+        measure(suite, rows, data_dir, args.measure_steps)
+    else:  # offline plan (the cluster's data and models may be elsewhere); code tasks need a sandbox
+        preflight.check_code_tasks(suite, file=args.suite)
     print(format_plan(suite, rows, world))
     return 0
 
 
 def plan_runs(suite, world: int) -> list[PlannedRun]:
-    """The offline plan: every run of the suite on `world` ranks."""
+    """The offline plan: every run of the suite on `world` ranks (unadapted reference runs train nothing)."""
     from disha_bench.suite import expand_runs
 
     rows = []
     for run in expand_runs(suite, world):
-        training = run["training"]
-        global_batch = training["batch_size"] * training["grad_accum"] * world
-        limit = run["task"].get("train_limit")
+        training = run.training
+        steps = 0 if run.is_unadapted else training.max_steps
+        global_batch = training.batch_size * training.grad_accum * world
+        limit = run.task.train_limit
         rows.append(PlannedRun(
-            run_id=run["run_id"], steps=training["max_steps"], global_batch=global_batch,
-            token_bound=training["max_steps"] * global_batch * training["max_length"],
-            epochs=training["max_steps"] * global_batch / limit if limit else None,
+            run_id=run.run_id, steps=steps, global_batch=global_batch,
+            token_bound=steps * global_batch * training.max_length,
+            epochs=steps * global_batch / limit if limit else None,
         ))
     return rows
 
@@ -109,8 +114,9 @@ def format_plan(suite, rows: list[PlannedRun], world: int) -> str:
     total_time = sum(r.measured.step_s * r.steps for r in rows if r.measured)
     lines.append(f"{'total':44s} {sum(r.steps for r in rows):7d} {'':>7s} {sum(r.token_bound for r in rows):15,d} "
                  f"{'':>15s} {_duration(total_time) if total_time else '-':>10s}")
-    if any(r.measured for r in rows):
-        lines.append(f"measured on {rows[0].measured.device}; training only, evaluation not included")
+    measured = next((r.measured for r in rows if r.measured), None)
+    if measured:
+        lines.append(f"measured on {measured.device}; training only, evaluation not included")
     return "\n".join(lines)
 
 
@@ -125,55 +131,48 @@ def measure(suite, rows: list[PlannedRun], data_dir: str | None, steps: int) -> 
 
     cache: dict[tuple[str, str], Measurement] = {}
     for row, run in zip(rows, expand_runs(suite, 1)):
-        key = (run["task"]["name"], run["method"]["label"])
+        if run.is_unadapted:
+            continue
+        key = (run.task.name, run.method.label)
         if key not in cache:
-            cache[key] = time_steps(suite, run, data_dir, steps)
+            cache[key] = time_steps(run.model_copy(update={"data_dir": data_dir}), steps)
             print(f"measured {key[0]}/{key[1]}: {cache[key].step_s:.3f} s per step, "
                   f"{cache[key].tokens_per_step:,.0f} tokens per step per rank", flush=True)
         row.measured = cache[key]
 
 
-def time_steps(suite, run: dict[str, Any], data_dir: str | None, steps: int) -> Measurement:
-    """One warm-up and `steps` timed optimizer steps of the run's model, method and data (plain AdamW)."""
+def time_steps(run, steps: int) -> Measurement:
+    """One warm-up and `steps` timed optimizer steps of the run's model, method and data (plain AdamW),
+    set up exactly as the training recipe sets up a run."""
     import statistics
 
     import torch
 
-    from disha_bench import methods, models, tasks
-    from disha_bench.suite import method_table
     from disha_bench.tasks.base import collate
+    from disha_bench.training.recipe import load_adapted_model
+    from disha_bench.training.setup import load_task_data
 
-    training = run["training"]
+    training = run.training
+    needed = training.batch_size * training.grad_accum * (steps + 1)
+    limit = min(run.task.train_limit or needed, needed)
+    run = run.model_copy(update={"task": run.task.model_copy(update={"train_limit": limit})})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    task = tasks.get(run["task"]["name"])
-    needed = training["batch_size"] * training["grad_accum"] * (steps + 1)
-    train, _ = task.load({**run["task"], "train_limit": min(run["task"].get("train_limit") or needed, needed)}, data_dir)
-    tokenizer = models.load_tokenizer(suite.model.name)
-    model = models.load_model(suite.model.name, task.head, task.num_labels, suite.model.dtype, suite.model.revision,
-                              device=device).to(device)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    params = dict(run["method"]["params"])
-    if params.get("match_params") is not None:
-        params = dict(methods.resolve_matching(model, method_table(suite))[run["method"]["label"]])["params"]
-    params.pop("match_params", None)
-    model = methods.apply(model, run["method"]["name"], **params)
-    if training["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    if training["precision"] == "bf16":
+    data = load_task_data(run)
+    model, _, _ = load_adapted_model(run, data)
+    model.to(device)
+    if training.precision == "bf16":
         model.to(torch.bfloat16)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training["lr"])
-    features = [task.encode(r, tokenizer, training["max_length"]) for r in train]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training.lr)
+    features = list(data.features)
     while len(features) < needed:  # a small training set: cycle it
         features += features[: needed - len(features)]
-    micro = [features[i : i + training["batch_size"]] for i in range(0, needed, training["batch_size"])]
+    micro = [features[i : i + training.batch_size] for i in range(0, needed, training.batch_size)]
     times, tokens = [], []
     model.train()
     for step in range(steps + 1):
         started, count = time.perf_counter(), 0
-        for chunk in micro[step * training["grad_accum"] : (step + 1) * training["grad_accum"]]:
-            batch = {k: v.to(device) for k, v in collate(chunk, tokenizer.pad_token_id).items()}
+        for chunk in micro[step * training.grad_accum : (step + 1) * training.grad_accum]:
+            batch = {k: v.to(device) for k, v in collate(chunk, data.tokenizer.pad_token_id).items()}
             model(**batch).loss.backward()
             count += int(batch["attention_mask"].sum())
         optimizer.step()

@@ -39,11 +39,18 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     check_loggers(suite.output.loggers, file=file)
     for i, task_cfg in selected:
         check_task_data(task_cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
-    for i, task_cfg in selected:
+    check_code_tasks(suite, file=file, task_names=wanted)
+
+
+def check_code_tasks(suite: Suite, *, file: str, task_names: Optional[Iterable[str]] = None) -> None:
+    """The sandbox works here when a (selected) task scores model-written code; `plan` checks this alone."""
+    for i, task_cfg in enumerate(suite.tasks):
+        if task_names is not None and task_cfg.name not in task_names:
+            continue
         if tasks.REGISTRY.get(task_cfg.name).runs_code:
             unsafe = bool((task_cfg.model_extra or {}).get("unsafe_no_isolation", False))
             check_sandbox(unsafe_no_isolation=unsafe, file=file, key=f"tasks[{i}]")
-            break  # one machine, one sandbox: a single probe answers for every code task
+            return  # one machine, one sandbox: a single probe answers for every code task
 
 
 def check_task_data(task_config: dict, data_dir: Optional[str], *, file: str, key: str) -> None:

@@ -15,19 +15,18 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from disha_bench.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# Numeric alphas: this test must not depend on the `alpha: 2r` syntax being merged.
-NUMERIC_ALPHA = ["--set", "methods.0.alpha=72", "--set", "methods.1.alpha=72", "--set", "methods.2.alpha=36"]
 
 
 def test_offline_plan_of_the_paper_suite(capsys, tmp_path):
     hostfile = tmp_path / "hosts"
     hostfile.write_text("node1 slots=4\nnode2 slots=4\n")
-    assert main(["plan", str(REPO / "suites" / "nlg.yaml"), "--hostfile", str(hostfile), *NUMERIC_ALPHA]) == 0
+    assert main(["plan", str(REPO / "suites" / "nlg.yaml"), "--hostfile", str(hostfile)]) == 0
     out = capsys.readouterr().out
-    assert "30 runs on 8 rank(s), global batch 2 x 4 x 8 = 64, max_length 512" in out
+    assert "32 runs on 8 rank(s), global batch 2 x 4 x 8 = 64, max_length 512" in out
     rows = [line.split() for line in out.splitlines() if re.match(r"(gsm8k|humaneval)-", line)]
-    assert len(rows) == 30
-    for run_id, steps, epochs, bound, *_ in rows:
+    unadapted = [row for row in rows if "-unadapted-" in row[0]]
+    assert len(rows) == 32 and len(unadapted) == 2 and all(int(row[1]) == 0 for row in unadapted)
+    for run_id, steps, epochs, bound, *_ in (row for row in rows if row not in unadapted):
         assert int(steps) == 1562 and epochs == "1.00" and int(bound.replace(",", "")) == 1562 * 64 * 512
     assert out.splitlines()[-1].split()[1:3] == ["46860", f"{30 * 1562 * 64 * 512:,}"]
 
@@ -36,7 +35,7 @@ def test_measured_plan_of_the_smoke_suite(capsys):
     assert main(["plan", str(REPO / "suites" / "smoke.yaml"), "--measure", "--measure-steps", "2"]) == 0
     out = capsys.readouterr().out
     assert len(re.findall(r"^measured \S+: [0-9.]+ s per step", out, flags=re.M)) == 6  # 2 tasks x 3 methods, once
-    rows = [line.split() for line in out.splitlines() if line.startswith("synthetic-")]
+    rows = [line.split() for line in out.splitlines() if line.startswith("synthetic-") and "-unadapted-" not in line]
     assert len(rows) == 6
     for _, steps, _, bound, real, when in rows:
         assert 0 < int(real.replace(",", "")) <= int(bound.replace(",", ""))  # real tokens within the bound

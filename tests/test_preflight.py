@@ -83,6 +83,10 @@ def test_code_task_without_a_sandbox_exits_2(offline_env, tmp_path):
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script, sys.executable, str(suite), str(out)],
                           capture_output=True, text=True, env=offline_env, cwd=tmp_path, timeout=300)
     _assert_refused(proc, out, "tasks[0]", "code sandbox does not work", "user namespaces", "unsafe_no_isolation")
+    script = 'echo 0 > /proc/sys/user/max_net_namespaces && exec "$0" -m disha_bench.cli plan "$1"'
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script, sys.executable, str(suite)],
+                          capture_output=True, text=True, env=offline_env, cwd=tmp_path, timeout=300)
+    _assert_refused(proc, out, "tasks[0]", "code sandbox does not work", "user namespaces", "unsafe_no_isolation")
 
 
 def test_committed_cpu_suites_pass_preflight_with_the_shared_data(shared_data):
