@@ -14,13 +14,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from disha_bench import data
 from disha_bench.errors import UserError, did_you_mean
+from disha_bench.results import atomic_open
 from disha_bench.sandbox import SandboxResult, run_untrusted
 
 PROBLEM_KEYS = ("task_id", "prompt", "test", "entry_point")
@@ -143,16 +143,9 @@ def evaluate_samples(samples_path: str | os.PathLike, problems_path: str | os.Pa
         results = list(pool.map(judge, samples))
 
     out = f"{samples_path}_results.jsonl"
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), prefix=".results-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for sample, res in zip(samples, results):
-                f.write(json.dumps(dict(sample, passed=res.status == "passed",
-                                        result=result_text(res))) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(Path(out)) as f:
+        for sample, res in zip(samples, results):
+            f.write(json.dumps(dict(sample, passed=res.status == "passed", result=result_text(res))) + "\n")
     errors = sum(res.status == "error" for res in results)
     if errors:
         raise SandboxError(f"{errors} of {len(results)} samples could not be judged (sandbox "

@@ -33,7 +33,7 @@ from disha_bench import report_format as fmt
 from disha_bench.analysis import TaskAnalysis
 from disha_bench.errors import UserError
 from disha_bench.measures import load_checked
-from disha_bench.results import COMPLETE, RunResult
+from disha_bench.results import COMPLETE, RunResult, atomic_write_text
 
 DEFAULT_EMA = 0.9
 _STAMP = re.compile(r"<!-- disha-bench report: (\d+) complete runs")
@@ -223,17 +223,11 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
                 e = a.endpoint(key)
                 title = "held-out loss at step 0" if key == "heldout_final" else e.title if e else key
                 writer.writerow([a.task, name, title, e.direction_text() if e else "", _g(value)] + [""] * 11)
-    _atomic(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _g(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.6g}"
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # a reader (or GitHub) never sees half a file
 
 
 def complete_runs_of(path: Path) -> int | None:
@@ -269,7 +263,7 @@ def write_report(results_dir: str | Path, out_path: str | Path | None = None, co
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = build_document(results, analyses, suite, command, out if draw else None)
     write_csv(out.with_suffix(".csv"), analyses)
-    _atomic(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
+    atomic_write_text(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
     print(f"wrote {out} and {out.with_suffix('.csv').name}", flush=True)
     return out
 
