@@ -31,11 +31,11 @@ from disha_bench import analysis as an
 from disha_bench import findings, measures, plots, report_tables
 from disha_bench import report_format as fmt
 from disha_bench.analysis import TaskAnalysis
+from disha_bench.convergence import DEFAULT_EMA
 from disha_bench.errors import UserError
 from disha_bench.measures import load_checked
 from disha_bench.results import COMPLETE, RunResult, atomic_write_text
 
-DEFAULT_EMA = 0.9
 _STAMP = re.compile(r"<!-- disha-bench report: (\d+) complete runs")
 
 
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="held-out target, repeatable: LOSS, final:LABEL, min:LABEL or frac:F:LABEL (default: the suite's, "
                         "else frac:0.5:<reference>)")
     p.add_argument("--reference", help="method every other is compared with (default: the suite's analysis.reference)")
-    p.add_argument("--ema", type=float, help="EMA factor of the secondary training-loss figure (default 0.9)")
+    p.add_argument("--ema", type=float, help=f"EMA factor of the secondary training-loss figure (default {DEFAULT_EMA})")
     p.add_argument("--force", action="store_true", help="replace a report built from more complete runs")
     p.set_defaults(func=_command)
 
