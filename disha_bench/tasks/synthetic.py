@@ -8,7 +8,7 @@ The data is generated from a fixed seed, so every run of every method sees the s
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pydantic import Field
 
@@ -50,6 +50,15 @@ class GeneratedOptions(TaskOptions):
     """Generated evaluation examples."""
 
 
+def _generated(make: Callable[..., list[dict]], config: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """Train and evaluation records from `make(n, seed=...)` (fixed seeds 1 and 2, so both splits
+    are the same on every machine), each subsampled by the suite's limits."""
+    train = make(config["train_size"], seed=1)
+    evaluation = make(config["eval_size"], seed=2)
+    seed = config["sample_seed"]
+    return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
+
+
 @register
 class SyntheticSentiment(Task):
     name = "synthetic-sentiment"
@@ -60,10 +69,7 @@ class SyntheticSentiment(Task):
     Options = GeneratedOptions
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
-        train = _sentiment_records(config["train_size"], seed=1)
-        evaluation = _sentiment_records(config["eval_size"], seed=2)
-        seed = config["sample_seed"]
-        return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
+        return _generated(_sentiment_records, config)
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         return encode_text_classification(tokenizer, record["text"], record["label"], max_length)
@@ -103,10 +109,7 @@ class SyntheticArith(Task):
     Options = ArithOptions
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
-        train = _arith_records(config["train_size"], seed=1)
-        evaluation = _arith_records(config["eval_size"], seed=2)
-        seed = config["sample_seed"]
-        return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
+        return _generated(_arith_records, config)
 
     @staticmethod
     def prompt(record: dict) -> str:
