@@ -25,17 +25,10 @@ from disha_bench.sandbox import SandboxResult, run_untrusted
 
 PROBLEM_KEYS = ("task_id", "prompt", "test", "entry_point")
 SAMPLE_KEYS = ("task_id", "completion")
-DEFAULT_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 
 
 class SandboxError(RuntimeError):
     """Some samples could not be judged because the sandbox itself failed."""
-
-
-def truncate_completion(text: str, stops: Iterable[str] = DEFAULT_STOPS) -> str:
-    """Cut a generated completion at the earliest stop sequence (the stop is dropped)."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 def default_problems_path() -> Path:
