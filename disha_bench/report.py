@@ -34,7 +34,7 @@ from disha_bench.analysis import TaskAnalysis
 from disha_bench.convergence import DEFAULT_EMA
 from disha_bench.errors import UserError
 from disha_bench.measures import load_checked
-from disha_bench.results import COMPLETE, RunResult, atomic_write_text
+from disha_bench.results import BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult, atomic_write_text
 
 _STAMP = re.compile(r"<!-- disha-bench report: (\d+) complete runs")
 
@@ -145,8 +145,8 @@ def _slug(text: str) -> str:
 
 def _status_table(a: TaskAnalysis, results: list[RunResult]) -> list[str]:
     """Runs that did not complete, with what of them is used."""
-    use = {"stopped_by_budget": "curve, costs and metrics (stopped early)", "evaluation_failed": "curve and costs; no metrics",
-           "diverged": "nothing", "failed": "nothing"}
+    use = {BUDGET_STOPPED: "curve, costs and metrics (stopped early)", EVAL_FAILED: "curve and costs; no metrics",
+           DIVERGED: "nothing", FAILED: "nothing"}
     bad = [r for r in results if r.run.task == a.task and r.run.status != COMPLETE]
     if not bad:
         return []
