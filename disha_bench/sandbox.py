@@ -163,34 +163,7 @@ def _supervise(proc, cfg, out_r, start, max_output_bytes) -> SandboxResult:
         proc.stdin.flush()  # stdin stays open: closing it tells init to stop (its lifeline)
     except BrokenPipeError:
         pass
-    bufs = {out_r: bytearray(), proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
-    open_fds, total, stopped, killed = set(bufs), 0, None, False
-    poller = select.poll()
-    for fd in bufs:
-        poller.register(fd, select.POLLIN)
-    while open_fds:
-        now = time.monotonic()
-        if now > start + cfg["timeout_s"] + BACKSTOP_S and not killed:  # init never finished
-            stopped, killed = stopped or "backstop", True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # helper and init: the namespace dies with init
-            except ProcessLookupError:
-                pass
-        for fd, _ in poller.poll(500):
-            data = os.read(fd, 65536)
-            if not data:
-                open_fds.discard(fd)
-                poller.unregister(fd)
-                continue
-            if fd == out_r:
-                total += len(data)
-                if total > max_output_bytes and stopped is None:
-                    stopped = "output"
-                    _close_quietly(proc.stdin)
-            buf = bufs[fd]
-            buf += data
-            if len(buf) > 2 * 65536:
-                del buf[:-65536]
+    bufs, stopped = _collect(proc, out_r, start + cfg["timeout_s"] + BACKSTOP_S, max_output_bytes)
     _close_quietly(proc.stdin)
     proc.wait()
     duration = time.monotonic() - start
@@ -214,27 +187,65 @@ def _supervise(proc, cfg, out_r, start, max_output_bytes) -> SandboxResult:
             raise SandboxUnavailable(report["setup_error"])
         res.reason = "sandbox setup failed: " + report["setup_error"]
     else:
-        res.returncode = rc = report["returncode"]
-        ran_to_end = report["marker"]
-        res.status = "passed" if ran_to_end and rc == 0 else "failed"
-        if res.status == "passed":
-            res.reason = "passed"
-        elif ran_to_end:
-            res.reason = f"ran to the end, then exited with status {rc}"
-        elif rc == 0:
-            res.reason = "exited with status 0 before the program ran to its end"
-        elif rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = f"signal {-rc}"
-            hint = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}.get(name, "")
-            res.reason = f"killed by {name}{hint}"
-        else:
-            lines = [ln for ln in tail.splitlines() if ln.strip()]
-            res.reason = lines[-1].strip() if lines else f"exited with status {rc}"
+        res.returncode = report["returncode"]
+        res.status, res.reason = _program_outcome(report["returncode"], report["marker"], tail)
     res.reason = " ".join(res.reason.split())[:300]
     return res
+
+
+def _collect(proc, out_r: int, deadline: float, max_output_bytes: int) -> tuple[dict[int, bytearray], str | None]:
+    """Read the program's output (`out_r`) and the helper's stdout/stderr until all close.
+
+    Returns the buffers (the program's keeps its last 64-128 KiB) and why the run was stopped:
+    "output" (past `max_output_bytes`: init's lifeline, the helper's stdin, is closed), "backstop"
+    (init never finished by `deadline`: the helper's process group is killed) or None."""
+    bufs = {out_r: bytearray(), proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    open_fds, total, stopped, killed = set(bufs), 0, None, False
+    poller = select.poll()
+    for fd in bufs:
+        poller.register(fd, select.POLLIN)
+    while open_fds:
+        if time.monotonic() > deadline and not killed:  # init never finished
+            stopped, killed = stopped or "backstop", True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # helper and init: the namespace dies with init
+            except ProcessLookupError:
+                pass
+        for fd, _ in poller.poll(500):
+            data = os.read(fd, 65536)
+            if not data:
+                open_fds.discard(fd)
+                poller.unregister(fd)
+                continue
+            if fd == out_r:
+                total += len(data)
+                if total > max_output_bytes and stopped is None:
+                    stopped = "output"
+                    _close_quietly(proc.stdin)
+            buf = bufs[fd]
+            buf += data
+            if len(buf) > 2 * 65536:
+                del buf[:-65536]
+    return bufs, stopped
+
+
+def _program_outcome(rc: int, ran_to_end: bool, tail: str) -> tuple[str, str]:
+    """Status and reason of a program that init ran and reaped (exit status `rc`, marker seen or not)."""
+    if ran_to_end and rc == 0:
+        return "passed", "passed"
+    if ran_to_end:
+        return "failed", f"ran to the end, then exited with status {rc}"
+    if rc == 0:
+        return "failed", "exited with status 0 before the program ran to its end"
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        hint = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}.get(name, "")
+        return "failed", f"killed by {name}{hint}"
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    return "failed", lines[-1].strip() if lines else f"exited with status {rc}"
 
 
 def _close_quietly(f) -> None:
@@ -382,15 +393,7 @@ def _init_main(cfg: dict, out_w: int) -> int:
             return 3
         runner, workdir = "/sandbox/runner.py", "/tmp"
     else:
-        import tempfile
-
-        _call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        workdir = tempfile.mkdtemp(prefix="disha-unsafe-")
-        prog = workdir + "/prog.py"
-        runner = workdir + "/runner.py"
-        for path, text in ((runner, RUNNER.replace("/sandbox/prog.py", prog)), (prog, cfg["source"])):
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
+        runner, workdir = _unsafe_workdir(cfg["source"])
     mine, theirs = os.pipe()  # the marker channel, fd 3 in the program
     start = time.monotonic()
     pid = os.fork()
@@ -403,26 +406,7 @@ def _init_main(cfg: dict, out_w: int) -> int:
             os._exit(126)
     os.close(out_w)
     os.close(theirs)
-    pidfd = os.pidfd_open(pid)
-    poller = select.poll()
-    for fd in (pidfd, mine, 0):
-        poller.register(fd, select.POLLIN)
-    marker, returncode, timed_out = b"", None, False
-    while returncode is None:
-        left = start + cfg["timeout_s"] - time.monotonic()
-        if left <= 0:
-            timed_out = True
-            break
-        events = dict(poller.poll(left * 1000))
-        if mine in events:
-            data = os.read(mine, 64)
-            marker += data
-            if not data or len(marker) > 64:
-                poller.unregister(mine)
-        if 0 in events and not os.read(0, 1):
-            break  # the harness hung up (output limit, or it died)
-        if pidfd in events:
-            returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    marker, returncode, timed_out = _wait_program(pid, mine, start + cfg["timeout_s"])
     if isolate:
         try:
             os.kill(-1, signal.SIGKILL)  # from pid 1: every other process of the namespace
@@ -439,6 +423,48 @@ def _init_main(cfg: dict, out_w: int) -> int:
         pass
     _report(returncode=returncode, marker=marker == MARKER, timeout=timed_out)
     return 0
+
+
+def _unsafe_workdir(source: str) -> tuple[str, str]:
+    """Unsafe mode: become a child subreaper and write runner and program into a temporary folder."""
+    import tempfile
+
+    _call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    workdir = tempfile.mkdtemp(prefix="disha-unsafe-")
+    prog = workdir + "/prog.py"
+    runner = workdir + "/runner.py"
+    for path, text in ((runner, RUNNER.replace("/sandbox/prog.py", prog)), (prog, source)):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    return runner, workdir
+
+
+def _wait_program(pid: int, mine: int, deadline: float) -> tuple[bytes, int | None, bool]:
+    """Wait for the program until it exits, `deadline` passes or the harness hangs up (stdin).
+
+    Returns the marker bytes read from `mine` so far, the exit code (None if it did not exit)
+    and whether the deadline passed."""
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    for fd in (pidfd, mine, 0):
+        poller.register(fd, select.POLLIN)
+    marker, returncode, timed_out = b"", None, False
+    while returncode is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        events = dict(poller.poll(left * 1000))
+        if mine in events:
+            data = os.read(mine, 64)
+            marker += data
+            if not data or len(marker) > 64:
+                poller.unregister(mine)
+        if 0 in events and not os.read(0, 1):
+            break  # the harness hung up (output limit, or it died)
+        if pidfd in events:
+            returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return marker, returncode, timed_out
 
 
 def _kill_descendants() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from disha_bench.convergence import DEFAULT_EMA
 from disha_bench.errors import UserError, did_you_mean
 from disha_bench.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
 
@@ -136,7 +137,7 @@ class ConvergenceConfig(_Strict):
     targets: list[Union[float, str]] = Field(default_factory=list)
     """Target losses: absolute values (0.5) or relative ones ("final:lora" = the final loss of lora's
     runs on the same task). Steps and tokens to reach each one are recorded."""
-    ema: float = Field(0.9, ge=0, lt=1)
+    ema: float = Field(DEFAULT_EMA, ge=0, lt=1)
     """Smoothing factor of the exponential moving average applied to the loss curve."""
 
 

@@ -15,8 +15,9 @@ import pytest
 
 from disha_bench import eval_code
 from disha_bench.errors import UserError
-from disha_bench.humaneval import (evaluate_samples, load_problems, pass_at_k, read_samples,
-                                   truncate_completion)
+from disha_bench.humaneval import evaluate_samples, load_problems, pass_at_k, read_samples
+from disha_bench.tasks.base import cut_at_stop
+from disha_bench.tasks.code import STOPS
 
 FULL = os.environ.get("DISHA_FULL_TESTS") == "1"
 TOYS = [
@@ -63,13 +64,13 @@ def test_pass_at_1_is_the_pass_rate_and_bad_arguments_raise():
             pass_at_k(*bad)
 
 
-def test_truncate_completion():
+def test_completion_is_cut_at_the_first_code_stop():
     text = "    return x\n\ndef helper():\n    pass\n"
-    assert truncate_completion(text) == "    return x\n"
-    assert truncate_completion("    y = 1\n# comment\nprint(3)") == "    y = 1"
-    assert truncate_completion("    return 1\nif __name__ == '__main__':\n") == "    return 1"
-    assert truncate_completion("    return 1") == "    return 1"
-    assert truncate_completion("a STOP b STOP", stops=("STOP",)) == "a "
+    assert cut_at_stop(text, STOPS) == "    return x\n"
+    assert cut_at_stop("    y = 1\n# comment\nprint(3)", STOPS) == "    y = 1"
+    assert cut_at_stop("    return 1\nif __name__ == '__main__':\n", STOPS) == "    return 1"
+    assert cut_at_stop("    return 1", STOPS) == "    return 1"
+    assert cut_at_stop("a STOP b STOP", ("STOP",)) == "a "
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -171,6 +171,14 @@ def _spec(name, summary, params=LoraParams, init="default", rslora=False, dora=F
     return register(spec)
 
 
+def _from_decomposition(label: str) -> dict:
+    """Spec fields shared by the methods that start A, B from a decomposition of W and keep the
+    residual W frozen (PiSSA, OLoRA): they change the base weights, so the initial adapter is kept
+    and the saved adapter is converted to a plain LoRA one."""
+    return dict(check_module=_decomposition_check(label), after_apply=_keep_initial_adapter,
+                after_save=_save_as_plain_lora, modifies_base_weights=True)
+
+
 _spec("lora", "LoRA: W + (alpha/r) B A, A Kaiming, B zero")
 _spec("rslora", "rank-stabilised LoRA: scaling alpha/sqrt(r) (PEFT use_rslora)", params=RsLoraParams, rslora=True)
 _spec("dora", "DoRA: LoRA on the direction plus a trainable magnitude per output (PEFT use_dora)", dora=True)
@@ -179,19 +187,13 @@ _spec(
     "PiSSA: A, B from the top-r SVD of W, residual W kept frozen (PEFT init_lora_weights='pissa')",
     params=PissaParams,
     init="pissa",
-    check_module=_decomposition_check("PiSSA"),
-    after_apply=_keep_initial_adapter,
-    after_save=_save_as_plain_lora,
-    modifies_base_weights=True,
+    **_from_decomposition("PiSSA"),
 )
 _spec(
     "olora",
     "OLoRA: A, B from the QR decomposition of W, residual W kept frozen (PEFT init_lora_weights='olora')",
     init="olora",
-    check_module=_decomposition_check("OLoRA"),
-    after_apply=_keep_initial_adapter,
-    after_save=_save_as_plain_lora,
-    modifies_base_weights=True,
+    **_from_decomposition("OLoRA"),
 )
 _spec(
     "loraplus",

@@ -46,6 +46,48 @@ def _valid_for_all(spec: MethodSpec, shapes: Counter, params: dict) -> bool:
     return spec.check_module is None or all(spec.check_module(i, o, params) is None for (i, o) in shapes)
 
 
+def _matchable(label: str, name: str, target: str, labels: list[str], visiting: list[str], *,
+               file: str | None, key: str) -> MethodSpec:
+    """The spec of method `name` after checking that `label` may match `target`: a known label, no
+    cycle (`visiting` is the chain being resolved), and a method with a rank to choose."""
+    if target not in labels:
+        others = [lab for lab in labels if lab != label]
+        raise UserError(f"'{target}' is not a method label in this suite; {did_you_mean(target, others)}", file=file, key=key)
+    if target == label or target in visiting:
+        chain = " -> ".join(visiting + [target])
+        raise UserError(f"match_params forms a cycle: {chain}", file=file, key=key)
+    spec = REGISTRY.get(name)
+    if spec.rank is None:
+        raise UserError(f"method '{name}' has no rank to match", file=file, key=key)
+    return spec
+
+
+def _closest_rank(model: nn.Module, name: str, base: dict, target_count: int, *,
+                  file: str | None, key: str | None) -> tuple[int, int]:
+    """The rank (and the count it gives) of method `name` whose trainable count is closest to
+    `target_count`, over the ranks that suit every target module; ties go to the smaller rank."""
+    spec = REGISTRY.get(name)
+    shapes = shape_histogram(model, base)
+    if not shapes:
+        raise UserError(f"target_modules {base['target_modules']!r} match no linear module of the model",
+                        file=file, key=join_key(key, "target_modules"))
+    head = head_param_count(model)
+    best = None
+    top = max(max(i, o) for i, o in shapes)
+    for r in range(1, top + 1):
+        trial = dict(base, **{spec.rank: r})
+        if not _valid_for_all(spec, shapes, trial):
+            continue
+        count = sum(n * spec.module_count(i, o, trial) for (i, o), n in shapes.items()) + head
+        gap = abs(count - target_count)
+        if best is None or gap < best[0]:
+            best = (gap, r, count)
+    if best is None:
+        raise UserError(f"no value of '{spec.rank}' suits every target module of method '{name}' "
+                        f"(shapes {sorted(shapes)})", file=file, key=join_key(key, "match_params"))
+    return best[1], best[2]
+
+
 def resolve_matching(
     model: nn.Module,
     methods_in_suite: dict,
@@ -83,16 +125,8 @@ def resolve_matching(
         if target is None:
             resolved[label] = resolve_alpha(params)
             return resolved[label]
-        where = join_key(join_key(key, label), "match_params")
-        if target not in validated:
-            others = [lab for lab in validated if lab != label]
-            raise UserError(f"'{target}' is not a method label in this suite; {did_you_mean(target, others)}", file=file, key=where)
-        if target == label or target in visiting:
-            chain = " -> ".join(visiting + [target])
-            raise UserError(f"match_params forms a cycle: {chain}", file=file, key=where)
-        spec = REGISTRY.get(name)
-        if spec.rank is None:
-            raise UserError(f"method '{name}' has no rank to match", file=file, key=where)
+        spec = _matchable(label, name, target, list(validated), visiting, file=file,
+                          key=join_key(join_key(key, label), "match_params"))
         visiting.append(label)
         target_params = resolve(target)
         visiting.pop()
@@ -100,38 +134,11 @@ def resolve_matching(
         target_count = analytic_count(model, target_name, target_params)
 
         base = {k: v for k, v in params.items() if k != "match_params"}
-        shapes = shape_histogram(model, base)
-        if not shapes:
-            raise UserError(f"target_modules {base['target_modules']!r} match no linear module of the model", file=file, key=join_key(join_key(key, label), "target_modules"))
-        head = head_param_count(model)
-        best = None
-        top = max(max(i, o) for i, o in shapes)
-        for r in range(1, top + 1):
-            trial = dict(base, **{spec.rank: r})
-            if not _valid_for_all(spec, shapes, trial):
-                continue
-            count = sum(n * spec.module_count(i, o, trial) for (i, o), n in shapes.items()) + head
-            gap = abs(count - target_count)
-            if best is None or gap < best[0]:
-                best = (gap, r, count)
-        if best is None:
-            raise UserError(
-                f"no value of '{spec.rank}' suits every target module of method '{name}' "
-                f"(shapes {sorted(shapes)})",
-                file=file,
-                key=where,
-            )
-        _, r, count = best
+        r, count = _closest_rank(model, name, base, target_count, file=file, key=join_key(key, label))
         final = resolve_alpha(dict(base, **{spec.rank: r}))  # `alpha: 2r` follows the chosen r
         resolved[label] = final
-        result[label] = {
-            "param": spec.rank,
-            "value": r,
-            "count": count,
-            "target": target,
-            "target_count": target_count,
-            "params": final,
-        }
+        result[label] = {"param": spec.rank, "value": r, "count": count, "target": target,
+                         "target_count": target_count, "params": final}
         return final
 
     for label in validated:

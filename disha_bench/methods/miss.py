@@ -105,35 +105,16 @@ def _bat_zero3(model) -> None:
     register_zero3_parameters(model)
 
 
-bone = register(
-    MethodSpec(
-        name="bone",
-        summary="Bone (MiSS default): D (r, out) shared by the in/r column shards; y = Wx + (sum of input shards) D",
-        params=BoneParams,
-        build_config=_config(True),
-        module_count=lambda in_f, out_f, p: p["r"] * out_f,
-        check_module=_bone_check,
-    )
-)
-bone_mini = register(
-    MethodSpec(
-        name="bone-mini",
-        summary="Bone-mini (MiSS 'mini'): D (r, mini_r) repeated along the output; fewer parameters",
-        params=BoneMiniParams,
-        build_config=_config("mini"),
-        module_count=lambda in_f, out_f, p: p["r"] * p["mini_r"],
-        check_module=_mini_check,
-    )
-)
-bat = register(
-    MethodSpec(
-        name="bat",
-        summary="Bat (MiSS 'bat', the paper's old 'Bone'): W'_{a,b} = W_{a,b}(I + D_a) + D_a, D (out/r, r, r)",
-        params=BatParams,
-        build_config=_config("bat"),
-        module_count=lambda in_f, out_f, p: out_f * p["r"],
-        check_module=_bat_check,
-        after_apply=_bat_after_apply,
-        after_zero3_init=_bat_zero3,
-    )
-)
+def _spec(name: str, summary: str, params, variant, module_count, check_module, **hooks) -> MethodSpec:
+    """Register the MiSS variant `variant` (PEFT MissConfig.init_weights) as method `name`."""
+    return register(MethodSpec(name=name, summary=summary, params=params, build_config=_config(variant),
+                               module_count=module_count, check_module=check_module, **hooks))
+
+
+_spec("bone", "Bone (MiSS default): D (r, out) shared by the in/r column shards; y = Wx + (sum of input shards) D",
+      BoneParams, True, lambda in_f, out_f, p: p["r"] * out_f, _bone_check)
+_spec("bone-mini", "Bone-mini (MiSS 'mini'): D (r, mini_r) repeated along the output; fewer parameters",
+      BoneMiniParams, "mini", lambda in_f, out_f, p: p["r"] * p["mini_r"], _mini_check)
+_spec("bat", "Bat (MiSS 'bat', the paper's old 'Bone'): W'_{a,b} = W_{a,b}(I + D_a) + D_a, D (out/r, r, r)",
+      BatParams, "bat", lambda in_f, out_f, p: out_f * p["r"], _bat_check,
+      after_apply=_bat_after_apply, after_zero3_init=_bat_zero3)

@@ -8,7 +8,7 @@ The data is generated from a fixed seed, so every run of every method sees the s
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pydantic import Field
 
@@ -65,6 +65,18 @@ class GeneratedOptions(TaskOptions):
     """Generated evaluation examples."""
 
 
+def _generated(task: Task, make: Callable[..., list[dict]], config: dict[str, Any], key: str) -> tuple[list[dict], list[dict]]:
+    """Train and evaluation records from `make(n, seed=...)` (fixed seeds 1 and 2, so both splits
+    are the same on every machine), each subsampled by the suite's limits; the held-out pool (seed 3)
+    without the examples that training also holds (the templates repeat)."""
+    train = make(config["train_size"], seed=1)
+    evaluation = make(config["eval_size"], seed=2)
+    seed = config["sample_seed"]
+    train = subsample(train, config["train_limit"], seed)
+    task._heldout_pool = unseen(make(HELDOUT_SIZE, seed=3), train, key)
+    return train, subsample(evaluation, config["eval_limit"], seed)
+
+
 @register
 class SyntheticSentiment(Task):
     name = "synthetic-sentiment"
@@ -76,12 +88,7 @@ class SyntheticSentiment(Task):
     heldout_source = HELDOUT_SOURCE
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
-        train = _sentiment_records(config["train_size"], seed=1)
-        evaluation = _sentiment_records(config["eval_size"], seed=2)
-        seed = config["sample_seed"]
-        train = subsample(train, config["train_limit"], seed)
-        self._heldout_pool = unseen(_sentiment_records(HELDOUT_SIZE, seed=3), train, "text")
-        return train, subsample(evaluation, config["eval_limit"], seed)
+        return _generated(self, _sentiment_records, config, "text")
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         return encode_text_classification(tokenizer, record["text"], record["label"], max_length)
@@ -122,12 +129,7 @@ class SyntheticArith(Task):
     heldout_source = HELDOUT_SOURCE
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
-        train = _arith_records(config["train_size"], seed=1)
-        evaluation = _arith_records(config["eval_size"], seed=2)
-        seed = config["sample_seed"]
-        train = subsample(train, config["train_limit"], seed)
-        self._heldout_pool = unseen(_arith_records(HELDOUT_SIZE, seed=3), train, "question")
-        return train, subsample(evaluation, config["eval_limit"], seed)
+        return _generated(self, _arith_records, config, "question")
 
     @staticmethod
     def prompt(record: dict) -> str:
