@@ -48,6 +48,16 @@ PAUSE_ENV = "DISHA_BENCH_PAUSE_AT_STEP"
 checkpoint of that step) until a stop signal arrives, so a test can kill the run at a known step."""
 
 
+GRACE_ENV = "DISHA_BENCH_STOP_GRACE_S"
+DEFAULT_GRACE_S = 120.0
+
+
+def stop_grace_s() -> float:
+    """Seconds a stopping runner gives its workers to save a checkpoint before SIGKILL
+    ($DISHA_BENCH_STOP_GRACE_S, `disha-bench run --stop-grace`; default 120)."""
+    return float(os.environ.get(GRACE_ENV) or DEFAULT_GRACE_S)
+
+
 def checkpoints_root(results_dir: Path, run_id: str) -> Path:
     """Where the checkpoints of one run live."""
     return Path(results_dir) / ".runs" / run_id / "checkpoints"

@@ -22,12 +22,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from disha_bench import distributed, worker
+from disha_bench import checkpoint, distributed, worker
 from disha_bench.errors import UserError
-from disha_bench.results import FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result
+from disha_bench.ownership import RunLock, lock_path
+from disha_bench.results import (
+    BUDGET_STOPPED, COMPLETE, FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result,
+)
 from disha_bench.suite import Suite, expand_runs, load_suite, method_table
 
 WORKER_MODULE = "disha_bench.training"
+INTERRUPTED = "interrupted"
+"""Outcome (never a result status) of a run stopped by a signal after saving a checkpoint."""
+ELSEWHERE = "running elsewhere"
+"""Outcome of a run another process owns (its lock file is held)."""
 
 
 def run_suite(
@@ -40,6 +47,7 @@ def run_suite(
     fresh: bool = False,
     data_dir: str | None = None,
     command: str = "",
+    write_report: bool = True,
 ) -> int:
     """Run every selected run of the suite; 0 when all succeeded, 1 when some failed or diverged."""
     suite, _ = load_suite(suite_path, list(overrides))
@@ -54,6 +62,7 @@ def run_suite(
     results_dir = Path(out) if out else Path("results") / suite.name
     if fresh:
         _set_aside(results_dir, [run["run_id"] for run in runs] if only else None)
+        checkpoint.discard(results_dir, [run["run_id"] for run in runs])
     table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
     data_dir = _data_dir(data_dir)
     fork = worker.can_fork(nproc, hostfile)
@@ -65,6 +74,11 @@ def run_suite(
         if previous is not None and previous.run.status in FINAL_STATUSES:
             print(f"[{index}/{len(runs)}] {run['run_id']}: {previous.run.status}, skipped", flush=True)
             outcomes.append(previous.run.status)
+            continue
+        lock = RunLock(lock_path(results_dir, run["run_id"]))
+        if not lock.acquire():
+            print(f"[{index}/{len(runs)}] {run['run_id']}: {ELSEWHERE} ({lock.holder.describe()}), skipped", flush=True)
+            outcomes.append(ELSEWHERE)
             continue
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
@@ -79,13 +93,18 @@ def run_suite(
             "data_dir": data_dir,
             "command": command,
         }
-        status = _launch(spec, results_dir, nproc, hostfile, fork)
+        try:
+            status = _launch(spec, results_dir, nproc, hostfile, fork)
+        finally:
+            lock.release()
+        if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
+            checkpoint.discard(results_dir, [run["run_id"]])
         outcomes.append(status)
         print(f"[{index}/{len(runs)}] {run['run_id']}: {status}", flush=True)
 
-    if suite.output.report:
+    if suite.output.report and write_report:
         _write_report(suite, results_dir, command)
-    failed = [s for s in outcomes if s != "complete"]
+    failed = [s for s in outcomes if s not in (COMPLETE, BUDGET_STOPPED, ELSEWHERE)]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
     return 1 if failed else 0
 
@@ -110,6 +129,7 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
                 distributed.launch_command(WORKER_MODULE, args, nproc, hostfile), stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, preexec_fn=worker.die_with_parent,
             )
+        worker.RUNNING.add(proc)
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -119,9 +139,15 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
         except BaseException:
             _kill_tree(proc)
             raise
+        finally:
+            worker.RUNNING.discard(proc)
     result = read_result(Path(spec["result_path"]))
     if result is not None and result.run.finished_at >= datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"):
         return result.run.status
+    saved = _checkpoint_on_signal_since(results_dir, spec["run_id"], started)
+    if saved is not None:  # stopped by a signal after saving: a re-run resumes, nothing failed
+        print(f"   {spec['run_id']}: stopped by a signal at step {saved}, checkpoint saved; re-run to resume", flush=True)
+        return INTERRUPTED
     # The worker died before writing (killed, out of memory, a rank crashed): record why.
     tail = _last_lines(log_path, 3)
     info = RunInfo(
@@ -134,10 +160,21 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
     return FAILED
 
 
+def _checkpoint_on_signal_since(results_dir: Path, run_id: str, started: float) -> int | None:
+    """The step of a checkpoint this launch saved because of a stop signal, else None."""
+    found = checkpoint.latest(checkpoint.checkpoints_root(results_dir, run_id))
+    if found is None:
+        return None
+    marker = checkpoint.read_marker(found)
+    return marker["step"] if marker["reason"] == "signal" and marker["saved_at"] >= started else None
+
+
 def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM the worker group, then SIGKILL after the grace period: a training worker uses the
+    grace to save a checkpoint (torchrun forwards the signal and waits as long)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        proc.wait(timeout=checkpoint.stop_grace_s())
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -51,6 +51,9 @@ def can_fork(nproc: int, hostfile: str | None) -> bool:
 
 
 _fork_server: multiprocessing.context.BaseContext | None = None
+RUNNING: set = set()
+"""Worker processes (Popen or ForkedWorker) the runner is waiting for: a scheduler's preemption
+handler (launchers.slurm) forwards its stop signal to them."""
 
 
 def is_preloaded() -> bool:
