@@ -37,7 +37,9 @@ def main() -> None:
 
     from disha_bench import convergence, methods, models
     from disha_bench.tasks.base import collate
-    from disha_bench.training import deepspeed_config, train_step
+    from disha_bench.suite import TrainingConfig
+    from disha_bench.training.ds_config import deepspeed_config
+    from disha_bench.training.loop import train_step
 
     torch.manual_seed(0)
     distributed.skip_cpu_shm_build()
@@ -47,8 +49,7 @@ def main() -> None:
     model = methods.apply(models.load_model(args.model, "causal_lm"), args.method, r=args.r)
     vocab = model.config.vocab_size
     features = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, vocab, (args.batch, args.length)).tolist()]
-    train_cfg = {"batch_size": args.batch, "grad_accum": 1, "grad_clip": 1.0, "zero_stage": args.zero_stage,
-                 "precision": "fp32", "deepspeed": {}}
+    train_cfg = TrainingConfig(batch_size=args.batch, grad_accum=1, grad_clip=1.0, zero_stage=args.zero_stage, precision="fp32")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(train_cfg, 1))
     fixed_batch = collate(features, tokenizer.pad_token_id)

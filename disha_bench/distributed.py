@@ -98,3 +98,13 @@ def gather_objects(items: list[Any]) -> list[list[Any]]:
     gathered: list[Any] = [None] * world_size()
     torch.distributed.all_gather_object(gathered, items)
     return gathered
+
+
+LOG_PREFIX = "[disha]"
+"""Lines a worker prints with this prefix are progress the runner shows; everything goes to the log."""
+
+
+def log(message: str) -> None:
+    """A progress line, printed by rank 0 only."""
+    if rank() == 0:
+        print(f"{LOG_PREFIX} {message}", flush=True)

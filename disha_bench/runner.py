@@ -20,17 +20,18 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from disha_bench import checkpoint, distributed, worker
 from disha_bench.errors import UserError
 from disha_bench.ownership import RunLock, lock_path
 from disha_bench.results import (
-    BUDGET_STOPPED, COMPLETE, FAILED, FINAL_STATUSES, RunInfo, RunResult, read_result, write_json_atomic, write_result,
+    BUDGET_STOPPED, COMPLETE, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result,
 )
-from disha_bench.suite import Suite, expand_runs, load_suite, method_table
+from disha_bench.suite import Suite, expand_runs, load_suite
+from disha_bench.training.spec import RunSpec
 
 WORKER_MODULE = "disha_bench.training"
+"""`python -m` module of a worker (its __main__ runs training/launch.py)."""
 INTERRUPTED = "interrupted"
 """Outcome (never a result status) of a run stopped by a signal after saving a checkpoint."""
 ELSEWHERE = "running elsewhere"
@@ -61,46 +62,43 @@ def run_suite(
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
     results_dir = Path(out) if out else Path("results") / suite.name
     if fresh:
-        _set_aside(results_dir, [run["run_id"] for run in runs] if only else None)
-        checkpoint.discard(results_dir, [run["run_id"] for run in runs])
-    table = {label: {"name": name, "params": params} for label, (name, params) in method_table(suite).items()}
+        _set_aside(results_dir, [run.run_id for run in runs] if only else None)
+        checkpoint.discard(results_dir, [run.run_id for run in runs])
     data_dir = _data_dir(data_dir)
     fork = worker.can_fork(nproc, hostfile)
 
     outcomes: list[str] = []
     for index, run in enumerate(runs, 1):
-        result_path = results_dir / f"{run['run_id']}.json"
+        result_path = results_dir / f"{run.run_id}.json"
         previous = read_result(result_path)
         if previous is not None and previous.run.status in FINAL_STATUSES:
-            print(f"[{index}/{len(runs)}] {run['run_id']}: {previous.run.status}, skipped", flush=True)
+            print(f"[{index}/{len(runs)}] {run.run_id}: {previous.run.status}, skipped", flush=True)
             outcomes.append(previous.run.status)
             continue
-        lock = RunLock(lock_path(results_dir, run["run_id"]))
+        lock = RunLock(lock_path(results_dir, run.run_id))
         if not lock.acquire():
-            print(f"[{index}/{len(runs)}] {run['run_id']}: {ELSEWHERE} ({lock.holder.describe()}), skipped", flush=True)
+            print(f"[{index}/{len(runs)}] {run.run_id}: {ELSEWHERE} ({lock.holder.describe()}), skipped", flush=True)
             outcomes.append(ELSEWHERE)
             continue
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()
-        print(f"[{index}/{len(runs)}] {run['run_id']}: starting", flush=True)
-        spec = {
-            **run,
-            "methods_table": table,
-            "convergence": suite.convergence.model_dump(),
+        print(f"[{index}/{len(runs)}] {run.run_id}: starting", flush=True)
+        spec = run.model_copy(update={
             "result_path": str(result_path.resolve()),
-            "adapter_dir": str((results_dir / "adapters" / run["run_id"]).resolve()) if suite.output.save_adapter else None,
+            "adapter_dir": str((results_dir / "adapters" / run.run_id).resolve()) if suite.output.save_adapter else None,
+            "keep_adapter": suite.output.save_adapter,
             "data_dir": data_dir,
             "command": command,
-        }
+        })
         try:
             status = _launch(spec, results_dir, nproc, hostfile, fork)
         finally:
             lock.release()
         if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
-            checkpoint.discard(results_dir, [run["run_id"]])
+            checkpoint.discard(results_dir, [run.run_id])
         outcomes.append(status)
-        print(f"[{index}/{len(runs)}] {run['run_id']}: {status}", flush=True)
+        print(f"[{index}/{len(runs)}] {run.run_id}: {status}", flush=True)
 
     if suite.output.report and write_report:
         _write_report(suite, results_dir, command)
@@ -109,20 +107,20 @@ def run_suite(
     return 1 if failed else 0
 
 
-def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:
+def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:
     """Start one run's worker(s), stream its progress lines, and make sure a result file exists."""
     work = results_dir / ".runs"
     work.mkdir(parents=True, exist_ok=True)
-    spec_path = work / f"{spec['run_id']}.spec.json"
-    write_json_atomic(spec_path, spec)
-    log_path = work / f"{spec['run_id']}.log"
+    spec_path = work / f"{spec.run_id}.spec.json"
+    write_json_atomic(spec_path, spec.model_dump(mode="json"))
+    log_path = work / f"{spec.run_id}.log"
     args, env = [str(spec_path.resolve())], distributed.launch_env(nproc)
     started = time.time()
     with open(log_path, "w", buffering=1) as log:  # line-buffered: tail -f works
         if fork:
-            from disha_bench import training
+            from disha_bench.training import launch
 
-            proc = worker.ForkedWorker(training.main, args, env)
+            proc = worker.ForkedWorker(launch.main, args, env)
         else:
             # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
             proc = subprocess.Popen(
@@ -141,22 +139,17 @@ def _launch(spec: dict[str, Any], results_dir: Path, nproc: int, hostfile: str |
             raise
         finally:
             worker.RUNNING.discard(proc)
-    result = read_result(Path(spec["result_path"]))
+    result = read_result(Path(spec.result_path))
     if result is not None and result.run.finished_at >= datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"):
         return result.run.status
-    saved = _checkpoint_on_signal_since(results_dir, spec["run_id"], started)
+    saved = _checkpoint_on_signal_since(results_dir, spec.run_id, started)
     if saved is not None:  # stopped by a signal after saving: a re-run resumes, nothing failed
-        print(f"   {spec['run_id']}: stopped by a signal at step {saved}, checkpoint saved; re-run to resume", flush=True)
+        print(f"   {spec.run_id}: stopped by a signal at step {saved}, checkpoint saved; re-run to resume", flush=True)
         return INTERRUPTED
     # The worker died before writing (killed, out of memory, a rank crashed): record why.
     tail = _last_lines(log_path, 3)
-    info = RunInfo(
-        run_id=spec["run_id"], suite=spec["suite"], task=spec["task"]["name"], method=spec["method"]["label"],
-        seed=spec["seed"], status=FAILED, error=f"worker exited with code {proc.returncode}: {tail}",
-        config={k: spec[k] for k in ("model", "task", "method", "training", "evaluation", "seed", "world_size")},
-        wall_time_s=time.time() - started, world_size=spec["world_size"],
-    )
-    write_result(Path(spec["result_path"]), RunResult(run=info))
+    info = spec.run_info(FAILED, f"worker exited with code {proc.returncode}: {tail}", started)
+    write_result(Path(spec.result_path), RunResult(run=info))
     return FAILED
 
 
@@ -187,11 +180,11 @@ def _last_lines(path: Path, count: int) -> str:
     return " | ".join(lines[-count:])[-600:]
 
 
-def _selected(run: dict[str, Any], patterns: list[str]) -> bool:
+def _selected(run: RunSpec, patterns: list[str]) -> bool:
     """--only matches the run id or `task/method` (e.g. 'gsm8k/bone', '*/lora*', 'sst2-*-s0-*')."""
     if not patterns:
         return True
-    names = (run["run_id"], f"{run['task']['name']}/{run['method']['label']}")
+    names = (run.run_id, f"{run.task.name}/{run.method.label}")
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns for name in names)
 
 

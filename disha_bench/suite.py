@@ -8,17 +8,18 @@ configuration, so editing one method re-runs only that method's runs.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from disha_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from disha_bench.training.spec import MethodEntry, RunSpec
 
 
 class _Strict(BaseModel):
@@ -333,30 +334,29 @@ def _describe_error(error: dict) -> str:
 # Expansion into runs
 
 
-def expand_runs(suite: Suite, world_size: int = 1) -> list[dict[str, Any]]:
-    """One resolved run configuration per task x method x seed, each with a stable `run_id`."""
+def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
+    """One typed run spec per task x method x seed, each with a stable `run_id`."""
     from disha_bench import methods, tasks
+    # Imported here: the run spec's module imports this one for the section models.
+    from disha_bench.training.spec import MethodEntry, RunAnalysis, RunMethod, RunSpec
 
+    table = method_table(suite)
+    analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets))
     runs = []
     for task_cfg in suite.tasks:
         task = tasks.get(task_cfg.name)
-        task_resolved = {**task.options, **task_cfg.model_dump()}
+        task_resolved = TaskConfig.model_validate({**task.options, **task_cfg.model_dump()})
         for method_cfg in suite.methods:
             params = methods.validate_params(method_cfg.name, dict(method_cfg.model_extra or {}))
-            label = method_cfg.label or method_cfg.name
+            method = RunMethod(name=method_cfg.name, label=method_cfg.label or method_cfg.name, params=params)
+            training = suite.training.model_copy(update={"lr": method_cfg.lr} if method_cfg.lr else {}, deep=True)
             for seed in suite.seeds:
-                config = {
-                    "model": suite.model.model_dump(),
-                    "task": copy.deepcopy(task_resolved),
-                    "method": {"name": method_cfg.name, "label": label, "params": params},
-                    "training": {**suite.training.model_dump(), **({"lr": method_cfg.lr} if method_cfg.lr else {})},
-                    "evaluation": suite.evaluation.model_dump(),
-                    "seed": seed,
-                    "world_size": world_size,
-                }
-                digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-                run_id = f"{task_cfg.name}-{label}-s{seed}-{digest}"
-                runs.append({"run_id": run_id, "suite": suite.name, **config})
+                spec = RunSpec(
+                    suite=suite.name, model=suite.model, task=task_resolved, method=method, training=training,
+                    evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
+                    convergence=suite.convergence, analysis=analysis,
+                )
+                runs.append(spec.with_id())
     return runs
 
 
@@ -366,8 +366,10 @@ def reference_label(suite: Suite) -> str:
     return suite.analysis.reference or first.label or first.name
 
 
-def method_table(suite: Suite) -> dict[str, tuple[str, dict]]:
-    """label -> (method name, params as written): what parameter matching needs. The params are
-    left unvalidated here because validation fills in a default rank, and a method may not carry
-    both a rank and `match_params`."""
-    return {(m.label or m.name): (m.name, dict(m.model_extra or {})) for m in suite.methods}
+def method_table(suite: Suite) -> dict[str, "MethodEntry"]:
+    """label -> the method as written: what parameter matching needs. The params are left
+    unvalidated here because validation fills in a default rank, and a method may not carry both a
+    rank and `match_params`."""
+    from disha_bench.training.spec import MethodEntry
+
+    return {(m.label or m.name): MethodEntry(name=m.name, params=dict(m.model_extra or {})) for m in suite.methods}

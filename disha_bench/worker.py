@@ -32,7 +32,7 @@ PRELOADED = (
     # deepspeed.initialize imports this on every call (it pulls in torch._inductor: ~1 minute on 2 cores).
     "deepspeed.runtime.zero.muon.muon_optimizer",
     "transformers.models.llama.modeling_llama", "transformers.models.bert.modeling_bert",
-    "disha_bench.training", "disha_bench.methods", "disha_bench.tasks", "disha_bench.models",
+    "disha_bench.training.recipe", "disha_bench.methods", "disha_bench.tasks", "disha_bench.models",
     "disha_bench.convergence", "disha_bench.memory",
 )
 

@@ -87,7 +87,7 @@ def _reloaded_loss(out: Path, result) -> float:
     from peft import PeftModel
 
     from disha_bench import models, tasks
-    from disha_bench.training import validation_loss
+    from disha_bench.training.evaluation import validation_loss
 
     saved = out / "adapters" / result.run.run_id
     config = result.run.config

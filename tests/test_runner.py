@@ -102,7 +102,7 @@ def _assert_adapter_reloads_to_trained_loss(out: Path, result) -> None:
     from peft import PeftModel
 
     from disha_bench import models, tasks
-    from disha_bench.training import validation_loss
+    from disha_bench.training.evaluation import validation_loss
 
     adapter = out / "adapters" / result.run.run_id
     assert (adapter / "adapter_config.json").exists()

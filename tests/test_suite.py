@@ -117,9 +117,9 @@ def test_validate_ok_counts_runs(tmp_path, capsys):
 def test_run_ids_are_stable_and_local_to_the_edited_method(tmp_path):
     suite_path = tmp_path / "s.yaml"
     suite_path.write_text(yaml.safe_dump(GOOD))
-    before = {r["run_id"] for r in expand_runs(load_suite(suite_path)[0])}
-    again = {r["run_id"] for r in expand_runs(load_suite(suite_path)[0])}
-    after = {r["run_id"] for r in expand_runs(load_suite(suite_path, ["methods.0.r=8"])[0])}
+    before = {r.run_id for r in expand_runs(load_suite(suite_path)[0])}
+    again = {r.run_id for r in expand_runs(load_suite(suite_path)[0])}
+    after = {r.run_id for r in expand_runs(load_suite(suite_path, ["methods.0.r=8"])[0])}
     assert before == again and len(before) == 6
     changed = before - after
     assert len(changed) == 2 and all("-lora-" in run_id for run_id in changed)
@@ -128,10 +128,10 @@ def test_run_ids_are_stable_and_local_to_the_edited_method(tmp_path):
 def test_a_method_lr_replaces_training_lr_for_that_method_only(tmp_path):
     suite_path = tmp_path / "s.yaml"
     suite_path.write_text(yaml.safe_dump(GOOD))
-    before = {r["run_id"]: r["training"]["lr"] for r in expand_runs(load_suite(suite_path)[0])}
+    before = {r.run_id: r.training.lr for r in expand_runs(load_suite(suite_path)[0])}
     runs = expand_runs(load_suite(suite_path, ["methods.2.lr=1e-5"])[0])
-    assert {r["training"]["lr"] for r in runs if r["method"]["name"] == "bat"} == {1e-5}
-    assert all(before.get(r["run_id"]) == r["training"]["lr"] for r in runs if r["method"]["name"] != "bat")
+    assert {r.training.lr for r in runs if r.method.name == "bat"} == {1e-5}
+    assert all(before.get(r.run_id) == r.training.lr for r in runs if r.method.name != "bat")
 
 
 def test_committed_suites_validate(capsys):

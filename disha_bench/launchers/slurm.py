@@ -104,13 +104,13 @@ def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
     results_dir = (Path(out) if out else Path("results") / suite.name).resolve()
     if fresh:
-        runner._set_aside(results_dir, [run["run_id"] for run in runs] if only else None)
-        checkpoint.discard(results_dir, [run["run_id"] for run in runs])
+        runner._set_aside(results_dir, [run.run_id for run in runs] if only else None)
+        checkpoint.discard(results_dir, [run.run_id for run in runs])
     executor = make_executor(launcher, options, results_dir / ".submitit")
     data_dir = runner._data_dir(data_dir)
     jobs = []
     for run in runs:
-        run_id = run["run_id"]
+        run_id = run.run_id
         reason = _not_submitted_because(results_dir, run_id, launcher)
         if reason:
             print(f"{run_id}: {reason}, not submitted", flush=True)

@@ -1,0 +1,92 @@
+"""The fit loop: optimizer steps over the sampler's batches until the budget or a divergence.
+
+    python -m pytest -q tests/test_runner.py -k bitwise
+
+All that the loop carries from one step to the next is in `FitState` (step, sampler position, step
+log, outcome, training time), so a checkpoint of the state plus the engine continues the run exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from disha_bench import convergence, distributed
+from disha_bench.results import COMPLETE, DIVERGED, StepLog
+from disha_bench.suite import TrainingConfig
+from disha_bench.tasks.base import collate
+from disha_bench.training.sampler import GlobalBatches
+
+
+@dataclass
+class FitState:
+    """Everything the loop carries between steps."""
+
+    sampler: GlobalBatches
+    """The data order and where it stands."""
+    step: int = 0
+    """Optimizer steps done."""
+    steps: list[StepLog] = field(default_factory=list)
+    """One entry per optimizer step done."""
+    status: str = COMPLETE
+    """COMPLETE while training goes on; DIVERGED when the loss exploded."""
+    error: str | None = None
+    """Why training stopped early, else None."""
+    stopped_at_step: int | None = None
+    """Step at which training stopped early, else None."""
+    train_time_s: float = 0.0
+    """Seconds spent in optimizer steps (what a user pays; anything measured between steps excluded)."""
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens so far, all ranks."""
+        return sum(s.tokens for s in self.steps)
+
+
+def fit(engine, features: list[dict], pad_id: int, state: FitState, training: TrainingConfig, device,
+        name: str, between_steps: Callable[[FitState], None] | None = None) -> FitState:
+    """Train from `state.step` to `training.max_steps`; `between_steps(state)` runs after each step,
+    outside the timed part (held-out evaluation, checkpoints)."""
+    engine.train()
+    for step in range(state.step + 1, training.max_steps + 1):
+        started = time.perf_counter()
+        micro_batches = [collate([features[i] for i in state.sampler.next()], pad_id) for _ in range(training.grad_accum)]
+        log = train_step(engine, micro_batches, step, device)
+        state.steps.append(log)
+        state.step = step
+        if step == 1 or step % max(1, training.max_steps // 10) == 0:
+            distributed.log(f"{name}: step {step}/{training.max_steps} loss {log.loss:.4f} lr {log.lr:.2e}")
+        diverged = convergence.is_diverged(log.loss, state.steps[0].loss, training.divergence_factor)
+        state.train_time_s += time.perf_counter() - started
+        if diverged:
+            state.status, state.stopped_at_step = DIVERGED, step
+            state.error = f"diverged at step {step}: loss {log.loss} (first loss {state.steps[0].loss:.4f})"
+            distributed.log(f"{name}: {state.error}")
+            break
+        if between_steps is not None:
+            between_steps(state)
+            engine.train()
+    return state
+
+
+def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
+    """One optimizer step over the micro-batches (gradient accumulation), logged across ranks."""
+    start = time.perf_counter()
+    lr = engine.get_lr()[0]
+    loss_sum, tokens = 0.0, 0
+    for batch in micro_batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+        loss_sum += loss.item()
+        tokens += int(batch["attention_mask"].sum())
+    loss_sum, tokens = distributed.all_reduce_sum([loss_sum, tokens], device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    norm = engine.get_global_grad_norm()
+    mean_loss = loss_sum / (len(micro_batches) * distributed.world_size())
+    return StepLog(step, mean_loss, lr, float(norm) if norm is not None else None, int(tokens), time.perf_counter() - start)

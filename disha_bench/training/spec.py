@@ -1,0 +1,130 @@
+"""The run spec: everything one run needs, written by the runner, read by the worker.
+
+    disha-bench run suites/smoke.yaml      # writes results/smoke/.runs/<run-id>.spec.json per run
+    python -m disha_bench.training results/smoke/.runs/<run-id>.spec.json
+
+`suite.expand_runs` builds one RunSpec per run from the typed suite; the runner adds where to write
+(`RunSpec.for_launch`) and saves it as JSON; the worker validates it back into the same model. The
+resolved configuration (`config()`) is what the run id hashes and what the result records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from disha_bench.results import RunInfo
+from disha_bench.suite import ConvergenceConfig, EvaluationConfig, ModelConfig, TaskConfig, TrainingConfig
+
+UNADAPTED = "none"
+"""Method name of the reference run: the base model evaluated as it is, nothing trained."""
+UNADAPTED_LABEL = "unadapted"
+"""Its label in results and reports."""
+
+
+class MethodEntry(BaseModel):
+    """One method of the suite as written: what parameter matching needs to size another method."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    """Registered method name (`disha-bench list methods`), or `none` for the unadapted reference."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Its parameters as written in the suite (a `match_params` still unresolved)."""
+
+
+class RunMethod(MethodEntry):
+    """The method of this run."""
+
+    label: str
+    """Its label in the suite (results and leaderboards use it)."""
+
+
+class RunAnalysis(BaseModel):
+    """Suite-level analysis settings recorded with the run (not part of its id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: Optional[str] = None
+    """Label of the method every other is compared with."""
+    targets: list[Any] = Field(default_factory=list)
+    """The suite's convergence targets."""
+
+
+class RunSpec(BaseModel):
+    """One run: the resolved configuration, the suite context it needs, and where to write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = ""
+    """`<task>-<method label>-s<seed>-<hash of config()>`; set by `with_id`."""
+    suite: str
+    """Suite name."""
+    model: ModelConfig
+    """The base model."""
+    task: TaskConfig
+    """The task with its options resolved (task defaults, then the suite's values)."""
+    method: RunMethod
+    """The method with its validated parameters."""
+    training: TrainingConfig
+    """Training settings, the method's own `lr` already applied."""
+    evaluation: EvaluationConfig
+    """Evaluation settings."""
+    seed: int
+    """Seed of this run."""
+    world_size: int = 1
+    """Ranks the run trains on."""
+    methods: dict[str, MethodEntry] = Field(default_factory=dict)
+    """Every method of the suite by label: `match_params` sizes this run's method against them."""
+    convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
+    """Targets and smoothing of the training-curve summary."""
+    analysis: RunAnalysis = Field(default_factory=RunAnalysis)
+    """Reference label and targets, recorded in RunInfo.analysis."""
+    result_path: str = ""
+    """Where rank 0 writes the result file (set by the runner)."""
+    adapter_dir: Optional[str] = None
+    """Where the trained adapter is saved before evaluation (set by the runner)."""
+    keep_adapter: bool = False
+    """Keep the adapter after a successful evaluation (`output.save_adapter`)."""
+    data_dir: Optional[str] = None
+    """The data directory (--data-dir or DISHA_BENCH_DATA)."""
+    command: str = ""
+    """The command line that started the suite."""
+
+    def config(self) -> dict[str, Any]:
+        """The resolved run configuration: hashed into the run id, recorded as RunInfo.config."""
+        return {
+            "model": self.model.model_dump(), "task": self.task.model_dump(),
+            "method": {"name": self.method.name, "label": self.method.label, "params": self.method.params},
+            "training": self.training.model_dump(), "evaluation": self.evaluation.model_dump(),
+            "seed": self.seed, "world_size": self.world_size,
+        }
+
+    def with_id(self) -> "RunSpec":
+        digest = hashlib.sha1(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return self.model_copy(update={"run_id": f"{self.task.name}-{self.method.label}-s{self.seed}-{digest}"})
+
+    @property
+    def is_unadapted(self) -> bool:
+        """The reference run: nothing is trained, the base model is evaluated once."""
+        return self.method.name == UNADAPTED
+
+    def run_info(self, status: str, error: str | None = None, started: float | None = None,
+                 world_size: int | None = None) -> RunInfo:
+        """The result's identity block; the worker and the runner (when a worker died) both use it."""
+        now = time.time()
+        started = now if started is None else started
+        return RunInfo(
+            run_id=self.run_id, suite=self.suite, task=self.task.name, method=self.method.label, seed=self.seed,
+            status=status, error=error, config=self.config(),
+            started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+            finished_at=datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+            wall_time_s=now - started, world_size=world_size or self.world_size,
+            analysis=self.analysis.model_dump(), node=socket.gethostname(),
+        )
