@@ -44,8 +44,9 @@ STATE_FILE = "state.json"
 DS_TAG = "ds"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 PAUSE_ENV = "DISHA_BENCH_PAUSE_AT_STEP"
-"""Fault-injection hook for tests: every rank waits after this optimizer step (after any
-checkpoint of that step) until a stop signal arrives, so a test can kill the run at a known step."""
+"""Fault-injection hook for tests, `STEP` or `STEP:RUN-ID-GLOB`: every rank of a matching run waits
+after this optimizer step, before any checkpoint of it, until a stop signal arrives, so that a test
+can kill the run at a known step."""
 
 
 GRACE_ENV = "DISHA_BENCH_STOP_GRACE_S"
@@ -93,28 +94,18 @@ def discard(results_dir: Path, run_ids: list[str]) -> None:
 
 @dataclass
 class Progress:
-    """What a checkpoint carries besides DeepSpeed's tensors: enough to continue the run's record
-    exactly where it stopped, so that the resumed result equals an uninterrupted one."""
+    """What a checkpoint carries besides DeepSpeed's tensors and the RNGs: enough to continue the
+    run's record exactly where it stopped, so that the resumed result equals an uninterrupted one."""
 
     step: int
     """Optimizer steps done."""
     sampler: dict[str, Any]
     """The data order's position (`GlobalBatches.state_dict()`)."""
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    """The step log so far (StepLog as dicts)."""
-    heldout_points: list[dict[str, Any]] = field(default_factory=list)
-    """Held-out points so far (HeldOutPoint as dicts; their train_time_s already cumulative)."""
-    train_time_s: float = 0.0
-    """Seconds of training over every segment so far (held-out evaluation and checkpoints excluded)."""
-    heldout_eval_time_s: float = 0.0
-    """Seconds of held-out evaluation so far."""
-    tokens: int = 0
-    """Training tokens so far (all ranks)."""
-    finished: str | None = None
-    """Set when training ended before this checkpoint (the status, e.g. `complete`,
-    `stopped_by_budget`): a resumed run goes straight to evaluation."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Anything else the recipe wants back (e.g. where divergence is measured from)."""
+    fit: dict[str, Any] = field(default_factory=dict)
+    """The fit loop's carried state as JSON (step log, held-out points, training time, outcome):
+    `training.resume.fit_state_to_json`."""
+    finished: bool = False
+    """Training had ended when this checkpoint was saved: a resumed run goes straight to evaluation."""
 
 
 class Stateful(Protocol):
@@ -157,11 +148,11 @@ class StopSignals:
 class Checkpointer:
     """Checkpoints of one run. Every method that touches DeepSpeed is collective: call it on all ranks."""
 
-    def __init__(self, root: Path, every: int | None, exclude_frozen: bool, keep: bool = False):
-        self.root, self.every, self.exclude_frozen, self.keep = Path(root), every, exclude_frozen, keep
+    def __init__(self, root: Path, every: int | None, exclude_frozen: bool, run_id: str = ""):
+        self.root, self.every, self.exclude_frozen = Path(root), every, exclude_frozen
         self.signals = StopSignals()
         self.resumed_from: int | None = None
-        self._pause_at = int(os.environ.get(PAUSE_ENV, "0") or 0)
+        self._pause_at = _pause_step(run_id)
 
     # ---- resuming ----------------------------------------------------------------------------
 
@@ -232,6 +223,30 @@ class Checkpointer:
     def finish(self) -> None:
         """Training is over: stop signals kill again (nothing left to save mid-step)."""
         self.signals.restore()
+
+
+class Interrupted(Exception):
+    """Raised on every rank after the checkpoint a stop signal asked for: the worker exits without
+    a result (EXIT_INTERRUPTED), and a re-run resumes."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped by a signal after step {step}; checkpoint saved")
+        self.step = step
+
+
+EXIT_INTERRUPTED = 143
+"""Exit status of a worker stopped by a signal after saving (128 + SIGTERM, as if killed by it)."""
+
+
+def _pause_step(run_id: str) -> int:
+    """$DISHA_BENCH_PAUSE_AT_STEP: `STEP` (every run) or `STEP:GLOB` (runs whose id matches)."""
+    import fnmatch
+
+    value = os.environ.get(PAUSE_ENV, "")
+    step, _, pattern = value.partition(":")
+    if not step or (pattern and not fnmatch.fnmatchcase(run_id, pattern)):
+        return 0
+    return int(step)
 
 
 def capture_rng() -> dict[str, Any]:

@@ -90,6 +90,8 @@ def run_suite(
             "keep_adapter": suite.output.save_adapter,
             "data_dir": data_dir,
             "command": command,
+            "checkpoint_dir": str(checkpoint.checkpoints_root(results_dir, run.run_id).resolve()),
+            "checkpoint_every": suite.output.checkpoint_every,
         })
         try:
             status = _launch(spec, results_dir, nproc, hostfile, fork)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from disha_bench import distributed
+from disha_bench.checkpoint import EXIT_INTERRUPTED, Interrupted
 from disha_bench.results import FAILED, RunResult, write_result
 from disha_bench.training.meta import collect_meta
 from disha_bench.training.spec import RunSpec
@@ -35,6 +36,8 @@ def main(argv: list[str]) -> int:
     try:
         result = recipe.run(spec, started)
         code = 0
+    except Interrupted:  # a stop signal, the checkpoint is saved: no result, a re-run resumes
+        return EXIT_INTERRUPTED
     except Exception as err:  # the run failed: record why, keep the suite going
         traceback.print_exc()
         result = RunResult(run=spec.run_info(FAILED, one_line(err), started, distributed.world_size()))

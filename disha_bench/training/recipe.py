@@ -25,11 +25,12 @@ from deepspeed.accelerator import get_accelerator
 
 from disha_bench import convergence, distributed, methods, models, tasks
 from disha_bench.memory import PeakMemory
-from disha_bench.results import COMPLETE, Memory, RunResult, Throughput, Training
+from disha_bench.results import EVALUATED_STATUSES, Memory, RunResult, Throughput, Training
 from disha_bench.tasks.base import Task
 from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.evaluation import VALIDATION_EXAMPLES, evaluate, validation_loss
 from disha_bench.training.loop import FitState, fit
+from disha_bench.training.resume import FitControl
 from disha_bench.training.sampler import GlobalBatches
 from disha_bench.training.saving import save_trained
 from disha_bench.training.schedule import lr_lambda
@@ -66,18 +67,25 @@ def run(spec: RunSpec, started: float) -> RunResult:
     memory = PeakMemory(setup.device)
     memory.start()
     sampler = GlobalBatches(len(setup.features), spec.training.batch_size, distributed.world_size(), distributed.rank(), spec.seed)
-    state = fit(setup.engine, setup.features, setup.tokenizer.pad_token_id, FitState(sampler), spec.training, setup.device, spec.run_id)
+    control = FitControl.for_run(spec, setup.engine, setup.device)
+    state, trained = control.start(sampler)  # from the last checkpoint when there is one
+    if not trained:
+        state = fit(setup.engine, setup.features, setup.tokenizer.pad_token_id, state, spec.training, setup.device,
+                    spec.run_id, between_steps=control.between_steps)
+    control.after_fit(state, already_saved=trained)
     figures = training_memory(memory, setup.device)
     evaluation, eval_time = {}, 0.0
-    if spec.evaluation.enabled and state.status == COMPLETE:
+    if spec.evaluation.enabled and state.status in EVALUATED_STATUSES:
         memory.start()
         eval_start = time.perf_counter()
         evaluation = evaluate_run(spec, setup)
         eval_time = time.perf_counter() - eval_start
         figures.eval_peak_mb = memory.peak_mb()
-    if spec.adapter_dir and state.status == COMPLETE:
+    if spec.adapter_dir and state.status in EVALUATED_STATUSES:
         save_trained(setup.engine, spec.method.name, Path(spec.adapter_dir), spec.training.zero_stage)
-    return summarize(spec, setup, state, evaluation, figures, eval_time, started)
+    result = summarize(spec, setup, state, evaluation, figures, eval_time, started)
+    result.run.resumed_from_step = control.resumed_from
+    return result
 
 
 def training_memory(memory: PeakMemory, device: torch.device) -> Memory:
