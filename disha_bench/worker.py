@@ -196,6 +196,18 @@ def _run_child(main, args: list[str], env: dict[str, str], output_fd: int) -> No
             os._exit(code)  # skip multiprocessing's own exit handling: the exit status is the run's
 
 
+def die_with_launcher() -> None:
+    """In a rank that torchrun or the deepspeed launcher started: die when the launcher dies.
+
+    torchrun starts each rank in a session of its own, so a runner killed with SIGKILL (torchrun
+    dies with it) would leave the ranks training on, unowned, beside the re-run that resumes the run.
+    """
+    parent = os.getppid()
+    die_with_parent()
+    if os.getppid() != parent:  # the launcher died before the line above took effect
+        os._exit(1)
+
+
 def die_with_parent() -> None:
     """Linux: this process gets SIGKILL when its parent dies, even by SIGKILL (no orphaned training)."""
     try:

@@ -115,7 +115,7 @@ def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str
         if reason:
             print(f"{run_id}: {reason}, not submitted", flush=True)
             continue
-        executor.update_parameters(name=f"disha-{run_id}"[:120])
+        executor.update_parameters(**{"job_name" if launcher == "slurm" else "name": f"disha-{run_id}"[:120]})
         job = executor.submit(RunJob(str(Path(suite_path).resolve()), str(results_dir), list(overrides), run_id,
                                      options.gpus_per_run, data_dir, command, checkpoint.stop_grace_s()))
         write_json_atomic(results_dir / ".runs" / f"{run_id}{JOB_SUFFIX}",
@@ -131,7 +131,7 @@ def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str
     print(render(states))
     if suite.output.report:
         runner._write_report(suite, results_dir, command)
-    unfinished = [r for r in runs if not _final(results_dir, r["run_id"])]
+    unfinished = [r for r in runs if not _final(results_dir, r.run_id)]
     return 1 if unfinished else 0
 
 
@@ -143,17 +143,25 @@ def make_executor(launcher: str, options: SlurmOptions, folder: Path):
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=options.time_min)
         return executor
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    additional = {k: v for k, v in (("account", options.account), ("constraint", options.constraint)) if v}
-    executor.update_parameters(
-        nodes=1, tasks_per_node=1, gpus_per_node=options.gpus_per_run, timeout_min=options.time_min,
-        cpus_per_task=options.cpus_per_run or 8 * options.gpus_per_run,
-        slurm_partition=options.partition, slurm_mem_gb=options.mem_gb,
-        # SIGUSR2 this long before the time limit: the grace to checkpoint, plus a margin.
-        slurm_signal_delay_s=int(checkpoint.stop_grace_s()) + 30,
-        slurm_additional_parameters=additional,
-    )
+    try:
+        executor = submitit.SlurmExecutor(folder=folder)
+    except RuntimeError as err:  # no srun on this machine
+        raise UserError(f"--launcher slurm: {err} (--launcher submitit-local runs the same jobs here)") from None
+    executor.update_parameters(**slurm_parameters(options))
     return executor
+
+
+def slurm_parameters(options: SlurmOptions) -> dict[str, Any]:
+    """sbatch settings of each run's job (submitit.SlurmExecutor names)."""
+    parameters = {
+        "nodes": 1, "ntasks_per_node": 1, "gpus_per_node": options.gpus_per_run, "time": options.time_min,
+        "cpus_per_task": options.cpus_per_run or 8 * options.gpus_per_run,
+        # SIGUSR2 this long before the time limit: the grace to checkpoint, plus a margin.
+        "signal_delay_s": int(checkpoint.stop_grace_s()) + 30,
+    }
+    optional = {"partition": options.partition, "mem": f"{options.mem_gb}GB" if options.mem_gb else None,
+                "account": options.account, "constraint": options.constraint}
+    return {**parameters, **{k: v for k, v in optional.items() if v}}
 
 
 def _not_submitted_because(results_dir: Path, run_id: str, launcher: str) -> str | None:
