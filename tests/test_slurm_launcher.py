@@ -5,7 +5,9 @@
 - Each run is its own submitit job writing into one results folder. One job is killed (SIGKILL of
   its whole process tree, as when a node dies) after its run saved a checkpoint; `status` shows it
   pending with the step it resumes from, `report` works on the partly finished suite; submitting
-  again resubmits only that run, which resumes from its checkpoint and completes.
+  again resubmits only that run, which resumes from its checkpoint. Its new job then gets SIGUSR2
+  (the time limit is near): the run saves a checkpoint, submitit requeues the job, and the requeued
+  job resumes the run and completes.
 - The sbatch script a Slurm job gets: one node, N GPUs, the time limit, SIGUSR2 before it.
 """
 
@@ -80,7 +82,7 @@ def _logs(out: Path) -> str:
 
 
 @pytest.mark.slow
-def test_suite_through_submitit_local_resumes_a_killed_job(tmp_path, monkeypatch):
+def test_suite_through_submitit_local_resumes_killed_and_requeued_jobs(tmp_path, monkeypatch):
     suite_path = tmp_path / "suite.yaml"
     suite_path.write_text(yaml.safe_dump(SUITE))
     out = tmp_path / "results"
@@ -90,14 +92,8 @@ def test_suite_through_submitit_local_resumes_a_killed_job(tmp_path, monkeypatch
         assert submit_suite(str(suite_path), "submitit-local", options, out=str(out)) == 0
     (bone_job,) = [p for p in (out / ".runs").glob("*bone*.job.json")]
     bone_id = bone_job.name[: -len(".job.json")]
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        paused = "paused at step 3" in (out / ".runs" / f"{bone_id}.log").read_text() if (out / ".runs" / f"{bone_id}.log").exists() else False
-        if paused and len(list(out.glob("*.json"))) == 1:
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError(_logs(out))
+    _wait_until(lambda: "paused at step 3" in (out / ".runs" / f"{bone_id}.log").read_text()
+                and len(list(out.glob("*.json"))) == 1, out)
     _kill_tree(int(json.loads(bone_job.read_text())["job_id"]))  # a local job's id is its controller's pid
 
     states = {s.run_id: s for s in collect(out)}
@@ -108,17 +104,38 @@ def test_suite_through_submitit_local_resumes_a_killed_job(tmp_path, monkeypatch
     report = write_report(out, tmp_path / "partial.md")  # a partly finished suite reports what is there
     assert "lora" in report.read_text()
 
-    monkeypatch.delenv(checkpoint.PAUSE_ENV)
+    # Resubmitted: only the bone run. It resumes from step 2 and waits at step 5, where its job gets
+    # SIGUSR2 (Slurm's "time limit near", sent by submitit's --signal): the workers save step 5 and
+    # submitit requeues the job, which resumes from step 5 and completes.
+    monkeypatch.setenv(checkpoint.PAUSE_ENV, "5:*bone*")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert submit_suite(str(suite_path), "submitit-local", options, out=str(out), wait=True) == 0, _logs(out)
+        assert submit_suite(str(suite_path), "submitit-local", options, out=str(out)) == 0
     assert "complete, not submitted" in printed.getvalue() and "1 jobs submitted" in printed.getvalue()
+    _wait_until(lambda: "paused at step 5" in (out / ".runs" / f"{bone_id}.log").read_text(), out)
+    controller = int(json.loads(bone_job.read_text())["job_id"])
+    (task,) = [pid for pid in _descendants(controller) if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    os.kill(task, signal.SIGUSR2)
+    _wait_until(lambda: len(load_results(out)) == 2, out)
+
     results = {r.run.run_id: r for r in load_results(out)}
-    assert all(r.run.status == COMPLETE for r in results.values()) and len(results) == 2
-    assert results[bone_id].run.resumed_from_step == 2 and len(results[bone_id].training.steps) == 6
+    assert all(r.run.status == COMPLETE for r in results.values()), [r.run.error for r in results.values()]
+    assert results[bone_id].run.resumed_from_step == 5 and len(results[bone_id].training.steps) == 6
+    assert "resumed from the checkpoint of step 2" in "".join(p.read_text() for p in (out / ".submitit").rglob("*.out"))
     assert all(r.run.node for r in results.values())
-    assert [s.state for s in collect(out)] == [DONE, DONE]
-    assert not list((out / ".runs").glob("*.lock"))
+    _wait_until(lambda: [s.state for s in collect(out)] == [DONE, DONE] and not list((out / ".runs").glob("*.lock")), out)
+
+
+def _wait_until(condition, out: Path, timeout: float = 900) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:  # a file not there yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError(_logs(out))
 
 
 def test_sbatch_script_of_a_run_job():
