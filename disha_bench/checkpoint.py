@@ -106,6 +106,9 @@ class Progress:
     `training.resume.fit_state_to_json`."""
     finished: bool = False
     """Training had ended when this checkpoint was saved: a resumed run goes straight to evaluation."""
+    heldout: dict[str, Any] | None = None
+    """The held-out curve so far (results.HeldOut as a dict: points with cumulative train_time_s,
+    evaluation time)."""
 
 
 class Stateful(Protocol):

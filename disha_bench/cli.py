@@ -106,7 +106,10 @@ def _validate(args) -> int:
 
     suite, _ = load_suite(args.suite, args.overrides)
     runs = expand_runs(suite)
-    print(f"{args.suite}: ok ({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds = {len(runs)} runs)")
+    unadapted = sum(run.is_unadapted for run in runs)
+    reference = f" + {unadapted} unadapted reference runs" if unadapted else ""
+    print(f"{args.suite}: ok ({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds = "
+          f"{len(runs) - unadapted} runs{reference})")
     return 0
 
 

@@ -135,6 +135,9 @@ class Training:
     """Step at which training stopped early (divergence), else null."""
     deepspeed_config: dict[str, Any] = field(default_factory=dict)
     """The DeepSpeed config the engine was built with."""
+    dropped_examples: int = 0
+    """Training examples left out because their answer alone does not fit in `max_length` (prompts
+    are truncated from the left; an answer is never cut)."""
 
 
 @dataclass

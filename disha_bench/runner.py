@@ -25,7 +25,7 @@ from disha_bench import checkpoint, distributed, worker
 from disha_bench.errors import UserError
 from disha_bench.ownership import RunLock, lock_path
 from disha_bench.results import (
-    BUDGET_STOPPED, COMPLETE, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result,
+    BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result,
 )
 from disha_bench.suite import Suite, expand_runs, load_suite
 from disha_bench.training.spec import RunSpec
@@ -83,16 +83,20 @@ def run_suite(
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()
-        print(f"[{index}/{len(runs)}] {run.run_id}: starting", flush=True)
         spec = run.model_copy(update={
             "result_path": str(result_path.resolve()),
-            "adapter_dir": str((results_dir / "adapters" / run.run_id).resolve()) if suite.output.save_adapter else None,
+            "adapter_dir": str((results_dir / "adapters" / run.run_id).resolve()),
             "keep_adapter": suite.output.save_adapter,
             "data_dir": data_dir,
             "command": command,
             "checkpoint_dir": str(checkpoint.checkpoints_root(results_dir, run.run_id).resolve()),
             "checkpoint_every": suite.output.checkpoint_every,
         })
+        if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
+            spec.reevaluate_from = spec.result_path  # training is kept: evaluate its saved adapter
+            print(f"[{index}/{len(runs)}] {run.run_id}: evaluation failed before, evaluating the saved adapter", flush=True)
+        else:
+            print(f"[{index}/{len(runs)}] {run.run_id}: starting", flush=True)
         try:
             status = _launch(spec, results_dir, nproc, hostfile, fork)
         finally:
@@ -148,8 +152,11 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
     if saved is not None:  # stopped by a signal after saving: a re-run resumes, nothing failed
         print(f"   {spec.run_id}: stopped by a signal at step {saved}, checkpoint saved; re-run to resume", flush=True)
         return INTERRUPTED
-    # The worker died before writing (killed, out of memory, a rank crashed): record why.
     tail = _last_lines(log_path, 3)
+    if spec.reevaluate_from:  # the earlier result holds the training record: never replace it
+        print(f"   re-evaluation ended without a result (exit code {proc.returncode}): {tail}", flush=True)
+        return EVAL_FAILED
+    # The worker died before writing (killed, out of memory, a rank crashed): record why.
     info = spec.run_info(FAILED, f"worker exited with code {proc.returncode}: {tail}", started)
     write_result(Path(spec.result_path), RunResult(run=info))
     return FAILED

@@ -146,6 +146,9 @@ class AnalysisConfig(_Strict):
     reference: Optional[str] = None
     """Label of the method every other method is compared with (paired by seed); null: the suite's
     first method."""
+    unadapted: bool = True
+    """Add one reference run per task, label `unadapted`: the base model evaluated as it is (held-out
+    loss at step 0, task metric), nothing trained, run once (with the first seed)."""
 
 
 class OutputConfig(_Strict):
@@ -335,24 +338,28 @@ def _describe_error(error: dict) -> str:
 
 
 def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
-    """One typed run spec per task x method x seed, each with a stable `run_id`."""
+    """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
+    reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
+    for task, for method): machine drift spreads over the methods instead of lining up with one."""
     from disha_bench import methods, tasks
     # Imported here: the run spec's module imports this one for the section models.
-    from disha_bench.training.spec import MethodEntry, RunAnalysis, RunMethod, RunSpec
+    from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
 
     table = method_table(suite)
     analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets))
+    task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
+    entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.validate_params(m.name, dict(m.model_extra or {}))),
+                suite.training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
+    if suite.analysis.unadapted:
+        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), suite.training))
     runs = []
-    for task_cfg in suite.tasks:
-        task = tasks.get(task_cfg.name)
-        task_resolved = TaskConfig.model_validate({**task.options, **task_cfg.model_dump()})
-        for method_cfg in suite.methods:
-            params = methods.validate_params(method_cfg.name, dict(method_cfg.model_extra or {}))
-            method = RunMethod(name=method_cfg.name, label=method_cfg.label or method_cfg.name, params=params)
-            training = suite.training.model_copy(update={"lr": method_cfg.lr} if method_cfg.lr else {}, deep=True)
-            for seed in suite.seeds:
+    for seed in suite.seeds:
+        for task in task_configs:
+            for method, training in entries:
+                if method.name == UNADAPTED and seed != suite.seeds[0]:
+                    continue  # nothing is trained: one run per task says it all
                 spec = RunSpec(
-                    suite=suite.name, model=suite.model, task=task_resolved, method=method, training=training,
+                    suite=suite.name, model=suite.model, task=task, method=method, training=training,
                     evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
                     convergence=suite.convergence, analysis=analysis,
                 )

@@ -39,6 +39,7 @@ def _suite(tmp_path: Path, zero_stage: int, **output) -> Path:
                      if zero_stage == 3 else {}},
         "seeds": [0],
         "evaluation": {"batch_size": 8},
+        "analysis": {"unadapted": False},
         "output": {"report": False, **output},
     }
     path = tmp_path / f"suite-z{zero_stage}.yaml"
@@ -78,26 +79,22 @@ def test_every_method_runs_under_zero3_on_two_ranks_and_reloads(tmp_path):
     results = _complete(out)
     for name, result in results.items():
         assert result.run.world_size == 2 and len(result.memory.per_rank_train_peak_mb) == 2
-        assert _reloaded_loss(out, result) == pytest.approx(result.evaluation["validation_loss"], rel=1e-4), name
+        assert _reloaded_loss(out, result) == pytest.approx(result.heldout.points[-1].loss, rel=1e-4), name
 
 
 def _reloaded_loss(out: Path, result) -> float:
-    """Validation loss of the saved adapter (or model, for `full`) loaded with plain transformers/PEFT."""
-    import torch
+    """Held-out loss of the saved adapter (or model, for `full`) loaded with plain transformers/PEFT."""
     from peft import PeftModel
 
     from disha_bench import models, tasks
-    from disha_bench.training.evaluation import validation_loss
+    from disha_bench.training.heldout import run_heldout_loss
 
     saved = out / "adapters" / result.run.run_id
     config = result.run.config
     task = tasks.get(config["task"]["name"])
-    _, eval_records = task.load(config["task"], None)
-    tokenizer = models.load_tokenizer(config["model"]["name"])
-    features = [task.encode(r, tokenizer, config["training"]["max_length"]) for r in eval_records]
     if result.run.method == "full":
         model = type(models.load_model(config["model"]["name"], task.head, task.num_labels)).from_pretrained(saved)
     else:
         base = models.load_model(config["model"]["name"], task.head, task.num_labels)
         model = PeftModel.from_pretrained(base, saved)
-    return validation_loss(model, features, config["evaluation"]["batch_size"], tokenizer.pad_token_id, torch.device("cpu"))
+    return run_heldout_loss(model, result)

@@ -34,6 +34,7 @@ SUITE = {
     "training": {"max_steps": 6, "lr": 1.0e-3, "batch_size": 4, "max_length": 32, "zero_stage": 2, "warmup_steps": 0},
     "seeds": [0],
     "evaluation": {"batch_size": 8},
+    "analysis": {"unadapted": False},
     "output": {"report": False},
 }
 
@@ -101,25 +102,19 @@ def _assert_adapter_reloads_to_trained_loss(out: Path, result) -> None:
     import torch
     from peft import PeftModel
 
-    from disha_bench import models, tasks
-    from disha_bench.training.evaluation import validation_loss
+    from disha_bench import models
+    from disha_bench.training.heldout import run_heldout_loss
 
     adapter = out / "adapters" / result.run.run_id
     assert (adapter / "adapter_config.json").exists()
     config = result.run.config
-    task = tasks.get(config["task"]["name"])
-    _, eval_records = task.load(config["task"], None)
-    tokenizer = models.load_tokenizer(config["model"]["name"])
-    features = [task.encode(r, tokenizer, config["training"]["max_length"]) for r in eval_records]
-
-    def loss(model) -> float:
-        return validation_loss(model, features, config["evaluation"]["batch_size"], tokenizer.pad_token_id, torch.device("cpu"))
-
-    base = models.load_model(config["model"]["name"], task.head, task.num_labels)
-    untrained = loss(base)  # before PEFT injects the adapter into `base` in place
-    reloaded = loss(PeftModel.from_pretrained(base, adapter))
-    trained = result.evaluation["validation_loss"]
+    torch.manual_seed(config["seed"])  # the new classification head is initialised as in the run
+    base = models.load_model(config["model"]["name"], "sequence_classification", 2)
+    untrained = run_heldout_loss(base, result)  # before PEFT injects the adapter into `base` in place
+    reloaded = run_heldout_loss(PeftModel.from_pretrained(base, adapter), result)
+    trained = result.heldout.points[-1].loss
     assert reloaded == pytest.approx(trained, rel=1e-4)
+    assert untrained == pytest.approx(result.heldout.points[0].loss, rel=1e-4)  # step 0 is the unadapted model
     assert abs(untrained - trained) > 1e-3  # the reload really carries the training
 
 
@@ -128,6 +123,15 @@ def test_same_seed_same_config_is_bitwise_identical(tmp_path):
     _run(suite, tmp_path / "a")
     _run(suite, tmp_path / "b")
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    (a,), (b,) = load_results(tmp_path / "a"), load_results(tmp_path / "b")
+    # The held-out curve: step 0 (unadapted), every max(1, 6 // 10) = 1 steps, deterministic too.
+    assert [p.step for p in a.heldout.points] == list(range(7))
+    assert [p.loss for p in a.heldout.points] == [p.loss for p in b.heldout.points]
+    assert a.heldout.n_examples == 64 and a.heldout.source.startswith("extra generated")
+    # Its cost is timed apart: the curve's training time is the loop's, held-out evaluation excluded.
+    assert a.heldout.points[-1].train_time_s == pytest.approx(a.throughput.train_time_s)
+    assert a.heldout.points[-1].tokens == sum(s.tokens for s in a.training.steps)
+    assert a.heldout.eval_time_s > 0
 
 
 def test_sigkill_then_rerun_resumes_and_keeps_finished_files(tmp_path):

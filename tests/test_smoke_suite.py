@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from disha_bench.check import check
 from disha_bench.results import load_results
 from disha_bench.runner import run_suite
@@ -26,9 +28,19 @@ def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch
     assert code == 0, logs
     results = load_results(out)
     assert sorted((r.run.task, r.run.method) for r in results) == [
-        (task, method) for task in ("synthetic-arith", "synthetic-sentiment") for method in ("bat", "bone", "lora")
+        (task, method) for task in ("synthetic-arith", "synthetic-sentiment") for method in ("bat", "bone", "lora", "unadapted")
     ]
-    assert all(r.run.status == "complete" and len(r.training.steps) == 30 for r in results)
+    trained = [r for r in results if r.run.method != "unadapted"]
+    assert all(r.run.status == "complete" and len(r.training.steps) == 30 for r in trained)
+    # Every run's held-out curve starts at the unadapted model's loss: the unadapted run's only point.
+    for unadapted in (r for r in results if r.run.method == "unadapted"):
+        assert unadapted.run.status == "complete" and unadapted.training.steps == [] and unadapted.evaluation["n_examples"] > 0
+        (point,) = unadapted.heldout.points
+        for r in (r for r in trained if r.run.task == unadapted.run.task):  # adapters start as the identity
+            assert r.heldout.points[0].loss == pytest.approx(point.loss, rel=1e-4), r.run.method
+        assert [p.step for p in trained[0].heldout.points] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
+    sentiment = next(r for r in trained if r.run.task == "synthetic-sentiment")
+    assert sentiment.evaluation["majority_class"]["accuracy"] <= 0.7  # balanced generated labels
     lora = next(r for r in results if r.run.method == "lora")
     assert lora.training.matching["count"] == lora.training.matching["target_count"]  # matched to Bone
     report = (tmp_path / "reports" / "smoke.md").read_text()
@@ -39,7 +51,7 @@ def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch
 
     before = {p.name: p.read_bytes() for p in out.glob("*.json")}
     assert run_suite(SMOKE, out=str(out), overrides=["output.report=false"]) == 0
-    assert capsys.readouterr().out.count("skipped") == 6
+    assert capsys.readouterr().out.count("skipped") == 8
     assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
 
     # --fresh --only: only the selected runs re-run; only their earlier results are set aside

@@ -120,9 +120,24 @@ def test_run_ids_are_stable_and_local_to_the_edited_method(tmp_path):
     before = {r.run_id for r in expand_runs(load_suite(suite_path)[0])}
     again = {r.run_id for r in expand_runs(load_suite(suite_path)[0])}
     after = {r.run_id for r in expand_runs(load_suite(suite_path, ["methods.0.r=8"])[0])}
-    assert before == again and len(before) == 6
+    assert before == again and len(before) == 7  # 1 task x 3 methods x 2 seeds + the unadapted run
     changed = before - after
     assert len(changed) == 2 and all("-lora-" in run_id for run_id in changed)
+
+
+def test_runs_are_seed_major_with_methods_interleaved_and_one_unadapted_run_per_task(tmp_path):
+    suite_path = tmp_path / "s.yaml"
+    suite_path.write_text(_with("tasks", [{"name": "synthetic-sentiment"}, {"name": "synthetic-arith"}]))
+    order = [(r.seed, r.task.name, r.method.label) for r in expand_runs(load_suite(suite_path)[0])]
+    methods = ["lora", "bone", "bat"]
+    assert order == (
+        [(0, task, label) for task in ("synthetic-sentiment", "synthetic-arith") for label in ["unadapted", *methods]]
+        + [(1, task, label) for task in ("synthetic-sentiment", "synthetic-arith") for label in methods]
+    )
+    runs = expand_runs(load_suite(suite_path, ["analysis.unadapted=false"])[0])
+    assert len(runs) == 12 and not any(r.is_unadapted for r in runs)
+    first = expand_runs(load_suite(suite_path)[0])[0]
+    assert first.analysis.reference == "lora" and first.analysis.targets == []
 
 
 def test_a_method_lr_replaces_training_lr_for_that_method_only(tmp_path):

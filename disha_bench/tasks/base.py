@@ -54,13 +54,25 @@ class Task:
     """One line for `disha-bench list tasks`."""
     options: ClassVar[dict[str, Any]] = {}
     """Task-specific suite keys and their defaults, beyond the common TaskConfig fields."""
+    heldout_source: ClassVar[str] = "validation split"
+    """Where `heldout` records come from (recorded in each result's held-out curve)."""
+    _heldout_pool: list[dict] | None = None
+    """Set by `load`: labelled records never trained on, in a fixed (sample_seed) order."""
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         """(train records, evaluation records), already limited and shuffled with the config's seed."""
         raise NotImplementedError
 
-    def encode(self, record: dict, tokenizer, max_length: int) -> dict[str, Any]:
-        """One training feature: `input_ids` (list) and `labels` (list for causal LM, number for heads)."""
+    def heldout(self, n: int) -> list[dict]:
+        """After `load`: `n` labelled records for the held-out loss curve, never trained on and the
+        same for every method and run seed (they depend on the data and `sample_seed` only)."""
+        if self._heldout_pool is None:
+            raise RuntimeError(f"{self.name}: call load() before heldout()")
+        return self._heldout_pool[:n]
+
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict[str, Any] | None:
+        """One training feature: `input_ids` (list) and `labels` (list for causal LM, number for heads);
+        None when the example cannot be encoded whole within max_length (it is dropped and counted)."""
         raise NotImplementedError
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
@@ -72,17 +84,21 @@ class Task:
         raise NotImplementedError
 
 
-def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> dict[str, list[int]]:
-    """Causal-LM feature with the loss on the answer (and EOS) only; truncated from the right."""
+def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> dict[str, list[int]] | None:
+    """Causal-LM feature with the loss on the answer (and EOS) only. When it does not fit, the
+    prompt is cut from the left (a leading BOS stays) and the answer is kept whole; None when the
+    answer alone leaves no room for one prompt token (the first answer token needs one before it):
+    the caller drops the example and counts it."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
-    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
-        prompt_ids = [tokenizer.bos_token_id] + prompt_ids
-    input_ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
-    return {"input_ids": input_ids, "labels": labels}
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
+    room = max_length - len(answer_ids) - len(bos)
+    if room < 1 and not (bos and room == 0):
+        return None
+    prompt_ids = bos + (prompt_ids[len(prompt_ids) - room :] if len(prompt_ids) > room else prompt_ids)
+    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
 
 
 def encode_text_classification(tokenizer, text: str | tuple[str, str], label: float | int, max_length: int) -> dict:

@@ -132,6 +132,7 @@ class HumanEval(Task):
     description = "HumanEval pass@k of generated completions, run in the sandbox (train: CodeFeedback or stdlib)"
     options = {"train_source": "codefeedback", "num_samples": 1, "temperature": 0.8, "top_p": 0.95,
                "timeout_s": 10.0, "unsafe_no_isolation": False}
+    heldout_source = "canonical solutions of the problems"
 
     def __init__(self) -> None:
         self._config: dict = {**self.options, "sample_seed": 0}
@@ -151,9 +152,11 @@ class HumanEval(Task):
                 read_local=read_codefeedback, hub=HubSpec("m-a-p/CodeFeedback-Filtered-Instruction", None, "train"),
                 from_hub=from_codefeedback, what="humaneval (train_source codefeedback; offline: train_source stdlib)",
             )
-        problems = load_problems(config, data_dir)
         seed = config.get("sample_seed", 0)
-        return subsample(train, config.get("train_limit"), seed), subsample(problems, config.get("eval_limit"), seed)
+        problems = subsample(load_problems(config, data_dir), None, seed)
+        # The held-out loss is the loss of the problems' canonical solutions (they have no `answer`).
+        self._heldout_pool = [{**p, "answer": p["canonical_solution"]} for p in problems if p.get("canonical_solution")]
+        return subsample(train, config.get("train_limit"), seed), problems[: config.get("eval_limit")]
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         return encode_prompt_answer(tokenizer, record["prompt"], record["answer"], max_length)

@@ -140,8 +140,9 @@ class GlueTask(Task):
                 hub=HubSpec("nyu-mll/glue", spec.name, hub_split), from_hub=_from_hub(spec),
             )
         seed = config.get("sample_seed", 0)
-        return (subsample(loaded["train"], config.get("train_limit"), seed),
-                subsample(loaded["eval"], config.get("eval_limit"), seed))
+        evaluation = subsample(loaded["eval"], None, seed)
+        self._heldout_pool = evaluation
+        return subsample(loaded["train"], config.get("train_limit"), seed), evaluation[: config.get("eval_limit")]
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         return encode_text_classification(tokenizer, _pair(record["text"]), record["label"], max_length)

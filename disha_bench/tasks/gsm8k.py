@@ -132,6 +132,7 @@ class GSM8K(Task):
     primary_metric = "exact_match_strict"
     description = "GSM8K grade-school math, greedy generation, lm-eval strict/flexible match (hub openai/gsm8k or gsm8k/*.jsonl)"
     options = {"train_source": "gsm8k"}
+    heldout_source = "test split (never trained on)"
 
     def __init__(self) -> None:
         self._config: dict | None = None
@@ -151,9 +152,10 @@ class GSM8K(Task):
                 read_local=read_metamath, hub=HubSpec(METAMATH_HUB, None, "train"), from_hub=from_metamath,
                 what="gsm8k (train_source metamathqa)",
             )
-        evaluation = load_gsm8k_split(config, data_dir, "eval")
         seed = config.get("sample_seed", 0)
-        return subsample(train, config.get("train_limit"), seed), subsample(evaluation, config.get("eval_limit"), seed)
+        evaluation = subsample(load_gsm8k_split(config, data_dir, "eval"), None, seed)
+        self._heldout_pool = evaluation
+        return subsample(train, config.get("train_limit"), seed), evaluation[: config.get("eval_limit")]
 
     def fewshot(self, k: int) -> list[dict]:
         """k worked examples from GSM8K train, the same for every question (seeded by sample_seed)."""

@@ -24,6 +24,9 @@ from disha_bench.tasks.base import (
 _POSITIVE = "great wonderful delightful brilliant charming superb moving clever joyful stunning".split()
 _NEGATIVE = "dull awful boring clumsy tedious dreadful bland painful messy shallow".split()
 _SUBJECTS = "the film|this movie|the plot|the acting|the ending|the soundtrack|the script|the cast".split("|")
+HELDOUT_SIZE = 256
+"""Extra generated examples for the held-out loss (their own seed: neither trained on nor evaluated)."""
+HELDOUT_SOURCE = "extra generated examples (seed 3)"
 _TEMPLATES = ["{s} was {a}", "{s} felt {a} and {b}", "honestly , {s} is {a}", "i found {s} {a}"]
 
 
@@ -46,10 +49,12 @@ class SyntheticSentiment(Task):
     primary_metric = "accuracy"
     description = "generated two-class sentiment sentences (smoke test, offline)"
     options = {"train_size": 512, "eval_size": 128}
+    heldout_source = HELDOUT_SOURCE
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         train = _sentiment_records(config["train_size"], seed=1)
         evaluation = _sentiment_records(config["eval_size"], seed=2)
+        self._heldout_pool = _sentiment_records(HELDOUT_SIZE, seed=3)
         seed = config["sample_seed"]
         return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
 
@@ -82,10 +87,12 @@ class SyntheticArith(Task):
     primary_metric = "exact_match"
     description = "generated addition word problems in GSM8K format (smoke test, offline)"
     options = {"train_size": 512, "eval_size": 32}
+    heldout_source = HELDOUT_SOURCE
 
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         train = _arith_records(config["train_size"], seed=1)
         evaluation = _arith_records(config["eval_size"], seed=2)
+        self._heldout_pool = _arith_records(HELDOUT_SIZE, seed=3)
         seed = config["sample_seed"]
         return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
 

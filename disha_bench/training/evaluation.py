@@ -1,28 +1,34 @@
-"""The task metric of a trained model: every rank predicts its shard, rank 0 scores them all.
+"""The task metric of a model: every rank predicts its shard, rank 0 scores them all.
 
     python -m pytest -q tests/test_runner.py -k bitwise     # a real run, evaluation included
+
+`evaluate_into` is what every kind of run calls: it records the metrics (with the majority-class
+score of classification tasks), the time and the peak memory of evaluation in the result, and an
+exception as status `evaluation_failed` with its reason, keeping everything training recorded.
 """
 
 from __future__ import annotations
 
 import math
+import time
+import traceback
 from typing import Any
 
-import torch
-
 from disha_bench import distributed
+from disha_bench.memory import PeakMemory
+from disha_bench.results import EVAL_FAILED, RunResult, Throughput
 from disha_bench.suite import EvaluationConfig
-from disha_bench.tasks.base import EvalSettings, Task, collate
+from disha_bench.tasks.base import EvalSettings, Task
+from disha_bench.training.setup import TaskData
 
 
-def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: EvaluationConfig, zero_stage: int) -> dict[str, Any]:
-    """Metrics of `task` on `records`, with `primary_metric` and `n_examples`. Shards are padded to
-    equal length: ZeRO-3 needs every rank in every forward."""
+def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: EvaluationConfig, synced_gpus: bool) -> dict[str, Any]:
+    """Metrics of `task` on `records`, with `primary_metric` and `n_examples` (complete on rank 0
+    only: scoring, e.g. running code in the sandbox, happens once). Shards are padded to equal
+    length: ZeRO-3 needs every rank in every forward."""
     world, rank = distributed.world_size(), distributed.rank()
-    settings = EvalSettings(
-        batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens, num_fewshot=evaluation.num_fewshot,
-        synced_gpus=world > 1 and zero_stage == 3,
-    )
+    settings = EvalSettings(batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
+                            num_fewshot=evaluation.num_fewshot, synced_gpus=synced_gpus)
     per_rank = math.ceil(len(records) / world) if records else 0
     indices = list(range(rank, len(records), world))
     padded = indices + indices[-1:] * (per_rank - len(indices)) if indices else []
@@ -30,21 +36,36 @@ def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: Eval
     keyed = list(zip(padded[: len(indices)], predictions[: len(indices)]))
     merged = sorted((pair for shard in distributed.gather_objects(keyed) for pair in shard), key=lambda p: p[0])
     ordered = [prediction for _, prediction in merged]
-    metrics = task.score(ordered) if ordered else {}
+    metrics = task.score(ordered) if ordered and rank == 0 else {}
     return {**metrics, "primary_metric": task.primary_metric, "n_examples": len(ordered)}
 
 
-VALIDATION_EXAMPLES = 64
-"""Evaluation records whose teacher-forced loss is recorded as `validation_loss`."""
+def majority_class(task: Task, records: list[dict], label: Any) -> dict[str, Any]:
+    """The task's metrics when every evaluation record is predicted as `label` (the training
+    subset's majority class): the floor a classifier has to beat."""
+    return {"label": label, **task.score([{"label": r["label"], "prediction": label} for r in records])}
 
 
-def validation_loss(model, features: list[dict], batch_size: int, pad_id: int, device) -> float:
-    """Mean loss over `features` (example-weighted), on every rank alike (ZeRO-3 needs all in forward)."""
-    model.eval()
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, len(features), batch_size):
-            chunk = features[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-            total += float(model(**batch).loss) * len(chunk)
-    return total / len(features)
+def evaluate_into(result: RunResult, model, data: TaskData, evaluation: EvaluationConfig, memory: PeakMemory,
+                  synced_gpus: bool = False) -> bool:
+    """Evaluate `model` and record it in `result`; False (status evaluation_failed) when it raised."""
+    memory.start()
+    started = time.perf_counter()
+    try:
+        metrics = evaluate(model, data.tokenizer, data.task, data.eval_records, evaluation, synced_gpus)
+        if data.majority_label is not None and distributed.rank() == 0:
+            metrics["majority_class"] = majority_class(data.task, data.eval_records, data.majority_label)
+    except Exception as err:  # the training record stays; a re-run evaluates the saved adapter again
+        traceback.print_exc()
+        result.run.status = EVAL_FAILED
+        result.run.error = f"evaluation: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        distributed.log(f"{result.run.run_id}: {result.run.error}")
+        return False
+    finally:
+        result.throughput = result.throughput or Throughput()
+        result.throughput.eval_time_s = time.perf_counter() - started
+        if result.memory is not None:
+            result.memory.eval_peak_mb = memory.peak_mb()
+    result.evaluation = metrics
+    distributed.log(f"{result.run.run_id}: {metrics}")
+    return True

@@ -17,7 +17,7 @@ import torch
 from disha_bench import convergence, distributed
 from disha_bench.results import COMPLETE, DIVERGED, StepLog
 from disha_bench.suite import TrainingConfig
-from disha_bench.tasks.base import collate
+from disha_bench.tasks.base import IGNORE_INDEX, collate
 from disha_bench.training.sampler import GlobalBatches
 
 
@@ -39,7 +39,10 @@ class FitState:
     stopped_at_step: int | None = None
     """Step at which training stopped early, else None."""
     train_time_s: float = 0.0
-    """Seconds spent in optimizer steps (what a user pays; anything measured between steps excluded)."""
+    """Seconds spent in optimizer steps (what a user pays; anything measured between steps excluded),
+    summed over resumed segments."""
+    resumed_from_step: int | None = None
+    """Step of the checkpoint this process resumed from (resume.FitControl); None: from the start."""
 
     @property
     def tokens(self) -> int:
@@ -77,20 +80,35 @@ def fit(engine, features: list[dict], pad_id: int, state: FitState, training: Tr
 
 
 def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
-    """One optimizer step over the micro-batches (gradient accumulation), logged across ranks."""
+    """One optimizer step over the micro-batches (gradient accumulation), logged across ranks. The
+    loss is the mean over the micro-batches that have a supervised token: one without any (only
+    possible with hand-made features; encoding drops such examples) adds a zero gradient and no NaN."""
     start = time.perf_counter()
     lr = engine.get_lr()[0]
-    loss_sum, tokens = 0.0, 0
+    loss_sum, tokens, counted = 0.0, 0, 0
     for batch in micro_batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        loss = engine(**batch).loss
+        supervised = loss_terms(batch["labels"]) > 0
+        output = engine(**batch)
+        # Every rank still runs forward and backward (ZeRO reduces gradients over all of them).
+        loss = output.loss if supervised else output.logits.sum() * 0.0
         engine.backward(loss)
         engine.step()
-        loss_sum += loss.item()
+        if supervised:
+            loss_sum, counted = loss_sum + loss.item(), counted + 1
         tokens += int(batch["attention_mask"].sum())
-    loss_sum, tokens = distributed.all_reduce_sum([loss_sum, tokens], device)
+    loss_sum, tokens, counted = distributed.all_reduce_sum([loss_sum, tokens, counted], device)
+    if not counted:
+        raise ValueError(f"step {step}: no supervised token in any micro-batch of any rank")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     norm = engine.get_global_grad_norm()
-    mean_loss = loss_sum / (len(micro_batches) * distributed.world_size())
-    return StepLog(step, mean_loss, lr, float(norm) if norm is not None else None, int(tokens), time.perf_counter() - start)
+    return StepLog(step, loss_sum / counted, lr, float(norm) if norm is not None else None, int(tokens), time.perf_counter() - start)
+
+
+def loss_terms(labels: torch.Tensor) -> int:
+    """How many terms the model's mean loss averages: the supervised tokens after the first position
+    (causal LM: labels are shifted by one) or the examples (classification / regression heads)."""
+    if labels.dim() == 2 and labels.dtype == torch.long:
+        return int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return int(labels.shape[0])

@@ -1,39 +1,42 @@
-"""One run, top to bottom: set up (data, model, adapter, engine), fit, evaluate, summarize.
+"""One run, top to bottom: set up (data, model, adapter, engine), fit, save, evaluate, summarize.
 
     python -m disha_bench.training results/smoke/.runs/<run-id>.spec.json    (see launch.py)
 
-Each stage is one short function below; the pieces live where a reader looks for them: the fit
-loop in loop.py, the data order in sampler.py, the schedule in schedule.py, the DeepSpeed config in
-ds_config.py, the task metric in evaluation.py, saving in saving.py.
+Each stage is one short function below; the pieces live where a reader looks for them: data and
+the base model in setup.py, the fit loop in loop.py, the data order in sampler.py, the schedule in
+schedule.py, the DeepSpeed config in ds_config.py, the held-out curve in heldout.py, the task metric
+in evaluation.py, saving in saving.py. Runs that train nothing (the unadapted reference, the
+re-evaluation of a saved adapter) are in evaluate_only.py.
+
+The adapter is saved before evaluation: an evaluation that raises leaves the training record and
+the adapter behind (status `evaluation_failed`), and a re-run of the suite evaluates it again.
 """
 
 from __future__ import annotations
 
 import gc
-import os
-import random
+import shutil
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import deepspeed
-import numpy as np
 import torch
-from deepspeed.accelerator import get_accelerator
 
-from disha_bench import convergence, distributed, methods, models, tasks
+from disha_bench import convergence, distributed, methods
 from disha_bench.memory import PeakMemory
-from disha_bench.results import EVALUATED_STATUSES, Memory, RunResult, Throughput, Training
-from disha_bench.tasks.base import Task
+from disha_bench.results import COMPLETE, TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
+from disha_bench.training import evaluate_only
 from disha_bench.training.ds_config import deepspeed_config
-from disha_bench.training.evaluation import VALIDATION_EXAMPLES, evaluate, validation_loss
+from disha_bench.training.evaluation import evaluate_into
+from disha_bench.training.heldout import HeldOutCurve, default_every
 from disha_bench.training.loop import FitState, fit
 from disha_bench.training.resume import FitControl
 from disha_bench.training.sampler import GlobalBatches
 from disha_bench.training.saving import save_trained
 from disha_bench.training.schedule import lr_lambda
+from disha_bench.training.setup import TaskData, init_process, load_base_model, load_task_data
 from disha_bench.training.spec import RunSpec
 
 
@@ -41,15 +44,15 @@ from disha_bench.training.spec import RunSpec
 class Setup:
     """What the stages after set-up work with."""
 
-    task: Task
-    tokenizer: Any
+    data: TaskData
     engine: Any
     """The DeepSpeed engine; `engine.module` is the adapted model."""
     device: torch.device
-    features: list[dict]
-    """Encoded training examples."""
-    eval_records: list[dict]
-    """Raw evaluation records."""
+    memory: PeakMemory
+    before_model_mb: float
+    """Process memory before the model was loaded."""
+    loaded_mb: float
+    """Process memory with the model and adapter loaded, before the engine was built."""
     params: dict[str, Any]
     """The method's resolved parameters."""
     matching: dict[str, Any] | None
@@ -60,39 +63,24 @@ class Setup:
 
 
 def run(spec: RunSpec, started: float) -> RunResult:
+    """The run the spec asks for: train and evaluate, or one of the runs that train nothing."""
+    if spec.reevaluate_from:
+        return evaluate_only.reevaluate(spec, started)
+    if spec.is_unadapted:
+        return evaluate_only.unadapted(spec, started)
     setup = set_up(spec)
-    # The imports left hundreds of thousands of long-lived objects; a full garbage collection
-    # walks them all (seconds on a slow CPU) and would land inside a timed step.
-    gc.freeze()
-    memory = PeakMemory(setup.device)
-    memory.start()
-    sampler = GlobalBatches(len(setup.features), spec.training.batch_size, distributed.world_size(), distributed.rank(), spec.seed)
-    control = FitControl.for_run(spec, setup.engine, setup.device)
-    state, trained = control.start(sampler)  # from the last checkpoint when there is one
-    if not trained:
-        state = fit(setup.engine, setup.features, setup.tokenizer.pad_token_id, state, spec.training, setup.device,
-                    spec.run_id, between_steps=control.between_steps)
-    control.after_fit(state, already_saved=trained)
-    figures = training_memory(memory, setup.device)
-    evaluation, eval_time = {}, 0.0
-    if spec.evaluation.enabled and state.status in EVALUATED_STATUSES:
-        memory.start()
-        eval_start = time.perf_counter()
-        evaluation = evaluate_run(spec, setup)
-        eval_time = time.perf_counter() - eval_start
-        figures.eval_peak_mb = memory.peak_mb()
-    if spec.adapter_dir and state.status in EVALUATED_STATUSES:
-        save_trained(setup.engine, spec.method.name, Path(spec.adapter_dir), spec.training.zero_stage)
-    result = summarize(spec, setup, state, evaluation, figures, eval_time, started)
-    result.run.resumed_from_step = control.resumed_from
+    state, heldout = train(spec, setup)
+    result = summarize(spec, setup, state, heldout, started)
+    result.run.resumed_from_step = state.resumed_from_step
+    if spec.evaluation.enabled and result.run.status in TRAINED_STATUSES:
+        adapter = save_adapter(spec, setup)
+        evaluated = evaluate_into(result, setup.engine.module, setup.data, spec.evaluation, setup.memory,
+                                  synced_gpus=distributed.world_size() > 1 and spec.training.zero_stage == 3)
+        if evaluated and adapter is not None and not spec.keep_adapter and distributed.rank() == 0:
+            shutil.rmtree(adapter, ignore_errors=True)
+    elif spec.keep_adapter and spec.adapter_dir and result.run.status in TRAINED_STATUSES:
+        save_adapter(spec, setup)
     return result
-
-
-def training_memory(memory: PeakMemory, device: torch.device) -> Memory:
-    """Peak of the training phase on every rank (rank 0's first), start-up baseline subtracted."""
-    per_rank = [p[0] for p in distributed.gather_objects([memory.peak_mb()])]
-    return Memory(device=device.type, train_peak_mb=per_rank[0], train_peak_reserved_mb=memory.peak_reserved_mb(),
-                  baseline_mb=memory.baseline_mb, per_rank_train_peak_mb=per_rank)
 
 
 # ---- set-up ------------------------------------------------------------------------------------
@@ -101,35 +89,22 @@ def training_memory(memory: PeakMemory, device: torch.device) -> Memory:
 def set_up(spec: RunSpec) -> Setup:
     """Seeds, the process group, data, model, adapter and the DeepSpeed engine, in this order."""
     device = init_process(spec.seed)
-    task = tasks.get(spec.task.name)
-    train_records, eval_records = task.load(spec.task.model_dump(), spec.data_dir)
-    tokenizer = models.load_tokenizer(spec.model.name)
-    model, params, matching = load_adapted_model(spec, task, tokenizer)
+    memory = PeakMemory(device)
+    data = load_task_data(spec)
+    if not data.features:
+        raise ValueError(f"the task has no training examples ({data.dropped} dropped: answer longer than max_length)")
+    before_model_mb = memory.usage_mb()
+    model, params, matching = load_adapted_model(spec, data)
+    loaded_mb = memory.usage_mb()
     trainable, total = methods.count_trainable(model), sum(p.numel() for p in model.parameters())
     distributed.log(f"{spec.run_id}: {spec.method.label} trainable {trainable:,} / {total:,}")
-    features = [task.encode(r, tokenizer, spec.training.max_length) for r in train_records]
-    if not features:
-        raise ValueError("the task has no training examples")
     engine, ds_config = build_engine(model, spec, params)
-    return Setup(task, tokenizer, engine, device, features, eval_records, params, matching, trainable, total, ds_config)
+    return Setup(data, engine, device, memory, before_model_mb, loaded_mb, params, matching, trainable, total, ds_config)
 
 
-def init_process(seed: int) -> torch.device:
-    """Seed every generator, join the process group, and return this rank's device."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if os.environ.get("DS_ACCELERATOR") == "cpu":
-        distributed.skip_cpu_shm_build()
-    deepspeed.init_distributed(verbose=False)
-    return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
-
-
-def load_adapted_model(spec: RunSpec, task: Task, tokenizer):
+def load_adapted_model(spec: RunSpec, data: TaskData):
     """The base model with the method applied: (model, resolved params, matching details)."""
-    model = models.load_model(spec.model.name, task.head, task.num_labels, spec.model.dtype, spec.model.revision)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    model = load_base_model(spec, data.task, data.tokenizer)
     params, matching = resolve_method_params(model, spec)
     model = methods.apply(model, spec.method.name, **params)
     if spec.training.gradient_checkpointing:
@@ -161,18 +136,45 @@ def build_engine(model, spec: RunSpec, params: dict[str, Any]):
     return engine, ds_config
 
 
-# ---- evaluation and summary ----------------------------------------------------------------------
+# ---- fit ---------------------------------------------------------------------------------------
 
 
-def evaluate_run(spec: RunSpec, setup: Setup) -> dict[str, Any]:
-    """The task metric, plus the teacher-forced loss of the first evaluation records."""
-    model = setup.engine.module
-    evaluation = evaluate(model, setup.tokenizer, setup.task, setup.eval_records, spec.evaluation, spec.training.zero_stage)
-    eval_features = [setup.task.encode(r, setup.tokenizer, spec.training.max_length) for r in setup.eval_records[:VALIDATION_EXAMPLES]]
-    if eval_features:
-        evaluation["validation_loss"] = validation_loss(model, eval_features, spec.evaluation.batch_size, setup.tokenizer.pad_token_id, setup.device)
-    distributed.log(f"{spec.run_id}: {evaluation}")
-    return evaluation
+def train(spec: RunSpec, setup: Setup) -> tuple[FitState, HeldOut]:
+    """The fit loop, with the held-out curve measured at step 0 (the unadapted model), every
+    `heldout_every` steps and at the last step."""
+    # The imports left hundreds of thousands of long-lived objects; a full garbage collection
+    # walks them all (seconds on a slow CPU) and would land inside a timed step.
+    gc.freeze()
+    setup.memory.start()
+    data = setup.data
+    sampler = GlobalBatches(len(data.features), spec.training.batch_size, distributed.world_size(), distributed.rank(), spec.seed)
+    curve = HeldOutCurve(
+        setup.engine.module, data.heldout_features, data.tokenizer.pad_token_id, setup.device,
+        batch_size=spec.training.batch_size, every=spec.evaluation.heldout_every or default_every(spec.training.max_steps),
+        max_steps=spec.training.max_steps, source=data.task.heldout_source,
+    )
+    control = FitControl.for_run(spec, setup.engine, setup.device, curve.curve)
+    state, trained = control.start(sampler)  # the last checkpoint's state (and curve), or a fresh one
+    if control.resumed_from is None:
+        curve.measure(0, train_time_s=0.0, tokens=0)
+    if not trained:
+        state = fit(setup.engine, data.features, data.tokenizer.pad_token_id, state, spec.training, setup.device,
+                    spec.run_id, between_steps=control.after(curve))
+    heldout = curve.finish(state)
+    control.after_fit(state, already_saved=trained)
+    return state, heldout
+
+
+def save_adapter(spec: RunSpec, setup: Setup) -> Path | None:
+    """Save the trained adapter to the run's adapter folder (all ranks take part); its path."""
+    if not spec.adapter_dir:
+        return None
+    target = Path(spec.adapter_dir)
+    save_trained(setup.engine, spec.method.name, target, spec.training.zero_stage)
+    return target
+
+
+# ---- summary -----------------------------------------------------------------------------------
 
 
 def warmup_steps_excluded(n_steps: int) -> int:
@@ -180,8 +182,8 @@ def warmup_steps_excluded(n_steps: int) -> int:
     return min(5, max(1, n_steps // 10)) if n_steps > 2 else 0
 
 
-def summarize(spec: RunSpec, setup: Setup, state: FitState, evaluation: dict[str, Any], memory: Memory,
-              eval_time: float, started: float) -> RunResult:
+def summarize(spec: RunSpec, setup: Setup, state: FitState, heldout: HeldOut, started: float) -> RunResult:
+    """The result of training: run info, step log, held-out curve, convergence, memory, throughput."""
     steps = state.steps
     warmup = warmup_steps_excluded(len(steps))
     steady = steps[warmup:] or steps
@@ -192,13 +194,29 @@ def summarize(spec: RunSpec, setup: Setup, state: FitState, evaluation: dict[str
         training=Training(
             trainable_params=setup.trainable, total_params=setup.total, method_params=setup.params, matching=setup.matching,
             steps=steps, stopped_at_step=state.stopped_at_step, deepspeed_config=setup.ds_config,
+            dropped_examples=setup.data.dropped,
         ),
-        evaluation=evaluation,
+        heldout=heldout,
         convergence=convergence.summarize(steps, spec.convergence.targets, spec.convergence.ema, budget=spec.training.max_steps),
-        memory=memory,
+        memory=memory_figures(setup),
         throughput=Throughput(
             tokens_per_s=tokens_per_s, tokens_per_s_per_rank=tokens_per_s / world,
             step_time_s=statistics.median(s.step_time_s for s in steady),
-            warmup_steps_excluded=warmup if len(steps) > warmup else 0, train_time_s=state.train_time_s, eval_time_s=eval_time,
+            warmup_steps_excluded=warmup if len(steps) > warmup else 0, train_time_s=state.train_time_s,
         ),
+    )
+
+
+def memory_figures(setup: Setup) -> Memory:
+    """Whole memory up to the end of training on every rank (weights, ZeRO buffers, optimizer state,
+    activations), and the training phase's peak over the usage when it began."""
+    memory = setup.memory
+    mine = [memory.absolute_peak_mb(), memory.absolute_peak_reserved_mb(), memory.peak_mb()]
+    ranks = [r[0] for r in distributed.gather_objects([mine])]
+    peak, reserved, train_peak = ranks[0]
+    return Memory(
+        device=setup.device.type, peak_mb=peak, per_rank_peak_mb=[r[0] for r in ranks], peak_reserved_mb=reserved,
+        before_model_mb=setup.before_model_mb, loaded_mb=setup.loaded_mb, increment_mb=peak - setup.loaded_mb,
+        train_peak_mb=train_peak, train_peak_reserved_mb=memory.peak_reserved_mb(), baseline_mb=memory.baseline_mb,
+        per_rank_train_peak_mb=[r[2] for r in ranks],
     )

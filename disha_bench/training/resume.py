@@ -2,12 +2,12 @@
 
     python -m pytest -q tests/test_resume.py
 
-The recipe uses it in this order (see recipe.run):
+The recipe uses it in this order (see recipe.train):
 
-    control = FitControl.for_run(spec, engine, device)
-    state, trained = control.start(sampler)     # a fresh FitState, or the one of the last checkpoint
-    fit(..., between_steps=control.between_steps)   # True ends training: a signal, or max_time spent
-    control.after_fit(state)                    # the end-of-training checkpoint; signals kill again
+    control = FitControl.for_run(spec, engine, device, curve.curve)
+    state, trained = control.start(sampler)     # a fresh FitState, or the last checkpoint's (and curve)
+    fit(..., between_steps=control.after(curve))    # True ends training: a signal, or max_time spent
+    control.after_fit(state, already_saved=trained) # the end-of-training checkpoint; signals kill again
 
 Checkpoints themselves (layout, atomic save, RNGs) are `disha_bench.checkpoint`. `training.max_time`
 is counted in training time (seconds inside optimizer steps, summed over resumed segments; held-out
@@ -20,11 +20,11 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from disha_bench import distributed, methods
 from disha_bench.checkpoint import Checkpointer, Interrupted, Progress
-from disha_bench.results import BUDGET_STOPPED, EVALUATED_STATUSES
+from disha_bench.results import BUDGET_STOPPED, EVALUATED_STATUSES, HeldOut, HeldOutPoint
 from disha_bench.training.loop import FitState
 from disha_bench.training.spec import RunSpec
 
@@ -33,18 +33,19 @@ class FitControl:
     """Checkpoints (when the run has a checkpoint folder) and the time budget of one run."""
 
     def __init__(self, engine, device, max_steps: int, max_time: float | None, checkpointer: Checkpointer | None,
-                 name: str):
+                 name: str, heldout: HeldOut | None = None):
         self.engine, self.device, self.max_steps, self.max_time = engine, device, max_steps, max_time
-        self.checkpointer, self.name = checkpointer, name
+        self.checkpointer, self.name, self.heldout = checkpointer, name, heldout
 
     @classmethod
-    def for_run(cls, spec: RunSpec, engine, device) -> "FitControl":
+    def for_run(cls, spec: RunSpec, engine, device, heldout: HeldOut | None = None) -> "FitControl":
+        """`heldout`: the curve being measured, saved with each checkpoint and restored in place."""
         checkpointer = None
         if spec.checkpoint_dir:
             # Methods that rewrite the frozen weights at initialisation (PiSSA, OLoRA) save them too.
             exclude_frozen = not methods.REGISTRY.get(spec.method.name).modifies_base_weights
             checkpointer = Checkpointer(Path(spec.checkpoint_dir), spec.checkpoint_every, exclude_frozen, spec.run_id)
-        return cls(engine, device, spec.training.max_steps, spec.training.max_time, checkpointer, spec.run_id)
+        return cls(engine, device, spec.training.max_steps, spec.training.max_time, checkpointer, spec.run_id, heldout)
 
     @property
     def resumed_from(self) -> int | None:
@@ -61,8 +62,22 @@ class FitControl:
         if progress is None:
             return state, False
         state = fit_state_from_json(progress.fit, sampler)
+        state.resumed_from_step = progress.step
+        if self.heldout is not None and progress.heldout is not None:
+            restored = HeldOut(**{**progress.heldout, "points": [HeldOutPoint(**p) for p in progress.heldout["points"]]})
+            self.heldout.points, self.heldout.eval_time_s = restored.points, restored.eval_time_s
         distributed.log(f"{self.name}: resumed from the checkpoint of step {progress.step}")
         return state, progress.finished
+
+    def after(self, measure: Callable[[FitState], None]) -> Callable[[FitState], bool]:
+        """`between_steps` that first runs `measure` (the held-out curve), so that a checkpoint of
+        the step holds its point."""
+
+        def between_steps(state: FitState) -> bool:
+            measure(state)
+            return self.between_steps(state)
+
+        return between_steps
 
     def between_steps(self, state: FitState) -> bool:
         """After each optimizer step: save when due or asked; True when training must end here."""
@@ -92,14 +107,16 @@ class FitControl:
         self.checkpointer.finish()
 
     def _save(self, state: FitState, reason: str, finished: bool = False) -> None:
-        progress = Progress(step=state.step, sampler=state.sampler.state_dict(), fit=fit_state_to_json(state), finished=finished)
+        progress = Progress(step=state.step, sampler=state.sampler.state_dict(), fit=fit_state_to_json(state),
+                            finished=finished, heldout=dataclasses.asdict(self.heldout) if self.heldout else None)
         path = self.checkpointer.save(self.engine, progress, reason)
         distributed.log(f"{self.name}: checkpoint of step {state.step} saved ({reason}): {path}")
 
 
 def fit_state_to_json(state: FitState) -> dict[str, Any]:
     """Every FitState field but the sampler (saved on its own), dataclasses as dicts."""
-    return {f.name: _plain(getattr(state, f.name)) for f in dataclasses.fields(state) if f.name != "sampler"}
+    skipped = ("sampler", "resumed_from_step")  # saved on its own; a fact of the resuming process
+    return {f.name: _plain(getattr(state, f.name)) for f in dataclasses.fields(state) if f.name not in skipped}
 
 
 def fit_state_from_json(data: dict[str, Any], sampler) -> FitState:

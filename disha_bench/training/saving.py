@@ -29,3 +29,14 @@ def save_trained(engine, method_name: str, target: Path, zero_stage: int) -> Non
         methods.save(model, method_name, target)
     if distributed.world_size() > 1:
         torch.distributed.barrier()
+
+
+def load_trained(base, method_name: str, source: Path):
+    """What `save_trained` wrote, on the `base` model it was trained from: the PEFT adapter on it, or
+    for `full` the saved model itself (same class as `base`)."""
+    if methods.REGISTRY.get(method_name).build_config is None:  # full fine-tuning saved the whole model
+        return type(base).from_pretrained(source)
+    from peft import PeftModel  # PEFT is imported by methods.apply in training runs; here only on reload
+
+    return PeftModel.from_pretrained(base, source)
+

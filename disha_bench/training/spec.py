@@ -15,6 +15,7 @@ import json
 import socket
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,6 +93,9 @@ class RunSpec(BaseModel):
     """Where the trained adapter is saved before evaluation (set by the runner)."""
     keep_adapter: bool = False
     """Keep the adapter after a successful evaluation (`output.save_adapter`)."""
+    reevaluate_from: Optional[str] = None
+    """Result file of an earlier run of this spec whose evaluation failed: evaluate its saved
+    adapter (`adapter_dir`) into it, without training again (set by the runner)."""
     data_dir: Optional[str] = None
     """The data directory (--data-dir or DISHA_BENCH_DATA)."""
     checkpoint_dir: Optional[str] = None
@@ -115,6 +119,13 @@ class RunSpec(BaseModel):
     def with_id(self) -> "RunSpec":
         digest = hashlib.sha1(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:8]
         return self.model_copy(update={"run_id": f"{self.task.name}-{self.method.label}-s{self.seed}-{digest}"})
+
+    def has_saved_adapter(self) -> bool:
+        """Whether `adapter_dir` holds a saved adapter (or, for `full`, a saved model)."""
+        if not self.adapter_dir:
+            return False
+        directory = Path(self.adapter_dir)
+        return (directory / "adapter_config.json").is_file() or (directory / "config.json").is_file()
 
     @property
     def is_unadapted(self) -> bool:

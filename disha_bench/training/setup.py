@@ -1,0 +1,94 @@
+"""Set-up shared by every kind of run: seeds and process group, the task's data, the base model.
+
+    python -m pytest -q tests/test_runner.py -k bitwise
+
+`recipe.py` (training runs) and `evaluate_only.py` (the unadapted reference, re-evaluation of a
+saved adapter) both start here.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import deepspeed
+import numpy as np
+import torch
+from deepspeed.accelerator import get_accelerator
+
+from disha_bench import distributed, models, tasks
+from disha_bench.tasks.base import Task
+from disha_bench.training.spec import RunSpec
+
+
+@dataclass
+class TaskData:
+    """A task's examples as a run uses them."""
+
+    task: Task
+    tokenizer: Any
+    features: list[dict]
+    """Encoded training examples (those whose answer fits in max_length)."""
+    heldout_features: list[dict]
+    """Encoded held-out examples: the convergence curve."""
+    eval_records: list[dict]
+    """Raw evaluation records."""
+    majority_label: Any
+    """Most frequent label of the training subset (classification tasks), else None."""
+    dropped: int
+    """Training examples dropped because their answer alone does not fit in max_length."""
+
+
+def init_process(seed: int) -> torch.device:
+    """Seed every generator, join the process group, and return this rank's device."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if os.environ.get("DS_ACCELERATOR") == "cpu":
+        distributed.skip_cpu_shm_build()
+    deepspeed.init_distributed(verbose=False)
+    return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
+
+
+def load_task_data(spec: RunSpec) -> TaskData:
+    """Load, subsample and encode the task's training, held-out and evaluation examples."""
+    task = tasks.get(spec.task.name)
+    train_records, eval_records = task.load(spec.task.model_dump(), spec.data_dir)
+    tokenizer = models.load_tokenizer(spec.model.name)
+    encoded = [task.encode(r, tokenizer, spec.training.max_length) for r in train_records]
+    features = [f for f in encoded if f is not None]
+    heldout = [task.encode(r, tokenizer, spec.training.max_length) for r in task.heldout(spec.evaluation.heldout_examples)]
+    return TaskData(
+        task=task, tokenizer=tokenizer, features=features, heldout_features=[f for f in heldout if f is not None],
+        eval_records=eval_records, majority_label=majority_label(task, train_records), dropped=len(encoded) - len(features),
+    )
+
+
+def majority_label(task: Task, records: list[dict]) -> Any:
+    """The most frequent training label of a classification task (ties: the smallest); None otherwise."""
+    if task.head != "sequence_classification" or task.num_labels < 2 or not records:
+        return None
+    counts = Counter(r["label"] for r in records)
+    return max(sorted(counts), key=lambda label: counts[label])
+
+
+def load_base_model(spec: RunSpec, task: Task, tokenizer):
+    """The base model with the task's head, its pad token set, its weights resident in memory."""
+    model = models.load_model(spec.model.name, task.head, task.num_labels, spec.model.dtype, spec.model.revision)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    touch_weights(model)
+    return model
+
+
+@torch.no_grad()
+def touch_weights(model) -> None:
+    """Read every weight once: a memory-mapped checkpoint (safetensors on CPU) is resident only
+    where it was read, so without this `loaded_mb` would miss most of the model and the training
+    increment would count it."""
+    for parameter in model.parameters():
+        if parameter.device.type == "cpu" and parameter.numel():
+            parameter.reshape(-1)[:: max(1, 4096 // parameter.element_size())].sum()
