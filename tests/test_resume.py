@@ -34,6 +34,7 @@ SUITE = {
     "seeds": [0],
     "evaluation": {"batch_size": 8},
     "output": {"report": False, "checkpoint_every": 2},
+    "analysis": {"unadapted": False},  # no reference run: these tests are about one run
 }
 
 
