@@ -80,6 +80,12 @@ def run_suite(
             print(f"[{index}/{len(runs)}] {run.run_id}: {ELSEWHERE} ({lock.holder.describe()}), skipped", flush=True)
             outcomes.append(ELSEWHERE)
             continue
+        previous = read_result(result_path)  # again, now that we own it: another owner may just have finished it
+        if previous is not None and previous.run.status in FINAL_STATUSES:
+            lock.release()
+            print(f"[{index}/{len(runs)}] {run.run_id}: {previous.run.status}, skipped", flush=True)
+            outcomes.append(previous.run.status)
+            continue
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()

@@ -208,11 +208,23 @@ def die_with_launcher() -> None:
         os._exit(1)
 
 
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent dies, even by SIGKILL (no orphaned training)."""
+def _load_libc():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+# Loaded once here, not in die_with_parent: as a Popen preexec_fn it runs between fork and exec in
+# a process whose parent has threads (the run lock's heartbeat), where loading a library may deadlock.
+_LIBC = _load_libc()
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies, even by SIGKILL (no orphaned training)."""
+    try:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except AttributeError:  # no libc.so.6 (not Linux), or no prctl
         pass
