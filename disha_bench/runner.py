@@ -70,39 +70,17 @@ def run_suite(
     outcomes: list[str] = []
     for index, run in enumerate(runs, 1):
         result_path = results_dir / f"{run.run_id}.json"
-        previous = read_result(result_path)
-        if previous is not None and previous.run.status in FINAL_STATUSES:
-            print(f"[{index}/{len(runs)}] {run.run_id}: {previous.run.status}, skipped", flush=True)
-            outcomes.append(previous.run.status)
-            continue
-        lock = RunLock(lock_path(results_dir, run.run_id))
-        if not lock.acquire():
-            print(f"[{index}/{len(runs)}] {run.run_id}: {ELSEWHERE} ({lock.holder.describe()}), skipped", flush=True)
-            outcomes.append(ELSEWHERE)
-            continue
-        previous = read_result(result_path)  # again, now that we own it: another owner may just have finished it
-        if previous is not None and previous.run.status in FINAL_STATUSES:
-            lock.release()
-            print(f"[{index}/{len(runs)}] {run.run_id}: {previous.run.status}, skipped", flush=True)
-            outcomes.append(previous.run.status)
+        lock, previous, skipped = _claim(results_dir, run.run_id)
+        if skipped:
+            print(f"[{index}/{len(runs)}] {run.run_id}: {skipped}, skipped", flush=True)
+            outcomes.append(ELSEWHERE if lock else previous.run.status)
             continue
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
             worker.preload()
-        spec = run.model_copy(update={
-            "result_path": str(result_path.resolve()),
-            "adapter_dir": str((results_dir / "adapters" / run.run_id).resolve()),
-            "keep_adapter": suite.output.save_adapter,
-            "data_dir": data_dir,
-            "command": command,
-            "checkpoint_dir": str(checkpoint.checkpoints_root(results_dir, run.run_id).resolve()),
-            "checkpoint_every": suite.output.checkpoint_every,
-        })
-        if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
-            spec.reevaluate_from = spec.result_path  # training is kept: evaluate its saved adapter
-            print(f"[{index}/{len(runs)}] {run.run_id}: evaluation failed before, evaluating the saved adapter", flush=True)
-        else:
-            print(f"[{index}/{len(runs)}] {run.run_id}: starting", flush=True)
+        spec = _launch_spec(run, result_path, previous, suite, data_dir, command)
+        what = "evaluation failed before, evaluating the saved adapter" if spec.reevaluate_from else "starting"
+        print(f"[{index}/{len(runs)}] {run.run_id}: {what}", flush=True)
         try:
             status = _launch(spec, results_dir, nproc, hostfile, fork)
         finally:
@@ -117,6 +95,39 @@ def run_suite(
     failed = [s for s in outcomes if s not in (COMPLETE, BUDGET_STOPPED, ELSEWHERE)]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
     return 1 if failed else 0
+
+
+def _claim(results_dir: Path, run_id: str) -> tuple[RunLock | None, RunResult | None, str | None]:
+    """(lock, earlier result, why skipped): the run is ours (its lock held) unless it is finished or
+    another process owns it; in both cases the third item says which, in words."""
+    previous = read_result(results_dir / f"{run_id}.json")
+    if previous is not None and previous.run.status in FINAL_STATUSES:
+        return None, previous, previous.run.status
+    lock = RunLock(lock_path(results_dir, run_id))
+    if not lock.acquire():
+        return lock, previous, f"{ELSEWHERE} ({lock.holder.describe()})"
+    previous = read_result(results_dir / f"{run_id}.json")  # again: another owner may just have finished it
+    if previous is not None and previous.run.status in FINAL_STATUSES:
+        lock.release()
+        return None, previous, previous.run.status
+    return lock, previous, None
+
+
+def _launch_spec(run: RunSpec, result_path: Path, previous: RunResult | None, suite: Suite, data_dir: str | None,
+                 command: str) -> RunSpec:
+    """The run's spec with where to write; a run whose evaluation failed re-evaluates its saved adapter."""
+    spec = run.model_copy(update={
+        "result_path": str(result_path.resolve()),
+        "adapter_dir": str((result_path.parent / "adapters" / run.run_id).resolve()),
+        "keep_adapter": suite.output.save_adapter,
+        "data_dir": data_dir,
+        "command": command,
+        "checkpoint_dir": str(checkpoint.checkpoints_root(result_path.parent, run.run_id).resolve()),
+        "checkpoint_every": suite.output.checkpoint_every,
+    })
+    if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
+        spec.reevaluate_from = spec.result_path  # the training record is kept: evaluate its adapter
+    return spec
 
 
 def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, fork: bool) -> str:

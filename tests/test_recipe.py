@@ -52,6 +52,8 @@ def test_humaneval_suite_completes_and_its_peak_memory_holds_the_weights(tmp_pat
     assert result.heldout.source.startswith("canonical solutions") and result.heldout.n_examples == 4
     assert all(math.isfinite(p.loss) for p in result.heldout.points)
     assert not (out / "adapters" / result.run.run_id).exists()  # saved before evaluation, removed after it
+    timed = result.throughput.train_time_s + result.heldout.eval_time_s + result.throughput.eval_time_s
+    assert result.run.wall_time_s >= timed  # stamped when the run ends, evaluation included
 
     # Whole memory (Linux: VmHWM / VmRSS): the run's absolute peak holds at least the fp32 weights
     # loaded after `before_model_mb` was taken; the increment is what training added on top.
@@ -159,3 +161,48 @@ def test_heldout_loss_is_token_weighted_over_supervised_tokens():
     got = heldout_loss(model, features, 2, tokenizer.pad_token_id, torch.device("cpu"))
     assert got == pytest.approx(expected, rel=1e-5)
     assert got != pytest.approx(sum(s / n for s, n in per_example) / 3, rel=1e-3)  # not example-weighted
+
+
+STEP_SCRIPT = r"""
+import math, os, socket, torch
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+from disha_bench import convergence, distributed, methods, models
+distributed.skip_cpu_shm_build()
+import deepspeed
+from disha_bench.suite import TrainingConfig
+from disha_bench.tasks.base import IGNORE_INDEX, collate, encode_prompt_answer
+from disha_bench.training.ds_config import deepspeed_config
+from disha_bench.training.loop import train_step
+deepspeed.init_distributed(verbose=False)
+torch.manual_seed(0)
+tokenizer = models.load_tokenizer("tiny-llama")
+model = methods.apply(models.load_model("tiny-llama", "causal_lm"), "lora", r=4)
+optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(TrainingConfig(batch_size=1, grad_accum=2), 1))
+feature = encode_prompt_answer(tokenizer, " ".join(f"word{i}" for i in range(300)), " #### 42", 256)
+unsupervised = {"input_ids": feature["input_ids"][:40], "labels": [IGNORE_INDEX] * 40}
+with torch.no_grad():
+    expected = float(engine.module(**collate([feature], tokenizer.pad_token_id)).loss)
+log = train_step(engine, [collate([feature], tokenizer.pad_token_id), collate([unsupervised], tokenizer.pad_token_id)], 1, torch.device("cpu"))
+print("loss", repr(log.loss), "expected", repr(expected), "diverged", convergence.is_diverged(log.loss, log.loss, 4.0),
+      "finite_grads", all(torch.isfinite(p).all().item() for p in engine.module.parameters()), flush=True)
+"""
+
+
+def test_a_micro_batch_without_a_supervised_token_adds_no_nan_to_a_real_step(tmp_path):
+    """A real DeepSpeed step (ZeRO-2, 1 rank, 2 micro-batches): one micro-batch supervises nothing;
+    the step's loss is the other's, finite, and the weights stay finite."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "step.py"
+    script.write_text(STEP_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("loss ")), None)
+    assert line is not None, proc.stdout[-2000:] + proc.stderr[-3000:]
+    fields = line.split()
+    loss, expected = float(fields[1]), float(fields[3])
+    assert math.isfinite(loss) and loss == pytest.approx(expected, rel=1e-6)
+    assert fields[5] == "False" and fields[7] == "True"

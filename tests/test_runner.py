@@ -94,6 +94,10 @@ def test_one_rank_and_two_ranks_give_the_same_curve(tmp_path, stage):
     assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
     (result,) = load_results(tmp_path / "two")
     assert result.run.world_size == 2 and len(result.memory.per_rank_train_peak_mb) == 2
+    assert len(result.memory.per_rank_peak_mb) == 2 and result.memory.peak_mb == result.memory.per_rank_peak_mb[0]
+    # The held-out curve is the same on 2 ranks (each evaluates its shard) as on one.
+    (single,) = load_results(tmp_path / "one")
+    assert [p.loss for p in result.heldout.points] == pytest.approx([p.loss for p in single.heldout.points], rel=1e-5)
     if stage == 3:
         _assert_adapter_reloads_to_trained_loss(tmp_path / "two", result)
 
@@ -132,6 +136,7 @@ def test_same_seed_same_config_is_bitwise_identical(tmp_path):
     assert a.heldout.points[-1].train_time_s == pytest.approx(a.throughput.train_time_s)
     assert a.heldout.points[-1].tokens == sum(s.tokens for s in a.training.steps)
     assert a.heldout.eval_time_s > 0
+    assert a.run.analysis == {"reference": "bone", "targets": []} and a.run.node
 
 
 def test_sigkill_then_rerun_resumes_and_keeps_finished_files(tmp_path):

@@ -24,10 +24,22 @@ from disha_bench.tasks.base import (
 _POSITIVE = "great wonderful delightful brilliant charming superb moving clever joyful stunning".split()
 _NEGATIVE = "dull awful boring clumsy tedious dreadful bland painful messy shallow".split()
 _SUBJECTS = "the film|this movie|the plot|the acting|the ending|the soundtrack|the script|the cast".split("|")
-HELDOUT_SIZE = 256
-"""Extra generated examples for the held-out loss (their own seed: neither trained on nor evaluated)."""
-HELDOUT_SOURCE = "extra generated examples (seed 3)"
+HELDOUT_SIZE = 512
+"""Extra generated examples for the held-out loss (their own seed), before those that the training
+subset also holds are removed: the templates are few, so the generators repeat themselves."""
+HELDOUT_SOURCE = "extra generated examples (seed 3) that the training subset does not hold"
 _TEMPLATES = ["{s} was {a}", "{s} felt {a} and {b}", "honestly , {s} is {a}", "i found {s} {a}"]
+
+
+def unseen(candidates: list[dict], train: list[dict], key: str) -> list[dict]:
+    """The candidates whose `key` no training record has, each once, in order."""
+    seen = {r[key] for r in train}
+    kept = []
+    for record in candidates:
+        if record[key] not in seen:
+            seen.add(record[key])
+            kept.append(record)
+    return kept
 
 
 def _sentiment_records(n: int, seed: int) -> list[dict]:
@@ -54,9 +66,10 @@ class SyntheticSentiment(Task):
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         train = _sentiment_records(config["train_size"], seed=1)
         evaluation = _sentiment_records(config["eval_size"], seed=2)
-        self._heldout_pool = _sentiment_records(HELDOUT_SIZE, seed=3)
         seed = config["sample_seed"]
-        return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
+        train = subsample(train, config["train_limit"], seed)
+        self._heldout_pool = unseen(_sentiment_records(HELDOUT_SIZE, seed=3), train, "text")
+        return train, subsample(evaluation, config["eval_limit"], seed)
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         return encode_text_classification(tokenizer, record["text"], record["label"], max_length)
@@ -92,9 +105,10 @@ class SyntheticArith(Task):
     def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
         train = _arith_records(config["train_size"], seed=1)
         evaluation = _arith_records(config["eval_size"], seed=2)
-        self._heldout_pool = _arith_records(HELDOUT_SIZE, seed=3)
         seed = config["sample_seed"]
-        return subsample(train, config["train_limit"], seed), subsample(evaluation, config["eval_limit"], seed)
+        train = subsample(train, config["train_limit"], seed)
+        self._heldout_pool = unseen(_arith_records(HELDOUT_SIZE, seed=3), train, "question")
+        return train, subsample(evaluation, config["eval_limit"], seed)
 
     @staticmethod
     def prompt(record: dict) -> str:

@@ -46,6 +46,7 @@ def unadapted(spec: RunSpec, started: float) -> RunResult:
     )
     if spec.evaluation.enabled:
         evaluate_into(result, model, data, spec.evaluation, memory)
+    spec.stamp_finished(result.run, started)
     return result
 
 
@@ -65,7 +66,7 @@ def reevaluate(spec: RunSpec, started: float) -> RunResult:
     if evaluate_into(result, model, data, spec.evaluation, memory):
         if not spec.keep_adapter and distributed.rank() == 0:
             shutil.rmtree(adapter, ignore_errors=True)
-    now = spec.run_info(result.run.status, started=started)
-    result.run.finished_at = now.finished_at
-    result.run.wall_time_s += now.wall_time_s  # the earlier run's time plus this evaluation's
+    earlier_wall_time_s = result.run.wall_time_s
+    spec.stamp_finished(result.run, started)
+    result.run.wall_time_s += earlier_wall_time_s  # the earlier run's time plus this evaluation's
     return result

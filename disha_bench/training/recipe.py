@@ -72,14 +72,8 @@ def run(spec: RunSpec, started: float) -> RunResult:
     state, heldout = train(spec, setup)
     result = summarize(spec, setup, state, heldout, started)
     result.run.resumed_from_step = state.resumed_from_step
-    if spec.evaluation.enabled and result.run.status in TRAINED_STATUSES:
-        adapter = save_adapter(spec, setup)
-        evaluated = evaluate_into(result, setup.engine.module, setup.data, spec.evaluation, setup.memory,
-                                  synced_gpus=distributed.world_size() > 1 and spec.training.zero_stage == 3)
-        if evaluated and adapter is not None and not spec.keep_adapter and distributed.rank() == 0:
-            shutil.rmtree(adapter, ignore_errors=True)
-    elif spec.keep_adapter and spec.adapter_dir and result.run.status in TRAINED_STATUSES:
-        save_adapter(spec, setup)
+    save_and_evaluate(spec, setup, result)
+    spec.stamp_finished(result.run, started)
     return result
 
 
@@ -163,6 +157,22 @@ def train(spec: RunSpec, setup: Setup) -> tuple[FitState, HeldOut]:
     heldout = curve.finish(state)
     control.after_fit(state, already_saved=trained)
     return state, heldout
+
+
+def save_and_evaluate(spec: RunSpec, setup: Setup, result: RunResult) -> None:
+    """Save the adapter, then evaluate into `result`. An evaluation that raises leaves the training
+    record and the adapter for a re-run; a successful one removes the adapter unless it is kept."""
+    if result.run.status not in TRAINED_STATUSES:
+        return
+    if not spec.evaluation.enabled:
+        if spec.keep_adapter:
+            save_adapter(spec, setup)
+        return
+    adapter = save_adapter(spec, setup)
+    evaluated = evaluate_into(result, setup.engine.module, setup.data, spec.evaluation, setup.memory,
+                              synced_gpus=distributed.world_size() > 1 and spec.training.zero_stage == 3)
+    if evaluated and adapter is not None and not spec.keep_adapter and distributed.rank() == 0:
+        shutil.rmtree(adapter, ignore_errors=True)
 
 
 def save_adapter(spec: RunSpec, setup: Setup) -> Path | None:

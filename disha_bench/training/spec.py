@@ -132,6 +132,13 @@ class RunSpec(BaseModel):
         """The reference run: nothing is trained, the base model is evaluated once."""
         return self.method.name == UNADAPTED
 
+    @staticmethod
+    def stamp_finished(info: RunInfo, started: float) -> None:
+        """Set `finished_at` and `wall_time_s` to now: the run's last act (evaluation included)."""
+        now = time.time()
+        info.finished_at = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+        info.wall_time_s = now - started
+
     def run_info(self, status: str, error: str | None = None, started: float | None = None,
                  world_size: int | None = None) -> RunInfo:
         """The result's identity block; the worker and the runner (when a worker died) both use it."""
