@@ -65,7 +65,7 @@ def _state(results_dir: Path, run_id: str) -> RunState:
     result = read_result(results_dir / f"{run_id}.json")
     if result is not None and result.run.status in FINAL_STATUSES + (EVAL_FAILED,):
         state = DONE if result.run.status in FINAL_STATUSES else EVAL_FAILED
-        detail = result.run.status + (f" from step {result.run.resumed_from_step}" if result.run.resumed_from_step else "")
+        detail = result.run.status + (f" (resumed from step {result.run.resumed_from_step})" if result.run.resumed_from_step else "")
         return RunState(run_id, state, detail, result.run.node, machine_type(result))
     owner = read_lock(lock_path(results_dir, run_id))
     if owner is not None and not is_stale(*owner):
@@ -105,7 +105,11 @@ def _job(results_dir: Path, run_id: str) -> str:
 
 def render(states: list[RunState]) -> str:
     counts = Counter(s.state for s in states)
-    lines = [", ".join(f"{counts.get(state, 0)} {state}" for state in STATES) + f" (of {len(states)} runs)"]
+    done = Counter(s.detail.split(" ", 1)[0] for s in states if s.state == DONE)
+    parts = [f"{counts.get(state, 0)} {state}" for state in STATES]
+    if done:
+        parts[0] += " (" + ", ".join(f"{n} {status}" for status, n in sorted(done.items())) + ")"
+    lines = [", ".join(parts) + f" (of {len(states)} runs)"]
     width = max((len(s.run_id) for s in states), default=0)
     for s in states:
         where = f" [{s.node}]" if s.node else ""

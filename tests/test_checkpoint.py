@@ -125,13 +125,13 @@ def test_status_shows_every_state_and_when_runs_span_machines(tmp_path, capsys):
             "a-done": DONE, "b-budget": DONE, "c-evalfail": EVAL_FAILED, "d-failed": FAILED,
             "e-queued": PENDING, "f-running": RUNNING,
         }
-        assert states["a-done"].detail == "complete from step 300" and states["b-budget"].detail == BUDGET_STOPPED
+        assert states["a-done"].detail == "complete (resumed from step 300)" and states["b-budget"].detail == BUDGET_STOPPED
         assert "resumes from step 40" in states["d-failed"].detail
         assert "job 991" in states["e-queued"].detail
         assert f"{socket.gethostname()} pid {os.getpid()}" in states["f-running"].detail and "step 30/100" in states["f-running"].detail
         assert main(["status", str(out)]) == 0
         printed = capsys.readouterr().out
-        assert printed.splitlines()[0] == "2 done, 1 running, 1 failed, 1 evaluation_failed, 1 pending (of 6 runs)"
+        assert printed.splitlines()[0] == "2 done (1 complete, 1 stopped_by_budget), 1 running, 1 failed, 1 evaluation_failed, 1 pending (of 6 runs)"
         assert "runs span 2 machines: node1 (2), node2 (1)" in printed
         assert "2 machine types" in printed and "compare throughput and memory only within one type" in printed
     finally:
