@@ -146,7 +146,8 @@ class Memory:
     """`cuda` or `cpu`: which kind of figure follows."""
     peak_mb: float | None = None
     """Absolute peak of the run on rank 0, weights, optimizer state and activations included
-    (CPU: process VmHWM; CUDA: max allocated since the run started)."""
+    (CPU: process VmHWM; CUDA: max allocated since the run started), from the start of the run to the
+    end of training (held-out curve included; evaluation's own peak is `eval_peak_mb`)."""
     per_rank_peak_mb: list[float] = field(default_factory=list)
     """peak_mb of every rank, by rank; reports show the maximum."""
     peak_reserved_mb: float | None = None

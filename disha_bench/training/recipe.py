@@ -26,7 +26,7 @@ import torch
 
 from disha_bench import convergence, distributed, methods
 from disha_bench.memory import PeakMemory
-from disha_bench.results import COMPLETE, TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
+from disha_bench.results import TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
 from disha_bench.training import evaluate_only
 from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.evaluation import evaluate_into
