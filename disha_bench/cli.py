@@ -1,6 +1,8 @@
 """The `disha-bench` command.
 
     disha-bench run suites/smoke.yaml [--out DIR] [--set KEY=VALUE ...] [--only GLOB] [--nproc N] [--fresh]
+    disha-bench run suites/nlg.yaml --launcher slurm --slurm-partition gpu --gpus-per-run 8
+    disha-bench status results/nlg
     disha-bench validate suites/smoke.yaml
     disha-bench plan suites/nlg.yaml [--nproc 8] [--measure]
     disha-bench list {methods,tasks,models}
@@ -22,7 +24,8 @@ import sys
 from disha_bench.errors import UserError
 
 # Subcommands that live beside the code they drive; each module has register(subparsers).
-PLUGGED_COMMANDS = ("disha_bench.report", "disha_bench.check", "disha_bench.eval_code", "disha_bench.plan")
+PLUGGED_COMMANDS = ("disha_bench.report", "disha_bench.check", "disha_bench.eval_code", "disha_bench.plan",
+                    "disha_bench.status")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hostfile", help="DeepSpeed hostfile for several machines (uses the deepspeed launcher)")
     run.add_argument("--fresh", action="store_true", help="re-run even finished runs; earlier results (with --only: just the selected runs') are moved to <out>/.superseded/")
     run.add_argument("--data-dir", help="folder with local datasets (default $DISHA_BENCH_DATA)")
+    run.add_argument("--stop-grace", type=float, metavar="SECONDS", help="on SIGTERM/SIGUSR1, give a run's workers this long to save a checkpoint before killing them (default 120; $DISHA_BENCH_STOP_GRACE_S)")
+    _add_launcher_arguments(run)
     run.set_defaults(func=_run)
 
     validate = sub.add_parser("validate", help="check a suite file without loading any model")
@@ -54,9 +59,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_launcher_arguments(run) -> None:
+    from disha_bench.launchers import LAUNCHERS
+
+    run.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local: this machine, one run after another; slurm: each unfinished run as its own Slurm job (submitit); submitit-local: the same jobs as local processes")
+    run.add_argument("--slurm-partition", help="Slurm partition of the jobs")
+    run.add_argument("--gpus-per-run", type=int, default=1, metavar="N", help="GPUs (ranks) of each run's job, on one node")
+    run.add_argument("--slurm-time", type=int, default=24 * 60, metavar="MINUTES", help="time limit of each job; a longer run is requeued and resumes (default 1440)")
+    run.add_argument("--slurm-cpus", type=int, metavar="N", help="CPU cores per job (default 8 per GPU)")
+    run.add_argument("--slurm-mem-gb", type=int, metavar="GB", help="memory per job")
+    run.add_argument("--slurm-account", help="Slurm account to charge")
+    run.add_argument("--slurm-constraint", help="node feature constraint, e.g. one GPU type")
+    run.add_argument("--wait", action="store_true", help="with a job launcher: wait for the jobs, then print the status and write the report")
+
+
 def _run(args) -> int:
     from disha_bench.runner import command_line, run_suite
 
+    if args.stop_grace is not None:
+        if args.stop_grace <= 0:
+            raise UserError(f"--stop-grace must be positive, got {args.stop_grace}")
+        os.environ["DISHA_BENCH_STOP_GRACE_S"] = str(args.stop_grace)
+    if args.launcher != "local":
+        from disha_bench.launchers.slurm import SlurmOptions, submit_suite
+
+        if args.nproc != 1 or args.hostfile:
+            raise UserError(f"--launcher {args.launcher} takes --gpus-per-run, not --nproc or --hostfile")
+        options = SlurmOptions(
+            partition=args.slurm_partition, gpus_per_run=args.gpus_per_run, time_min=args.slurm_time,
+            cpus_per_run=args.slurm_cpus, mem_gb=args.slurm_mem_gb, account=args.slurm_account, constraint=args.slurm_constraint,
+        )
+        return submit_suite(args.suite, args.launcher, options, out=args.out, overrides=args.overrides, only=args.only,
+                            fresh=args.fresh, data_dir=args.data_dir, command=command_line(), wait=args.wait)
     return run_suite(
         args.suite, out=args.out, overrides=args.overrides, only=args.only, nproc=args.nproc,
         hostfile=args.hostfile, fresh=args.fresh, data_dir=args.data_dir, command=command_line(),
@@ -84,7 +118,9 @@ def _list(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # SIGTERM unwinds like Ctrl-C, so the runner stops its worker processes on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGUSR1 (a scheduler's "time is nearly up") too: the workers checkpoint within the grace.
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, lambda *_: sys.exit(143))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

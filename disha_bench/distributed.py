@@ -112,6 +112,12 @@ def launch_env(nproc: int) -> dict[str, str]:
     # DeepSpeed JIT-compiles ops on every cold start (about 25 s on CPU); keep them between runs.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # torchrun forwards SIGTERM (and SIGUSR1, when told to) to its workers and SIGKILLs them after
+    # its shutdown timeout: give them the runner's grace to save a checkpoint.
+    from disha_bench.checkpoint import stop_grace_s
+
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(int(stop_grace_s())))
+    env.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
     return env
 
 

@@ -21,15 +21,22 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from disha_bench import distributed, preflight, progress, worker
+from disha_bench import checkpoint, distributed, preflight, progress, worker
 from disha_bench.data import resolve_data_dir
 from disha_bench.errors import UserError
-from disha_bench.results import COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result
+from disha_bench.ownership import RunLock, lock_path
+from disha_bench.results import (
+    BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result,
+)
 from disha_bench.suite import Suite, expand_runs, load_suite
 from disha_bench.training.spec import RunSpec
 
 WORKER_MODULE = "disha_bench.training"
 """`python -m` module of a worker (its __main__ runs training/launch.py)."""
+INTERRUPTED = "interrupted"
+"""Outcome (never a result status) of a run stopped by a signal after saving a checkpoint."""
+ELSEWHERE = "running elsewhere"
+"""Outcome of a run another process owns (its lock file is held)."""
 
 
 def run_suite(
@@ -42,6 +49,7 @@ def run_suite(
     fresh: bool = False,
     data_dir: str | None = None,
     command: str = "",
+    write_report: bool = True,
 ) -> int:
     """Run every selected run of the suite; 0 when all succeeded, 1 when some failed or diverged."""
     suite, _ = load_suite(suite_path, list(overrides))
@@ -58,6 +66,7 @@ def run_suite(
     results_dir = Path(out) if out else Path("results") / suite.name
     if fresh:
         _set_aside(results_dir, [run.run_id for run in runs] if only else None)
+        checkpoint.discard(results_dir, [run.run_id for run in runs])
     fork = worker.can_fork(nproc, hostfile)
     finished = sum(1 for r in runs if _is_final(results_dir / f"{r.run_id}.json"))
     display = progress.SuiteProgress(len(runs), finished, loggers=suite.output.loggers, results_dir=results_dir)
@@ -65,10 +74,10 @@ def run_suite(
     outcomes: list[str] = []
     for index, run in enumerate(runs, 1):
         result_path = results_dir / f"{run.run_id}.json"
-        previous = read_result(result_path)
-        if previous is not None and previous.run.status in FINAL_STATUSES:
-            print(f"[{index}/{len(runs)}] {run.run_id}: {previous.run.status}, skipped", flush=True)
-            outcomes.append(previous.run.status)
+        lock, previous, skipped = _claim(results_dir, run.run_id)
+        if skipped:
+            print(f"[{index}/{len(runs)}] {run.run_id}: {skipped}, skipped", flush=True)
+            outcomes.append(ELSEWHERE if lock else previous.run.status)
             continue
         if fork and not worker.is_preloaded():
             print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
@@ -76,16 +85,37 @@ def run_suite(
         spec = _launch_spec(run, result_path, previous, suite, data_dir, command)
         what = "evaluation failed before, evaluating the saved adapter" if spec.reevaluate_from else "starting"
         print(f"[{index}/{len(runs)}] {run.run_id}: {what}", flush=True)
-        status = _launch(spec, results_dir, nproc, hostfile, fork)
+        try:
+            status = _launch(spec, results_dir, nproc, hostfile, fork)
+        finally:
+            lock.release()
+        if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
+            checkpoint.discard(results_dir, [run.run_id])
         outcomes.append(status)
         print(f"[{index}/{len(runs)}] {run.run_id}: {status}", flush=True)
 
     display.close()
-    if suite.output.report:
+    if suite.output.report and write_report:
         _write_report(suite, results_dir, command, full_run=not only)
-    failed = [s for s in outcomes if s != COMPLETE]
+    failed = [s for s in outcomes if s not in (COMPLETE, BUDGET_STOPPED, ELSEWHERE)]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
     return 1 if failed else 0
+
+
+def _claim(results_dir: Path, run_id: str) -> tuple[RunLock | None, RunResult | None, str | None]:
+    """(lock, earlier result, why skipped): the run is ours (its lock held) unless it is finished or
+    another process owns it; in both cases the third item says which, in words."""
+    previous = read_result(results_dir / f"{run_id}.json")
+    if previous is not None and previous.run.status in FINAL_STATUSES:
+        return None, previous, previous.run.status
+    lock = RunLock(lock_path(results_dir, run_id))
+    if not lock.acquire():
+        return lock, previous, f"{ELSEWHERE} ({lock.holder.describe()})"
+    previous = read_result(results_dir / f"{run_id}.json")  # again: another owner may just have finished it
+    if previous is not None and previous.run.status in FINAL_STATUSES:
+        lock.release()
+        return None, previous, previous.run.status
+    return lock, previous, None
 
 
 def _launch_spec(run: RunSpec, result_path: Path, previous: RunResult | None, suite: Suite, data_dir: str | None,
@@ -97,6 +127,8 @@ def _launch_spec(run: RunSpec, result_path: Path, previous: RunResult | None, su
         "keep_adapter": suite.output.save_adapter,
         "data_dir": data_dir,
         "command": command,
+        "checkpoint_dir": str(checkpoint.checkpoints_root(result_path.parent, run.run_id).resolve()),
+        "checkpoint_every": suite.output.checkpoint_every,
     })
     if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
         spec.reevaluate_from = spec.result_path  # the training record is kept: evaluate its adapter
@@ -129,6 +161,7 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
                 distributed.launch_command(WORKER_MODULE, args, nproc, hostfile), stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, preexec_fn=worker.die_with_parent,
             )
+        worker.RUNNING.add(proc)
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -140,17 +173,24 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
         except BaseException:
             _kill_tree(proc)
             raise
-    status = _recorded_status(spec, log_path, started, proc.returncode)
+        finally:
+            worker.RUNNING.discard(proc)
+    status = _recorded_status(spec, results_dir, log_path, started, proc.returncode)
     if display is not None:
         display.run_finished(status)
     return status
 
 
-def _recorded_status(spec: RunSpec, log_path: Path, started: float, returncode: int | None) -> str:
-    """The status of the result the worker wrote, or FAILED recorded for a worker that died first."""
+def _recorded_status(spec: RunSpec, results_dir: Path, log_path: Path, started: float, returncode: int | None) -> str:
+    """The status of the result the worker wrote; INTERRUPTED when it stopped on a signal after saving
+    a checkpoint; else FAILED, recorded for a worker that died first."""
     result = read_result(Path(spec.result_path))
     if result is not None and result.run.finished_at >= datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"):
         return result.run.status
+    saved = _checkpoint_on_signal_since(results_dir, spec.run_id, started)
+    if saved is not None:  # stopped by a signal after saving: a re-run resumes, nothing failed
+        print(f"   {spec.run_id}: stopped by a signal at step {saved}, checkpoint saved; re-run to resume", flush=True)
+        return INTERRUPTED
     tail = _last_lines(log_path, 3)
     if spec.reevaluate_from:  # the earlier result holds the training record: never replace it
         print(f"   re-evaluation ended without a result (exit code {returncode}): {tail}", flush=True)
@@ -166,10 +206,21 @@ def _is_final(result_path: Path) -> bool:
     return previous is not None and previous.run.status in FINAL_STATUSES
 
 
+def _checkpoint_on_signal_since(results_dir: Path, run_id: str, started: float) -> int | None:
+    """The step of a checkpoint this launch saved because of a stop signal, else None."""
+    found = checkpoint.latest(checkpoint.checkpoints_root(results_dir, run_id))
+    if found is None:
+        return None
+    marker = checkpoint.read_marker(found)
+    return marker["step"] if marker["reason"] == "signal" and marker["saved_at"] >= started else None
+
+
 def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM the worker group, then SIGKILL after the grace period: a training worker uses the
+    grace to save a checkpoint (torchrun forwards the signal and waits as long)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        proc.wait(timeout=checkpoint.stop_grace_s())
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
             os.killpg(proc.pid, signal.SIGKILL)

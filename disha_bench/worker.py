@@ -51,6 +51,9 @@ def can_fork(nproc: int, hostfile: str | None) -> bool:
 
 
 _fork_server: multiprocessing.context.BaseContext | None = None
+RUNNING: set = set()
+"""Worker processes (Popen or ForkedWorker) the runner is waiting for: a scheduler's preemption
+handler (launchers.slurm) forwards its stop signal to them."""
 
 
 def is_preloaded() -> bool:
@@ -193,11 +196,35 @@ def _run_child(main, args: list[str], env: dict[str, str], output_fd: int) -> No
             os._exit(code)  # skip multiprocessing's own exit handling: the exit status is the run's
 
 
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent dies, even by SIGKILL (no orphaned training)."""
+def die_with_launcher() -> None:
+    """In a rank that torchrun or the deepspeed launcher started: die when the launcher dies.
+
+    torchrun starts each rank in a session of its own, so a runner killed with SIGKILL (torchrun
+    dies with it) would leave the ranks training on, unowned, beside the re-run that resumes the run.
+    """
+    parent = os.getppid()
+    die_with_parent()
+    if os.getppid() != parent:  # the launcher died before the line above took effect
+        os._exit(1)
+
+
+def _load_libc():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+# Loaded once here, not in die_with_parent: as a Popen preexec_fn it runs between fork and exec in
+# a process whose parent has threads (the run lock's heartbeat), where loading a library may deadlock.
+_LIBC = _load_libc()
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies, even by SIGKILL (no orphaned training)."""
+    try:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except AttributeError:  # no libc.so.6 (not Linux), or no prctl
         pass

@@ -9,6 +9,7 @@
 - `setup.py`     seeds and process group, the task's data (train, held-out, evaluation), the base model.
 - `loop.py`      the fit loop and its state (step, sampler position, step log).
 - `heldout.py`   the held-out loss curve (step 0, every `heldout_every` steps, the last step).
+- `resume.py`    between steps: checkpoints (resume, save, stop on SIGTERM/SIGUSR1) and training.max_time.
 - `sampler.py`   GlobalBatches: the seeded data order, identical for any number of ranks.
 - `schedule.py`  the learning-rate schedule.
 - `ds_config.py` the generated DeepSpeed config.

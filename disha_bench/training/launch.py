@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from disha_bench import distributed
+from disha_bench import distributed, worker
+from disha_bench.checkpoint import EXIT_INTERRUPTED, Interrupted
 from disha_bench.results import FAILED, RunResult, write_result
 from disha_bench.training.meta import collect_meta
 from disha_bench.training.spec import RunSpec
@@ -26,6 +27,8 @@ def main(argv: list[str]) -> int:
     """Exit status 0 when the run produced a result of its own, 1 when it failed."""
     spec = RunSpec.model_validate_json(Path(argv[0]).read_text())
     started = time.time()
+    if "RANK" in os.environ:  # started by torchrun or the deepspeed launcher
+        worker.die_with_launcher()
     distributed.ensure_single_process_env()
     if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
         os.environ["DS_ACCELERATOR"] = "cpu"
@@ -35,6 +38,8 @@ def main(argv: list[str]) -> int:
     try:
         result = recipe.run(spec, started)
         code = 0
+    except Interrupted:  # a stop signal, the checkpoint is saved: no result, a re-run resumes
+        return EXIT_INTERRUPTED
     except Exception as err:  # the run failed: record why, keep the suite going
         traceback.print_exc()
         result = RunResult(run=spec.run_info(FAILED, one_line(err), started, distributed.world_size()))

@@ -32,13 +32,17 @@ class FitState:
     steps: list[StepLog] = field(default_factory=list)
     """One entry per optimizer step done."""
     status: str = COMPLETE
-    """COMPLETE while training goes on; DIVERGED when the loss exploded."""
+    """COMPLETE while training goes on; DIVERGED when the loss exploded; BUDGET_STOPPED when
+    training.max_time was spent."""
     error: str | None = None
     """Why training stopped early, else None."""
     stopped_at_step: int | None = None
     """Step at which training stopped early, else None."""
     train_time_s: float = 0.0
-    """Seconds spent in optimizer steps (what a user pays; anything measured between steps excluded)."""
+    """Seconds spent in optimizer steps (what a user pays; anything measured between steps excluded),
+    summed over resumed segments."""
+    resumed_from_step: int | None = None
+    """Step of the checkpoint this process resumed from (resume.FitControl); None: from the start."""
 
     @property
     def tokens(self) -> int:
@@ -47,9 +51,10 @@ class FitState:
 
 
 def fit(engine, features: list[dict], pad_id: int, state: FitState, training: TrainingConfig, device,
-        name: str, between_steps: Callable[[FitState], None] | None = None) -> FitState:
+        name: str, between_steps: Callable[[FitState], bool | None] | None = None) -> FitState:
     """Train from `state.step` to `training.max_steps`; `between_steps(state)` runs after each step,
-    outside the timed part (held-out evaluation, checkpoints)."""
+    outside the timed part (held-out evaluation, checkpoints), and ends training when it returns True
+    (the time budget; see resume.FitControl)."""
     engine.train()
     for step in range(state.step + 1, training.max_steps + 1):
         started = time.perf_counter()
@@ -67,8 +72,10 @@ def fit(engine, features: list[dict], pad_id: int, state: FitState, training: Tr
             distributed.log(f"{name}: {state.error}")
             break
         if between_steps is not None:
-            between_steps(state)
+            stop = between_steps(state)
             engine.train()
+            if stop:
+                break
     return state
 
 

@@ -32,6 +32,7 @@ from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.evaluation import evaluate_into
 from disha_bench.training.heldout import HeldOutCurve, default_every
 from disha_bench.training.loop import FitState, fit
+from disha_bench.training.resume import FitControl
 from disha_bench.training.sampler import GlobalBatches
 from disha_bench.training.saving import save_trained
 from disha_bench.training.schedule import lr_lambda
@@ -70,6 +71,7 @@ def run(spec: RunSpec, started: float) -> RunResult:
     setup = set_up(spec)
     state, heldout = train(spec, setup)
     result = summarize(spec, setup, state, heldout, started)
+    result.run.resumed_from_step = state.resumed_from_step
     save_and_evaluate(spec, setup, result)
     spec.stamp_finished(result.run, started)
     return result
@@ -145,10 +147,16 @@ def train(spec: RunSpec, setup: Setup) -> tuple[FitState, HeldOut]:
         batch_size=spec.training.batch_size, every=spec.evaluation.heldout_every or default_every(spec.training.max_steps),
         max_steps=spec.training.max_steps, source=data.task.heldout_source,
     )
-    curve.measure(0, train_time_s=0.0, tokens=0)
-    state = fit(setup.engine, data.features, data.tokenizer.pad_token_id, FitState(sampler), spec.training, setup.device,
-                spec.run_id, between_steps=curve)
-    return state, curve.finish(state)
+    control = FitControl.for_run(spec, setup.engine, setup.device, curve.curve)
+    state, trained = control.start(sampler)  # the last checkpoint's state (and curve), or a fresh one
+    if control.resumed_from is None:
+        curve.measure(0, train_time_s=0.0, tokens=0)
+    if not trained:
+        state = fit(setup.engine, data.features, data.tokenizer.pad_token_id, state, spec.training, setup.device,
+                    spec.run_id, between_steps=control.after(curve))
+    heldout = curve.finish(state)
+    control.after_fit(state, already_saved=trained)
+    return state, heldout
 
 
 def save_and_evaluate(spec: RunSpec, setup: Setup, result: RunResult) -> None:

@@ -98,6 +98,12 @@ class RunSpec(BaseModel):
     adapter (`adapter_dir`) into it, without training again (set by the runner)."""
     data_dir: Optional[str] = None
     """The data directory (--data-dir or DISHA_BENCH_DATA)."""
+    checkpoint_dir: Optional[str] = None
+    """Folder of this run's mid-run checkpoints (set by the runner); null: no checkpoints, stop
+    signals kill the run at once."""
+    checkpoint_every: Optional[int] = None
+    """Save a checkpoint every this many optimizer steps (`output.checkpoint_every`); null: only
+    when a stop signal arrives."""
     command: str = ""
     """The command line that started the suite."""
 
