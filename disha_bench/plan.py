@@ -15,7 +15,6 @@ keep the one-rank step time, so on several ranks add communication). Evaluation 
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 

@@ -8,7 +8,6 @@ configuration, so editing one method re-runs only that method's runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Union
 

@@ -245,8 +245,8 @@ def test_paper_prompt_gsm8k_trains_on_the_raw_response_in_the_alpaca_template(ti
     prompt_ids = [t for t, label in zip(feature["input_ids"], feature["labels"]) if label == -100]
     assert tokenizer.decode(prompt_ids) == gsm8k.PAPER_PROMPT.format(query="What is 2+3?")
     assert tokenizer.decode(supervised) == "2+3=5. The answer is: 5\n" + tokenizer.eos_token  # no "#### 5" line
-    with pytest.raises(UserError, match="prompt"):
-        task.load(config("gsm8k", prompt="chat"), str(DATA))
+    with pytest.raises(ValueError, match="prompt"):  # the typed options reject it at `validate`
+        gsm8k.GSM8KOptions(prompt="chat")
 
 
 def test_first_rows_subset_keeps_file_order():

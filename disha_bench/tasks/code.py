@@ -49,7 +49,7 @@ from disha_bench.errors import UserError
 from disha_bench.tasks import register
 from disha_bench.tasks.base import (EvalSettings, Task, TaskOptions, cut_at_stop, encode_prompt_answer, generate,
                                     stopping_criteria, subsample)
-from disha_bench.tasks.gsm8k import PAPER_PROMPT, PAPER_STOP, TRAIN_SUBSETS, check_option, take_train
+from disha_bench.tasks.gsm8k import PAPER_PROMPT, PAPER_STOP, take_train
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 PASS_KS = (1, 10, 100)
@@ -67,7 +67,6 @@ STDLIB_MODULES = (
     "tracemalloc typing urllib.parse uuid warnings zipfile"
 ).split()
 MAX_BODY_LINES = 40
-PROMPT_STYLES = ("completion", "instruct")
 HUMANEVAL_INSTRUCTION = (
     "Please provide a self-contained Python script that solves the following problem in a markdown code "
     "block:\n```\n{prompt}\n```"
@@ -197,8 +196,6 @@ class HumanEval(Task):
         source = self._config["train_source"]
         if source not in TRAIN_SOURCES:
             raise UserError(f"unknown train_source {source!r}; expected one of {list(TRAIN_SOURCES)}", key="train_source")
-        check_option(self._config, "prompt_style", PROMPT_STYLES, "completion")
-        check_option(self._config, "train_subset", TRAIN_SUBSETS, "random")
         if self._config["num_samples"] < 1:
             raise UserError("num_samples must be at least 1", key="num_samples")
         if source == "stdlib":
@@ -280,19 +277,15 @@ class HumanEval(Task):
         jobs = [(p["problem"], c) for p in predictions for c in p["completions"]]
 
         def judge(job) -> bool:
-            result = None
-            for _ in range(2):  # one retry: a sandbox error is the harness's fault, not the sample's
-                result = humaneval.check_sample(*job, timeout_s=self._config["timeout_s"],
+            result = humaneval.check_with_retry(*job, timeout_s=self._config["timeout_s"],
                                                 unsafe_no_isolation=self._config["unsafe_no_isolation"])
-                if result.status != "error":
-                    return result.status == "passed"
-            raise humaneval.SandboxError(f"{job[0]['task_id']}: the sandbox failed ({result.reason})")
+            if result.status == "error":
+                raise humaneval.SandboxError(f"{job[0]['task_id']}: the sandbox failed ({result.reason})")
+            return result.status == "passed"
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             passed = iter(list(pool.map(judge, jobs)))
         per_problem = [[next(passed) for _ in p["completions"]] for p in predictions]
-        n = min((len(v) for v in per_problem), default=0)
-        metrics = {f"pass@{k}": sum(humaneval.pass_at_k(len(v), sum(v), k) for v in per_problem) / max(len(per_problem), 1)
-                   for k in PASS_KS if k <= n}
+        metrics = humaneval.mean_pass_at_k(per_problem, PASS_KS) if per_problem else {}
         metrics.setdefault("pass@1", 0.0)
         return metrics

@@ -46,6 +46,20 @@ def majority_class(task: Task, records: list[dict], label: Any) -> dict[str, Any
     return {"label": label, **task.score([{"label": r["label"], "prediction": label} for r in records])}
 
 
+def lm_eval_into(metrics: dict[str, Any], model, data: TaskData, evaluation: EvaluationConfig, synced_gpus: bool) -> None:
+    """The suite's lm-eval tasks on the trained in-memory model, under `metrics["lm_eval"]` (rank 0).
+    Under ZeRO-3 on several ranks every rank runs the same documents, so every forward (which
+    gathers the partitioned weights) happens on all ranks in the same order."""
+    if not synced_gpus and distributed.rank() != 0:
+        return
+    from disha_bench.lm_eval_backend import evaluate_lm_eval
+
+    scores = evaluate_lm_eval(model, data.tokenizer, evaluation.lm_eval, next(model.parameters()).device,
+                              data.data_dir, batch_size=evaluation.batch_size)
+    if distributed.rank() == 0:
+        metrics["lm_eval"] = scores
+
+
 def evaluate_into(result: RunResult, model, data: TaskData, evaluation: EvaluationConfig, memory: PeakMemory,
                   synced_gpus: bool = False) -> bool:
     """Evaluate `model` and record it in `result`; False (status evaluation_failed) when it raised."""
@@ -55,6 +69,8 @@ def evaluate_into(result: RunResult, model, data: TaskData, evaluation: Evaluati
         metrics = evaluate(model, data.tokenizer, data.task, data.eval_records, evaluation, synced_gpus)
         if data.majority_label is not None and distributed.rank() == 0:
             metrics["majority_class"] = majority_class(data.task, data.eval_records, data.majority_label)
+        if evaluation.lm_eval:
+            lm_eval_into(metrics, model, data, evaluation, synced_gpus)
     except Exception as err:  # the training record stays; a re-run evaluates the saved adapter again
         traceback.print_exc()
         result.run.status = EVAL_FAILED

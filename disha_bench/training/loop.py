@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from disha_bench import convergence, distributed
+from disha_bench import convergence, distributed, progress
 from disha_bench.results import COMPLETE, DIVERGED, StepLog
 from disha_bench.suite import TrainingConfig
 from disha_bench.tasks.base import IGNORE_INDEX, collate
@@ -62,8 +62,8 @@ def fit(engine, features: list[dict], pad_id: int, state: FitState, training: Tr
         log = train_step(engine, micro_batches, step, device)
         state.steps.append(log)
         state.step = step
-        if step == 1 or step % max(1, training.max_steps // 10) == 0:
-            distributed.log(f"{name}: step {step}/{training.max_steps} loss {log.loss:.4f} lr {log.lr:.2e}")
+        if distributed.rank() == 0:  # the runner draws the run's progress from these events
+            progress.emit_step(name, log, training.max_steps)
         diverged = convergence.is_diverged(log.loss, state.steps[0].loss, training.divergence_factor)
         state.train_time_s += time.perf_counter() - started
         if diverged:

@@ -88,7 +88,7 @@ def set_up(spec: RunSpec) -> Setup:
     if not data.features:
         raise ValueError(f"the task has no training examples ({data.dropped} dropped: answer longer than max_length)")
     before_model_mb = memory.usage_mb()
-    model, params, matching = load_adapted_model(spec, data)
+    model, params, matching = load_adapted_model(spec, data, device)
     loaded_mb = memory.usage_mb()
     trainable, total = methods.count_trainable(model), sum(p.numel() for p in model.parameters())
     distributed.log(f"{spec.run_id}: {spec.method.label} trainable {trainable:,} / {total:,}")
@@ -96,9 +96,9 @@ def set_up(spec: RunSpec) -> Setup:
     return Setup(data, engine, device, memory, before_model_mb, loaded_mb, params, matching, trainable, total, ds_config)
 
 
-def load_adapted_model(spec: RunSpec, data: TaskData):
+def load_adapted_model(spec: RunSpec, data: TaskData, device=None):
     """The base model with the method applied: (model, resolved params, matching details)."""
-    model = load_base_model(spec, data.task, data.tokenizer)
+    model = load_base_model(spec, data.task, data.tokenizer, device)
     params, matching = resolve_method_params(model, spec)
     model = methods.apply(model, spec.method.name, **params)
     if spec.training.gradient_checkpointing:

@@ -20,6 +20,7 @@ import torch
 from deepspeed.accelerator import get_accelerator
 
 from disha_bench import distributed, models, tasks
+from disha_bench.feature_cache import cached_features
 from disha_bench.tasks.base import Task
 from disha_bench.training.spec import RunSpec
 
@@ -40,6 +41,8 @@ class TaskData:
     """Most frequent label of the training subset (classification tasks), else None."""
     dropped: int
     """Training examples dropped because their answer alone does not fit in max_length."""
+    data_dir: str | None = None
+    """The local data directory the task read (lm-eval tasks read the same files)."""
 
 
 def init_process(seed: int) -> torch.device:
@@ -56,14 +59,16 @@ def init_process(seed: int) -> torch.device:
 def load_task_data(spec: RunSpec) -> TaskData:
     """Load, subsample and encode the task's training, held-out and evaluation examples."""
     task = tasks.get(spec.task.name)
-    train_records, eval_records = task.load(spec.task.model_dump(), spec.data_dir)
-    tokenizer = models.load_tokenizer(spec.model.name)
-    encoded = [task.encode(r, tokenizer, spec.training.max_length) for r in train_records]
+    with distributed.local_rank_zero_first():  # one download per node; the other ranks read its cache
+        train_records, eval_records = task.load(spec.task.model_dump(), spec.data_dir)
+        tokenizer = models.load_tokenizer(spec.model.name)
+    encoded = cached_features(tokenizer, task, spec.task.model_dump(), spec.training.max_length, train_records)
     features = [f for f in encoded if f is not None]
     heldout = [task.encode(r, tokenizer, spec.training.max_length) for r in task.heldout(spec.evaluation.heldout_examples)]
     return TaskData(
         task=task, tokenizer=tokenizer, features=features, heldout_features=[f for f in heldout if f is not None],
         eval_records=eval_records, majority_label=majority_label(task, train_records), dropped=len(encoded) - len(features),
+        data_dir=spec.data_dir,
     )
 
 
@@ -75,9 +80,12 @@ def majority_label(task: Task, records: list[dict]) -> Any:
     return max(sorted(counts), key=lambda label: counts[label])
 
 
-def load_base_model(spec: RunSpec, task: Task, tokenizer):
-    """The base model with the task's head, its pad token set, its weights resident in memory."""
-    model = models.load_model(spec.model.name, task.head, task.num_labels, spec.model.dtype, spec.model.revision)
+def load_base_model(spec: RunSpec, task: Task, tokenizer, device=None):
+    """The base model with the task's head, its pad token set, its weights resident in memory; on an
+    accelerator `device` the weights load straight onto it (PiSSA's SVD then runs there too)."""
+    with distributed.local_rank_zero_first():
+        model = models.load_model(spec.model.name, task.head, task.num_labels, spec.model.dtype, spec.model.revision,
+                                  device=device if device is not None and device.type != "cpu" else None)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     touch_weights(model)
