@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench.humaneval import build_program, check_sample
-from disha_bench.sandbox import SandboxUnavailable, run_untrusted
+from disha_bench.tasks.humaneval import build_program, check_sample
+from disha_bench.tasks.sandbox import SandboxUnavailable, run_untrusted
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sandbox")
 
@@ -186,7 +186,7 @@ def test_refuses_without_namespaces():
     probe = _run_in_userns("true")
     if probe.returncode != 0:
         pytest.skip(f"no user namespaces here: {probe.stderr.strip()}")
-    code = ("from disha_bench.sandbox import run_untrusted\n"
+    code = ("from disha_bench.tasks.sandbox import run_untrusted\n"
             "try:\n    run_untrusted('print(1)')\nexcept Exception as e:\n"
             "    print(type(e).__name__, e)\n")
     # inside a user namespace we own, forbid new network namespaces, then try to sandbox
@@ -200,7 +200,7 @@ def test_refuses_without_namespaces():
 NOBODY_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from disha_bench.sandbox import run_untrusted
+from disha_bench.tasks.sandbox import run_untrusted
 cases = json.loads(sys.argv[2])
 print(json.dumps({k: run_untrusted(src, timeout_s=2 if k == "loop" else 20).status
                   for k, src in cases.items()}))
