@@ -19,8 +19,8 @@ import pytest
 
 from disha_bench.analysis import check
 from disha_bench.errors import UserError
-from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput, Training,
-                                  write_json_atomic)
+from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput,
+                                          Training, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parents[1]
 TAU = {"bone": 3.0, "lora": 12.0}

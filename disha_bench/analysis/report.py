@@ -8,7 +8,8 @@ trainable params, peak memory, tokens/s, training time to target, each with its 
 reference), findings generated from the comparisons that hold after Holm's correction, one line per
 claim of the paper, then per task a long-format table (metric, direction, mean, 95% interval,
 per-seed values, difference from the reference, reached k/n) and plots. Statistics:
-disha_bench.analysis.stats; comparisons: disha_bench.analysis.compare; number format: disha_bench.analysis.report_format.
+disha_bench.analysis.stats; comparisons: disha_bench.analysis.compare; number format:
+disha_bench.analysis.report_format.
 
 A report is never replaced by one built from fewer complete runs unless `--force` is given: the
 first line of every report records its count of complete runs.
@@ -34,7 +35,8 @@ from disha_bench.analysis.compare import TaskAnalysis
 from disha_bench.analysis.convergence import DEFAULT_EMA
 from disha_bench.errors import UserError
 from disha_bench.analysis.measures import load_checked
-from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult, atomic_write_text
+from disha_bench.analysis.results import (BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult,
+                                          atomic_write_text)
 
 _STAMP = re.compile(r"<!-- disha-bench report: (\d+) complete runs")
 
