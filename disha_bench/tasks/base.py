@@ -59,7 +59,7 @@ class Task:
     description: ClassVar[str] = ""
     """One line for `disha-bench list tasks`."""
     runs_code: ClassVar[bool] = False
-    """Scoring executes model-written code in `disha_bench.tasks.sandbox` (preflight checks the sandbox)."""
+    """Scoring executes model-written code in `disha_bench.sandbox` (preflight checks the sandbox)."""
     Options: ClassVar[type[TaskOptions]] = TaskOptions
     """The typed model of the task's own suite keys."""
     options: ClassVar[dict[str, Any]] = {}
