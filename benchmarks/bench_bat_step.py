@@ -105,7 +105,7 @@ def measure(label: str, params: dict, args: argparse.Namespace, device_name: str
     import torch
 
     from disha_bench import methods
-    from disha_bench.memory import PeakMemory
+    from disha_bench.running.memory import PeakMemory
 
     device = torch.device(device_name)
     if device.type == "cpu" and args.threads:
@@ -172,7 +172,7 @@ def _measure_quietly(label, params, args, device_name) -> dict:
 
 def run_in_process(label, params, args, device_name) -> dict:
     """Each case in a process of its own: from the fork server on CPU, spawned on CUDA."""
-    from disha_bench.worker import call_in_own_process
+    from disha_bench.running.worker import call_in_own_process
 
     try:
         return call_in_own_process(_measure_quietly, label, params, args, device_name, fork_server=device_name == "cpu")

@@ -174,7 +174,7 @@ def measure(case: dict) -> dict:
     import torch
 
     from disha_bench import methods
-    from disha_bench.memory import PeakMemory
+    from disha_bench.running.memory import PeakMemory
 
     device = torch.device(case["device"])
     dtype = getattr(torch, case["dtype"])
@@ -249,7 +249,7 @@ def run_case(case: dict) -> dict:
         result = measure(case)
         torch.cuda.empty_cache()
         return result
-    from disha_bench.worker import call_in_own_process
+    from disha_bench.running.worker import call_in_own_process
 
     try:
         return call_in_own_process(_measure_quietly, case)

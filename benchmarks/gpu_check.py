@@ -44,7 +44,7 @@ def prepare(out: Path, examples: int) -> None:
     import numpy as np
 
     from disha_bench import models, tasks
-    from disha_bench.data import resolve_data_dir
+    from disha_bench.tasks.data import resolve_data_dir
 
     task = tasks.get("gsm8k")
     config = {**task.options, "name": "gsm8k", "train_limit": examples, "eval_limit": 1, "sample_seed": 0,
@@ -88,8 +88,9 @@ def one(method: str, stage: int, size: dict, data: Path) -> dict:
     import deepspeed
     import torch
 
-    from disha_bench import distributed, methods
-    from disha_bench.memory import _status_kb
+    from disha_bench.running import distributed
+    from disha_bench import methods
+    from disha_bench.running.memory import _status_kb
     from disha_bench.tasks.base import collate
 
     distributed.ensure_single_process_env()

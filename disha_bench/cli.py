@@ -24,8 +24,8 @@ import sys
 from disha_bench.errors import UserError
 
 # Subcommands that live beside the code they drive; each module has register(subparsers).
-PLUGGED_COMMANDS = ("disha_bench.report", "disha_bench.check", "disha_bench.eval_code", "disha_bench.plan",
-                    "disha_bench.status")
+PLUGGED_COMMANDS = ("disha_bench.analysis.report", "disha_bench.analysis.check", "disha_bench.tasks.eval_code",
+                    "disha_bench.running.plan", "disha_bench.running.status")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_launcher_arguments(run) -> None:
-    from disha_bench.launchers import LAUNCHERS
+    from disha_bench.running.launchers import LAUNCHERS
 
     run.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local: this machine, one run after another; slurm: each unfinished run as its own Slurm job (submitit); submitit-local: the same jobs as local processes")
     run.add_argument("--slurm-partition", help="Slurm partition of the jobs")
@@ -74,14 +74,14 @@ def _add_launcher_arguments(run) -> None:
 
 
 def _run(args) -> int:
-    from disha_bench.runner import command_line, run_suite
+    from disha_bench.running.runner import command_line, run_suite
 
     if args.stop_grace is not None:
         if args.stop_grace <= 0:
             raise UserError(f"--stop-grace must be positive, got {args.stop_grace}")
         os.environ["DISHA_BENCH_STOP_GRACE_S"] = str(args.stop_grace)
     if args.launcher != "local":
-        from disha_bench.launchers.slurm import SlurmOptions, submit_suite
+        from disha_bench.running.launchers.slurm import SlurmOptions, submit_suite
 
         if args.nproc != 1 or args.hostfile:
             raise UserError(f"--launcher {args.launcher} takes --gpus-per-run, not --nproc or --hostfile")
@@ -98,7 +98,7 @@ def _run(args) -> int:
 
 
 def _validate(args) -> int:
-    from disha_bench.suite import expand_runs, load_suite
+    from disha_bench.config.suite import expand_runs, load_suite
 
     suite, _ = load_suite(args.suite, args.overrides)
     runs = expand_runs(suite)

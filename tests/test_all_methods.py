@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from disha_bench import methods
-from disha_bench.results import load_results
-from disha_bench.runner import run_suite
+from disha_bench.analysis.results import load_results
+from disha_bench.running.runner import run_suite
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench import check
+from disha_bench.analysis import check
 from disha_bench.errors import UserError
-from disha_bench.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput, Training,
-                                  write_json_atomic)
+from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput,
+                                          Training, write_json_atomic)
 
 ROOT = Path(__file__).resolve().parents[1]
 TAU = {"bone": 3.0, "lora": 12.0}
@@ -177,7 +177,7 @@ def _cli_run(out: Path, extra: list[str], env: dict | None = None) -> subprocess
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-    from disha_bench.runner import run_suite
+    from disha_bench.running.runner import run_suite
 
     root = tmp_path_factory.mktemp("smoke-check")
     folders = {}

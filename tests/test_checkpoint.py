@@ -14,13 +14,13 @@ import socket
 import pytest
 import yaml
 
-from disha_bench import checkpoint, distributed
+from disha_bench.running import checkpoint, distributed
 from disha_bench.cli import main
-from disha_bench.ownership import RunLock, lock_path
-from disha_bench.results import (
+from disha_bench.running.ownership import RunLock, lock_path
+from disha_bench.analysis.results import (
     BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, Meta, RunInfo, RunResult, StepLog, write_result,
 )
-from disha_bench.status import DONE, PENDING, RUNNING, collect
+from disha_bench.running.status import DONE, PENDING, RUNNING, collect
 from disha_bench.training.loop import FitState
 from disha_bench.training.resume import FitControl, fit_state_from_json, fit_state_to_json
 from disha_bench.training.sampler import GlobalBatches
@@ -81,7 +81,7 @@ def test_pause_hook_matches_run_ids(monkeypatch):
 
 
 def test_frozen_weights_are_saved_only_for_methods_that_rewrite_them(tmp_path):
-    from disha_bench.suite import expand_runs, load_suite
+    from disha_bench.config.suite import expand_runs, load_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(SUITE))

@@ -8,9 +8,9 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from disha_bench import convergence, stats
+from disha_bench.analysis import convergence, stats
 from disha_bench.errors import UserError
-from disha_bench.results import StepLog
+from disha_bench.analysis.results import StepLog
 
 # A known curve: losses 4, 3, 2, 1, 1, 1, 1, 1; 10 tokens a step; grad norms 1..8.
 LOSSES = [4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]

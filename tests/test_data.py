@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench import data, tasks
+from disha_bench.tasks import data
+from disha_bench import tasks
 from disha_bench.errors import UserError
 
 DATA = Path(os.environ.get("DISHA_BENCH_DATA", "."))  # conftest.py: $DISHA_BENCH_DATA or ../shared/data

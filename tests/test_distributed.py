@@ -8,7 +8,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from disha_bench import distributed
+from disha_bench.running import distributed
 
 
 def test_hostfile_launch_forwards_hub_and_bench_settings(tmp_path, monkeypatch):

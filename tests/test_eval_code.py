@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench import eval_code
+from disha_bench.tasks import eval_code
 from disha_bench.errors import UserError
-from disha_bench.humaneval import evaluate_samples, load_problems, pass_at_k, read_samples
+from disha_bench.tasks.humaneval import evaluate_samples, load_problems, pass_at_k, read_samples
 from disha_bench.tasks.base import cut_at_stop
 from disha_bench.tasks.code import STOPS
 
@@ -156,8 +156,8 @@ def test_evaluate_writes_results_in_order_and_scores(tmp_path, toy_problems, cap
 
 
 def test_sandbox_errors_are_retried_then_reported(tmp_path, toy_problems, monkeypatch, capsys):
-    from disha_bench import humaneval
-    from disha_bench.sandbox import SandboxResult
+    from disha_bench.tasks import humaneval
+    from disha_bench.tasks.sandbox import SandboxResult
 
     calls = []
     monkeypatch.setattr(humaneval, "check_sample",

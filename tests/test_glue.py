@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench import metrics_glue, tasks
+from disha_bench.tasks import metrics_glue
+from disha_bench import tasks
 from disha_bench.errors import UserError
 from disha_bench.tasks.base import EvalSettings, collate
 from disha_bench.tasks.glue import SPECS

@@ -4,7 +4,7 @@
 
 The official module (`evaluate.load("glue", config)` on the hub) is read offline from the shared
 data folder, `evaluate-metrics/glue` (see its SOURCES.md); it is never copied into the project.
-Every GLUE task's `score` (through `disha_bench.metrics_glue`) is compared with it on seeded random
+Every GLUE task's `score` (through `disha_bench.tasks.metrics_glue`) is compared with it on seeded random
 labels and predictions, several draws per task: equal to 1e-12 (STS-B: to float32 precision, the
 precision evaluate computes its correlations in).
 """

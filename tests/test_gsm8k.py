@@ -201,7 +201,7 @@ def test_humaneval_problems_and_training_sources(monkeypatch):
 
 
 def _sandbox_or_skip():
-    from disha_bench.sandbox import SandboxUnavailable, run_untrusted
+    from disha_bench.tasks.sandbox import SandboxUnavailable, run_untrusted
 
     try:
         run_untrusted("", timeout_s=10)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from disha_bench.memory import PeakMemory
+from disha_bench.running.memory import PeakMemory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 

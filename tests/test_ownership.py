@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from disha_bench.ownership import STALE_AFTER_S, RunLock, lock_path, read_lock
+from disha_bench.running.ownership import STALE_AFTER_S, RunLock, lock_path, read_lock
 
 
 def _write_lock(path, host, pid, age_s=0.0):
@@ -59,7 +59,7 @@ def test_lock_of_another_host_holds_until_its_heartbeat_is_old(tmp_path):
 
 def test_only_one_of_many_processes_wins(tmp_path):
     path = lock_path(tmp_path, "run-d")
-    code = ("import sys, time; from disha_bench.ownership import RunLock; l = RunLock(sys.argv[1]); "
+    code = ("import sys, time; from disha_bench.running.ownership import RunLock; l = RunLock(sys.argv[1]); "
             "print(int(l.acquire()), flush=True); time.sleep(1.5)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True) for _ in range(6)]
     wins = [int(p.communicate(timeout=120)[0].strip()) for p in procs]

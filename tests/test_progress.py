@@ -11,14 +11,14 @@ import sys
 
 import pytest
 
-from disha_bench import progress
-from disha_bench.results import COMPLETE, StepLog
+from disha_bench.running import progress
+from disha_bench.analysis.results import COMPLETE, StepLog
 
 
 def _worker_lines(run_id: str, steps: int) -> list[str]:
     """What a worker prints: real event lines from `emit_step`, in a process of their own."""
     code = (
-        "from disha_bench import progress\nfrom disha_bench.results import StepLog\n"
+        "from disha_bench.running import progress\nfrom disha_bench.analysis.results import StepLog\n"
         f"for s in range(1, {steps} + 1):\n"
         f"    progress.emit_step({run_id!r}, StepLog(s, 2.0 / s, 1e-4, 0.5, 64, 0.25), {steps})\n"
         f"progress.emit_phase({run_id!r}, 'evaluating')\n"
@@ -109,7 +109,7 @@ def test_step_events_feed_the_metric_loggers(tmp_path, monkeypatch):
 
 
 def test_a_missing_logger_package_is_a_preflight_error(monkeypatch):
-    from disha_bench import preflight
+    from disha_bench.running import preflight
     from disha_bench.errors import UserError
 
     monkeypatch.setitem(preflight.LOGGER_PACKAGES, "wandb", "disha_bench_no_such_package")

@@ -24,8 +24,8 @@ import torch
 import yaml
 
 from disha_bench import models, tasks
-from disha_bench.results import COMPLETE, EVAL_FAILED, load_results
-from disha_bench.runner import run_suite
+from disha_bench.analysis.results import COMPLETE, EVAL_FAILED, load_results
+from disha_bench.running.runner import run_suite
 from disha_bench.tasks.base import IGNORE_INDEX, collate, encode_prompt_answer
 from disha_bench.training.heldout import heldout_loss, heldout_sums
 
@@ -168,10 +168,12 @@ import math, os, socket, torch
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
 os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-from disha_bench import convergence, distributed, methods, models
+from disha_bench.analysis import convergence
+from disha_bench.running import distributed
+from disha_bench import methods, models
 distributed.skip_cpu_shm_build()
 import deepspeed
-from disha_bench.suite import TrainingConfig
+from disha_bench.config.suite import TrainingConfig
 from disha_bench.tasks.base import IGNORE_INDEX, collate, encode_prompt_answer
 from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.loop import train_step

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench import analysis, measures, report, runner
+from disha_bench.analysis import compare, measures, report
+from disha_bench.running import runner
 from disha_bench.errors import UserError
-from disha_bench.results import FAILED, read_result, write_json_atomic
-from disha_bench.suite import load_suite
+from disha_bench.analysis.results import FAILED, read_result, write_json_atomic
+from disha_bench.config.suite import load_suite
 
 from report_fixtures import FOLDER, all_results, make, write
 
@@ -79,7 +80,7 @@ def test_headline_first_short_rows_and_reference_rows(md):
 
 
 def test_markers_only_on_significant_family_comparisons(md):
-    analyses = analysis.analyze_suite(measures.load_checked(FOLDER))
+    analyses = compare.analyze_suite(measures.load_checked(FOLDER))
     for a in analyses:
         for (label, key), c in a.comparisons.items():
             assert not c.significant or key in a.family
@@ -237,19 +238,19 @@ def test_results_without_heldout_curves_still_report(tmp_path):
 @pytest.mark.parametrize("shift, verdict", [([0.001] * 3, "holds"), ([-0.05] * 3, "does not hold"),
                                             ([0.1, -0.1, 0.0], "not resolved")])
 def test_matches_only_within_the_equivalence_margin(shift, verdict):
-    from disha_bench import findings
+    from disha_bench.analysis import findings
 
     runs = [make("synth-cls", m, s) for m in ("lora", "bone", "bat") for s in (0, 1, 2)]
     for r in runs:
         base = 0.80 + 0.01 * r.run.seed
         r.evaluation["accuracy"] = base + (shift[r.run.seed] if r.run.method == "bat" else 0.0)
-    lines = findings.claims(analysis.analyze_suite(runs))
+    lines = findings.claims(compare.analyze_suite(runs))
     claim2 = lines[lines.index(next(l for l in lines if l.startswith("2."))) + 1]
     assert claim2.startswith(f"   - {verdict} on synth-cls"), claim2
 
 
 def test_number_formats():
-    from disha_bench import report_format as fmt
+    from disha_bench.analysis import report_format as fmt
 
     assert fmt.mean_ci(0.8123, 0.7801, 0.8444, "%") == "81.2 [78.0, 84.4]"  # half-width 3.2: 2 significant digits
     assert fmt.mean_ci(1.23456, 1.2301, 1.2390) == "1.2346 [1.2301, 1.2390]"

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from disha_bench import checkpoint
-from disha_bench.results import BUDGET_STOPPED, COMPLETE, load_results, read_result
+from disha_bench.running import checkpoint
+from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, load_results, read_result
 
 SUITE = {
     "name": "resume-test",
@@ -121,7 +121,7 @@ def test_max_time_stops_the_run_which_is_still_evaluated(tmp_path):
     import contextlib
     import io
 
-    from disha_bench.runner import run_suite
+    from disha_bench.running.runner import run_suite
 
     suite = _suite(tmp_path, max_time=1e-6, batch_size=4)
     out = tmp_path / "out"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from disha_bench.results import load_results, read_result
-from disha_bench.runner import run_suite
+from disha_bench.analysis.results import load_results, read_result
+from disha_bench.running.runner import run_suite
 
 # One-rank runs go through `run_suite` in this process (its workers fork from one preloaded fork
 # server); the two-rank runs and the run that is killed start real `disha-bench` processes.

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from disha_bench import checkpoint
-from disha_bench.launchers.slurm import SlurmOptions, slurm_parameters, submit_suite
-from disha_bench.results import COMPLETE, load_results
-from disha_bench.status import DONE, PENDING, collect, render
+from disha_bench.running import checkpoint
+from disha_bench.running.launchers.slurm import SlurmOptions, slurm_parameters, submit_suite
+from disha_bench.analysis.results import COMPLETE, load_results
+from disha_bench.running.status import DONE, PENDING, collect, render
 
 SUITE = {
     "name": "slurm-test",
@@ -100,7 +100,7 @@ def test_suite_through_submitit_local_resumes_killed_and_requeued_jobs(tmp_path,
     states = {s.run_id: s for s in collect(out)}
     assert [s.state for s in states.values()].count(DONE) == 1
     assert states[bone_id].state == PENDING and "resumes from step 2" in states[bone_id].detail, render(list(states.values()))
-    from disha_bench.report import write_report
+    from disha_bench.analysis.report import write_report
 
     report = write_report(out, tmp_path / "partial.md")  # a partly finished suite reports what is there
     assert "slurm-test" in report.read_text()

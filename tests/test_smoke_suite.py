@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench.check import check
-from disha_bench.results import load_results
-from disha_bench.runner import run_suite
+from disha_bench.analysis.check import check
+from disha_bench.analysis.results import load_results
+from disha_bench.running.runner import run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "suites" / "smoke.yaml")

@@ -1,4 +1,4 @@
-"""The statistics of disha_bench.stats on constructed data: hand values, scipy, and error rates.
+"""The statistics of disha_bench.analysis.stats on constructed data: hand values, scipy, and error rates.
 
     pytest tests/test_stats.py -q
 
@@ -13,7 +13,7 @@ import random
 import pytest
 from scipy import stats as scipy_stats
 
-from disha_bench import stats
+from disha_bench.analysis import stats
 
 SEEDS = range(5)
 

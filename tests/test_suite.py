@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from disha_bench.cli import main
-from disha_bench.suite import expand_runs, load_suite
+from disha_bench.config.suite import expand_runs, load_suite
 
 GOOD = {
     "name": "t",

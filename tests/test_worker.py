@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from disha_bench import worker
+from disha_bench.running import worker
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -44,7 +44,7 @@ from disha_bench.methods.base import (
 from disha_bench.methods.bat_kernel import patch_bat_layers, unpatch_bat_layers
 from disha_bench.methods.matching import analytic_count, resolve_matching
 from disha_bench.methods.params import MethodParams, alpha_value, resolve_alpha
-from disha_bench.schema import field_lines
+from disha_bench.config.schema import field_lines
 
 __all__ = [
     "REGISTRY",

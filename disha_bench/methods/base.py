@@ -20,7 +20,7 @@ from torch import nn
 from disha_bench.errors import UserError
 from disha_bench.methods.params import MethodParams
 from disha_bench.registry import Registry
-from disha_bench.schema import join_key, validate_model
+from disha_bench.config.schema import join_key, validate_model
 
 # ----------------------------------------------------------------------------------------------
 # methods

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import Field, PlainValidator, StringConstraints
 
-from disha_bench.schema import StrictModel
+from disha_bench.config.schema import StrictModel
 
 
 def _target_modules(value: Any) -> Union[str, list[str]]:

@@ -1,6 +1,10 @@
 """Task registry: `get(name)` returns a ready task object; modules below register themselves.
 
     disha-bench list tasks
+
+Beside the tasks themselves live what they need to load and score: `data.py` (the datasets layer),
+`feature_cache.py`, `metrics_glue.py`, `humaneval.py` with `sandbox.py` (model-written code run
+safely) and `eval_code.py`, and `lm_eval_backend.py`.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ def get(name: str, *, file: str | None = None, key: str | None = None) -> Task:
 def describe() -> str:
     """Every task, its head, primary metric and description, and its own options (from `Options`);
     the keys every task takes (TaskConfig) are listed once at the end."""
-    from disha_bench.schema import field_lines
-    from disha_bench.suite import TaskConfig
+    from disha_bench.config.schema import field_lines
+    from disha_bench.config.suite import TaskConfig
 
     lines = []
     for name, cls in REGISTRY.items():

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from disha_bench.schema import StrictModel
+from disha_bench.config.schema import StrictModel
 
 IGNORE_INDEX = -100
 

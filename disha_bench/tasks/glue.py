@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from disha_bench.data import HubSpec, load_split, read_tsv, require_columns
+from disha_bench.tasks.data import HubSpec, load_split, read_tsv, require_columns
 from disha_bench.errors import UserError
-from disha_bench.metrics_glue import glue_metrics
+from disha_bench.tasks.metrics_glue import glue_metrics
 from disha_bench.tasks import register
 from disha_bench.tasks.base import EvalSettings, Task, classify, encode_text_classification, subsample
 

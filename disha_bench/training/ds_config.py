@@ -1,7 +1,7 @@
 """The DeepSpeed config a run's engine is built with: generated from `training`, then the suite's
 free-form `training.deepspeed` block merged over it.
 
-    python -c "from disha_bench.suite import TrainingConfig; from disha_bench.training.ds_config import deepspeed_config; \
+    python -c "from disha_bench.config.suite import TrainingConfig; from disha_bench.training.ds_config import deepspeed_config; \
 print(deepspeed_config(TrainingConfig(), 2))"
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from disha_bench.suite import TrainingConfig
+from disha_bench.config.suite import TrainingConfig
 
 
 def deepspeed_config(training: TrainingConfig, world: int) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from disha_bench import distributed
-from disha_bench.memory import PeakMemory
-from disha_bench.results import BUDGET_STOPPED, COMPLETE, Memory, RunResult, Training, read_result
+from disha_bench.running import distributed
+from disha_bench.running.memory import PeakMemory
+from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, Memory, RunResult, Training, read_result
 from disha_bench.training.evaluation import evaluate_into
 from disha_bench.training.heldout import HeldOutCurve, default_every
 from disha_bench.training.saving import load_trained

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from disha_bench import distributed
-from disha_bench.results import HeldOut, HeldOutPoint
+from disha_bench.running import distributed
+from disha_bench.analysis.results import HeldOut, HeldOutPoint
 from disha_bench.tasks.base import collate
 from disha_bench.training.loop import FitState, loss_terms
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from disha_bench import distributed, worker
-from disha_bench.checkpoint import EXIT_INTERRUPTED, Interrupted
-from disha_bench.results import FAILED, RunResult, write_result
+from disha_bench.running import distributed, worker
+from disha_bench.running.checkpoint import EXIT_INTERRUPTED, Interrupted
+from disha_bench.analysis.results import FAILED, RunResult, write_result
 from disha_bench.training.meta import collect_meta
 from disha_bench.training.spec import RunSpec
 

@@ -14,9 +14,10 @@ from typing import Callable
 
 import torch
 
-from disha_bench import convergence, distributed, progress
-from disha_bench.results import COMPLETE, DIVERGED, StepLog
-from disha_bench.suite import TrainingConfig
+from disha_bench.analysis import convergence
+from disha_bench.running import distributed, progress
+from disha_bench.analysis.results import COMPLETE, DIVERGED, StepLog
+from disha_bench.config.suite import TrainingConfig
 from disha_bench.tasks.base import IGNORE_INDEX, collate
 from disha_bench.training.sampler import GlobalBatches
 

@@ -24,9 +24,11 @@ from typing import Any
 import deepspeed
 import torch
 
-from disha_bench import convergence, distributed, methods
-from disha_bench.memory import PeakMemory
-from disha_bench.results import TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
+from disha_bench.analysis import convergence
+from disha_bench.running import distributed
+from disha_bench import methods
+from disha_bench.running.memory import PeakMemory
+from disha_bench.analysis.results import TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
 from disha_bench.training import evaluate_only
 from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.evaluation import evaluate_into

@@ -14,7 +14,8 @@ from pathlib import Path
 import deepspeed
 import torch
 
-from disha_bench import distributed, methods
+from disha_bench.running import distributed
+from disha_bench import methods
 
 
 def save_trained(engine, method_name: str, target: Path, zero_stage: int) -> None:

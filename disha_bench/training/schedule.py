@@ -1,6 +1,6 @@
 """The learning-rate schedule: linear warm-up, then constant, linear or cosine decay to zero.
 
-    python -c "from disha_bench.suite import TrainingConfig; from disha_bench.training.schedule import lr_lambda; \
+    python -c "from disha_bench.config.suite import TrainingConfig; from disha_bench.training.schedule import lr_lambda; \
 f = lr_lambda(TrainingConfig(max_steps=10)); print([round(f(s), 3) for s in range(10)])"
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from disha_bench.suite import TrainingConfig
+from disha_bench.config.suite import TrainingConfig
 
 
 def lr_lambda(training: TrainingConfig) -> Callable[[int], float]:

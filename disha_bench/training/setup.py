@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from deepspeed.accelerator import get_accelerator
 
-from disha_bench import distributed, models, tasks
-from disha_bench.feature_cache import cached_features
+from disha_bench.running import distributed
+from disha_bench import models, tasks
+from disha_bench.tasks.feature_cache import cached_features
 from disha_bench.tasks.base import Task
 from disha_bench.training.spec import RunSpec
 

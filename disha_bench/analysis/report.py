@@ -1,0 +1,279 @@
+"""The report of a results folder: headline tables first, findings, claims, then details per task.
+
+    disha-bench report results/nlu-cpu --out reports/nlu-cpu.md     # + reports/nlu-cpu.csv and PNGs
+    disha-bench report results/smoke --target frac:0.5:lora --reference lora
+
+Layout: a headline (method x task table of each task's primary metric; a compact cost table:
+trainable params, peak memory, tokens/s, training time to target, each with its ratio to the
+reference), findings generated from the comparisons that hold after Holm's correction, one line per
+claim of the paper, then per task a long-format table (metric, direction, mean, 95% interval,
+per-seed values, difference from the reference, reached k/n) and plots. Statistics:
+disha_bench.analysis.stats; comparisons: disha_bench.analysis.compare; number format:
+disha_bench.analysis.report_format.
+
+A report is never replaced by one built from fewer complete runs unless `--force` is given: the
+first line of every report records its count of complete runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import re
+import shlex
+import textwrap
+import sys
+from collections import Counter
+from pathlib import Path
+
+from disha_bench.analysis import compare as an
+from disha_bench.analysis import findings, measures, plots, report_tables
+from disha_bench.analysis import report_format as fmt
+from disha_bench.analysis.compare import TaskAnalysis
+from disha_bench.analysis.convergence import DEFAULT_EMA
+from disha_bench.errors import UserError
+from disha_bench.analysis.measures import load_checked
+from disha_bench.analysis.results import (BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult,
+                                          atomic_write_text)
+
+_STAMP = re.compile(r"<!-- disha-bench report: (\d+) complete runs")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="write the report of a results folder", description=__doc__.split("\n\n")[0])
+    p.add_argument("results_dir", help="folder of result files, e.g. results/smoke")
+    p.add_argument("--out", "-o", help="markdown file to write (default: reports/<suite>.md); CSV and PNGs go beside it")
+    p.add_argument("--target", action="append", dest="targets", metavar="SPEC",
+                   help="held-out target, repeatable: LOSS, final:LABEL, min:LABEL or frac:F:LABEL (default: the suite's, "
+                        "else frac:0.5:<reference>)")
+    p.add_argument("--reference", help="method every other is compared with (default: the suite's analysis.reference)")
+    p.add_argument("--ema", type=float, help=f"EMA factor of the secondary training-loss figure (default {DEFAULT_EMA})")
+    p.add_argument("--force", action="store_true", help="replace a report built from more complete runs")
+    p.set_defaults(func=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    path = write_report(args.results_dir, args.out, shlex.join(["disha-bench", *sys.argv[1:]]), args.targets,
+                        args.ema, reference=args.reference, force=args.force)
+    return 0 if path else 1
+
+
+def settings_from(results: list[RunResult], targets: list | None, ema: float | None) -> tuple[list, float]:
+    """Targets and EMA factor: explicit arguments, else what the runs recorded, else defaults."""
+    from disha_bench.analysis.convergence import parse_target
+
+    for r in results:
+        if targets is None and (r.run.analysis or {}).get("targets"):
+            targets = list(r.run.analysis["targets"])
+        beta = ((r.convergence or {}).get("definitions") or {}).get("ema", {}).get("beta")
+        if ema is None and beta is not None:
+            ema = beta
+    for spec in targets or []:
+        parse_target(spec, key="--target")
+    ema = DEFAULT_EMA if ema is None else float(ema)
+    if not 0 <= ema < 1:
+        raise UserError(f"ema must be in [0, 1), got {ema}", key="--ema")
+    return list(targets or []), ema
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+
+
+def _reproducing_command(results: list[RunResult]) -> str:
+    """The suite command that re-runs everything: the most common recorded one without --only / --fresh."""
+    commands = Counter(r.meta.command for r in results if r.meta.command)
+    if not commands:
+        return fmt.DASH
+    words, out, skip = shlex.split(commands.most_common(1)[0][0]), [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w in ("--only", "--fresh"):
+            skip = w == "--only"
+        elif not w.startswith(("--only=",)):
+            out.append(w)
+    return shlex.join(out)
+
+
+def provenance_marks(results: list[RunResult]) -> tuple[dict[str, str], list[str]]:
+    """{provenance: mark} ('' for the most common one) and warning lines for the top of the report."""
+    counts = Counter(measures.provenance(r) for r in results)
+    ordered = [p for p, _ in counts.most_common()]
+    marks = {p: ("" if i == 0 else "†" * i) for i, p in enumerate(ordered)}
+    warnings = []
+    commits = {(r.meta.git_commit or "unknown") for r in results}
+    machines = {measures.provenance(r).split("@", 1)[1] for r in results}
+    if len(commits) > 1:
+        warnings.append(f"rows come from {len(commits)} commits")
+    if any(r.meta.git_dirty for r in results):
+        warnings.append("some runs were made from a checkout with uncommitted changes (+dirty)")
+    if len(machines) > 1:
+        warnings.append(f"rows come from {len(machines)} machines (memory and throughput compare only within one)")
+    lines = []
+    if warnings:
+        lines = [f"> **Mixed provenance:** {'; '.join(warnings)}."]
+        if len(marks) > 1:
+            lines[0] += " Rows marked † come from:"
+            lines += [f"> {m or '(unmarked)'} {p} ({counts[p]} runs)" + "  " for p, m in marks.items()]
+    return marks, lines
+
+
+def _header(suite: str, results: list[RunResult], command: str, analyses: list[TaskAnalysis]) -> list[str]:
+    statuses = Counter(r.run.status for r in results)
+    seeds = sorted({r.run.seed for r in results})
+    generated = max((r.run.finished_at for r in results if r.run.finished_at), default="")
+    versions = Counter(", ".join(f"{k} {v}" for k, v in r.meta.versions.items()) for r in results if r.meta.versions)
+    reference = next((a.reference for a in analyses if a.reference), None)
+    return [
+        f"# disha-bench report: {suite}", "",
+        f"- Reproduce: `{_reproducing_command(results)}`" + (
+            "" if command.startswith("disha-bench run") else f", then `{command or 'disha-bench report RESULTS_DIR'}`"),
+        f"- Runs: {len(results)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); seeds {seeds}; latest result {generated}",
+        f"- Reference method: {reference or 'none (pass --reference)'}",
+        f"- Versions: {versions.most_common(1)[0][0] if versions else fmt.DASH}",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The document
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "task"
+
+
+def _status_table(a: TaskAnalysis, results: list[RunResult]) -> list[str]:
+    """Runs that did not complete, with what of them is used."""
+    use = {BUDGET_STOPPED: "curve, costs and metrics (stopped early)", EVAL_FAILED: "curve and costs; no metrics",
+           DIVERGED: "nothing", FAILED: "nothing"}
+    bad = [r for r in results if r.run.task == a.task and r.run.status != COMPLETE]
+    if not bad:
+        return []
+    rows = [[r.run.method, str(r.run.seed), r.run.status, use.get(r.run.status, ""), (r.run.error or fmt.DASH)[:120]]
+            for r in sorted(bad, key=lambda r: (r.run.method, r.run.seed))]
+    return ["", "Runs that did not complete:", ""] + report_tables._table(["method", "seed", "status", "used for", "error"], rows)
+
+
+def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite: str, command: str,
+                   out: Path | None) -> list[str]:
+    """The markdown lines; plots are written beside `out` when it is given."""
+    marks, warnings = provenance_marks(results)
+    _, set_aside = an.latest_per_seed(results)
+    if set_aside:
+        warnings += [f"> **{len(set_aside)} runs set aside** (same task, method and seed as a newer run):"]
+        warnings += [f"> {line}  " for line in set_aside[:10]] + ([f"> ... and {len(set_aside) - 10} more"] if len(set_aside) > 10 else [])
+    complete = sum(r.run.status == COMPLETE for r in results)
+    lines = [f"<!-- disha-bench report: {complete} complete runs of {len(results)}; regenerate, do not edit -->"]
+    lines += warnings + ([""] if warnings else [])
+    lines += _header(suite, results, command, analyses)
+    lines += ["", "## Headline", "", *report_tables.headline(analyses, marks), "",
+              *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.protocol(results), "",
+              *findings.findings(analyses), "", "## The paper's claims", "", *findings.claims(analyses), "",
+              f"Margins for 'matches': ±{findings.MARGIN_PROPORTION * 100:g} pp for proportions, ±{findings.MARGIN_OTHER:g} "
+              "for other metrics. Claims decide by the Holm-corrected test where they compare a method with the reference "
+              "(a primary endpoint), otherwise by the paired 95% interval.", ""]
+    if out is not None and plots.forest(analyses, out.parent / f"{out.stem}-forest.png"):
+        lines += [f"![paired differences from the reference]({out.stem}-forest.png)", ""]
+    lines += ["## Details", ""]
+    for a in analyses:
+        targets = ", ".join(f"{spec} = {fmt.sig3(v) if v is not None else 'unresolved'}" for spec, v in a.targets)
+        table = report_tables.details(a, marks)
+        lines += [f"### {a.task}", "", f"Held-out targets: {targets}. ◆ = primary endpoint (Holm family).", ""]
+        lines += (["<details><summary>all figures</summary>", ""] + table + ["", "</details>"]) if len(table) > 30 else table
+        lines += _status_table(a, results)
+        if out is not None:
+            for kind, draw in (("heldout", plots.heldout), ("pareto", plots.pareto)):
+                name = f"{out.stem}-{_slug(a.task)}-{kind}.png"
+                if draw(a, out.parent / name):
+                    lines += ["", f"![{a.task}: {kind}]({name})"]
+        lines.append("")
+    return lines
+
+
+def _wrap(lines: list[str], width: int = 150) -> list[str]:
+    """Prose lines wrapped (tables, images and comments are left as they are)."""
+    out = []
+    for line in lines:
+        if len(line) <= width or line.startswith(("|", "!", "<")):
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" -0123456789.>")))
+        prefix = "> " if line.startswith(">") else indent
+        out += textwrap.wrap(line, width, subsequent_indent=prefix, break_long_words=False, break_on_hyphens=False)
+    return out
+
+
+def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
+    """One row per task x method x figure: mean, interval, n, per-seed values, reference comparison."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["task", "method", "metric", "direction", "mean", "ci_low", "ci_high", "n", "per_seed", "reached",
+                     "vs_reference", "vs_low", "vs_high", "p", "p_holm", "significant"])
+    for a in analyses:
+        for row in report_tables.detail_rows(a):
+            c, reached = row["comparison"], row["reached"]
+            writer.writerow([a.task, row["method"], row["metric"], row["direction"], _g(row["mean"]), _g(row["ci_low"]),
+                             _g(row["ci_high"]), row["n"], ";".join(f"{s}:{_g(v)}" for s, v in sorted(row["per_seed"].items())),
+                             f"{reached['reached']}/{reached['n']}" if reached else "",
+                             _g(c.estimate) if c else "", _g(c.ci_low) if c else "", _g(c.ci_high) if c else "",
+                             _g(c.p_value) if c else "", _g(c.p_holm) if c else "", (c.significant if c and c.p_holm is not None else "")])
+        for name, values in a.reference_rows.items():  # unadapted model, majority class: one value each
+            for key, value in values.items():
+                e = a.endpoint(key)
+                title = "held-out loss at step 0" if key == "heldout_final" else e.title if e else key
+                writer.writerow([a.task, name, title, e.direction_text() if e else "", _g(value)] + [""] * 11)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _g(x: float | None) -> str:
+    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.6g}"
+
+
+def complete_runs_of(path: Path) -> int | None:
+    """The complete-run count recorded on the first line of an existing report (None: no report)."""
+    try:
+        first = path.read_text().split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = _STAMP.search(first)
+    return int(match.group(1)) if match else 0
+
+
+def write_report(results_dir: str | Path, out_path: str | Path | None = None, command: str = "",
+                 targets: list | None = None, ema: float | None = None, reference: str | None = None,
+                 force: bool = False, draw: bool = True) -> Path | None:
+    """Write the report of `results_dir` (default reports/<suite>.md), its CSV and PNGs beside it.
+
+    Returns None, writing nothing, when `out_path` holds a report of more complete runs (or this one
+    has none) and `force` is not set.
+    """
+    results = load_checked(results_dir)
+    specs, ema = settings_from(results, targets, ema)
+    suites = [r.run.suite for r in results]
+    suite = max(dict.fromkeys(suites), key=suites.count)
+    out = Path(out_path) if out_path else Path("reports") / f"{_slug(suite)}.md"
+    complete = sum(r.run.status == COMPLETE for r in results)
+    existing = complete_runs_of(out)
+    if not force and existing is not None and (complete == 0 or complete < existing):
+        print(f"kept {out}: it was built from {existing} complete runs, these results have {complete} "
+              f"(use `disha-bench report {results_dir} --out {out} --force` to replace it)", flush=True)
+        return None
+    analyses = an.analyze_suite(results, reference, specs, ema)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = build_document(results, analyses, suite, command, out if draw else None)
+    write_csv(out.with_suffix(".csv"), analyses)
+    atomic_write_text(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
+    print(f"wrote {out} and {out.with_suffix('.csv').name}", flush=True)
+    return out
+
+
+def destination(suite_name: str, results_dir: Path, full_run: bool) -> Path:
+    """Where `disha-bench run` writes its report: the suite's leaderboard in reports/ only for a full
+    run into the default results folder; beside the results for a scratch --out or an --only run."""
+    default = Path("results") / suite_name
+    if full_run and results_dir.resolve() == default.resolve():
+        return Path("reports") / f"{suite_name}.md"
+    return results_dir / f"{suite_name}.md"

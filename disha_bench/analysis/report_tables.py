@@ -1,0 +1,186 @@
+"""The report's tables: headline (primary metric per task, costs), details per task, and their rows.
+
+    python -c "from disha_bench.analysis import compare, measures, report_tables; print('\\n'.join(report_tables.headline(compare.analyze_suite(measures.load_checked('results/smoke')), {})))"
+
+Rules: cells unpadded; a marker only on a Holm-corrected paired difference with the reference; no
+bold; number format from disha_bench.analysis.report_format; `detail_rows` also feeds the CSV.
+"""
+
+from __future__ import annotations
+
+from disha_bench.analysis import compare as an
+from disha_bench.analysis import measures, stats
+from disha_bench.analysis import report_format as fmt
+from disha_bench.analysis.compare import TaskAnalysis
+
+TINY_EVAL = 100
+"""Evaluation sets smaller than this show proportions as pooled counts with a Wilson interval (3/48)."""
+MARKER_LEGEND = "▲/▼: better/worse than the reference, paired by seed, Holm-corrected over the task's primary endpoints"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A GitHub table with cells unpadded (rows stay short)."""
+    esc = [[str(c).replace("|", "\\|").replace("\n", " ") for c in row] for row in [header, *rows]]
+    return ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(r) + " |" for r in esc[1:])]
+
+
+def _marker(c: stats.Paired | None, better: str | None) -> str:
+    if c is None or not c.significant or c.estimate is None or better is None:
+        return ""
+    up = c.estimate > (1.0 if c.ratio else 0.0)
+    return " ▲" if up == (better == "high") else " ▼"
+
+
+def _mean(a: TaskAnalysis, label: str, key: str) -> dict:
+    e = a.endpoint(key)
+    return stats.aggregate(a.methods[label].values.get(key, {}).values(), domain=e.domain if e else stats.UNBOUNDED)
+
+
+def _mark(a: TaskAnalysis, label: str, marks: dict[str, str]) -> str:
+    """The provenance marks of a method's runs on one task ('' when all come from the main provenance)."""
+    found = {marks.get(measures.provenance(r), "") for r in a.methods[label].runs} if label in a.methods else set()
+    return "".join(sorted(m for m in found if m))
+
+
+def headline(analyses: list[TaskAnalysis], marks: dict[str, str]) -> list[str]:
+    labels = list(dict.fromkeys(l for a in analyses for l in a.methods))
+    tasks = [a for a in analyses if a.primary]
+    average = len(tasks) > 1 and len({a.endpoint(f"metric:{a.primary}").unit for a in tasks}) == 1
+    header = ["method"] + [f"{a.task} ({a.primary})" for a in tasks] + (["average"] if average else [])
+    rows, n_max = [], max((len(f.values.get(f"metric:{a.primary}", {})) for a in tasks for f in a.methods.values()), default=0)
+    for label in labels:
+        cells, means = [], []
+        for a in tasks:
+            key = f"metric:{a.primary}"
+            e = a.endpoint(key)
+            if label not in a.methods:
+                cells.append(fmt.DASH)
+                continue
+            agg = _mean(a, label, key)
+            means.append(agg["mean"])
+            n_note = f" (n={agg['n']})" if agg["mean"] is not None and agg["n"] < n_max else ""
+            cells.append(fmt.plain(agg["mean"], e.unit) + _marker(a.comparisons.get((label, key)), e.better) + n_note
+                         + _mark(a, label, marks))
+        if average:
+            unit = tasks[0].endpoint(f"metric:{tasks[0].primary}").unit
+            ok = len(means) == len(tasks) and None not in means
+            cells.append(fmt.plain(sum(means) / len(means), unit) if ok else fmt.DASH)
+        name = label + (" (reference)" if any(a.reference == label for a in analyses) else "")
+        rows.append([name] + cells)
+    for ref_row in ("unadapted model", "majority class"):
+        cells = [fmt.plain(a.reference_rows.get(ref_row, {}).get(f"metric:{a.primary}"),
+                           a.endpoint(f"metric:{a.primary}").unit) for a in tasks]
+        if any(c != fmt.DASH for c in cells):
+            rows.append([f"*{ref_row}*"] + cells + ([fmt.DASH] if average else []))
+    units = {a.endpoint(f"metric:{a.primary}").unit for a in tasks}
+    note = (f"Mean over n={n_max} seeds per cell (fewer where shown){'; proportions in %' if '%' in units else ''}. "
+            f"{MARKER_LEGEND}.")
+    return _table(header, rows) + ["", note] if tasks else ["(No task recorded a primary metric.)"]
+
+
+def _cost_cells(a: TaskAnalysis, label: str, key: str) -> tuple[str, str]:
+    """(absolute, ratio to the reference with marker) for one cost figure of one task."""
+    e = a.endpoint(key)
+    figures = a.methods[label]
+    if key.startswith("time_to_target"):
+        s = figures.reached.get(key, {})
+        absolute = (fmt.censored(s.get("median"), s.get("censored"), s.get("budget"), "s") + " s" +
+                    f" ({s.get('reached', 0)}/{s.get('n', 0)})") if s.get("n") else fmt.DASH
+    else:
+        absolute = fmt.plain(_mean(a, label, key)["mean"], e.unit)
+    if label == a.reference:
+        return absolute, "1×" if absolute != fmt.DASH else fmt.DASH
+    c = a.comparisons.get((label, key))
+    return absolute, (fmt.ratio(c.estimate) + _marker(c, e.better)) if c and c.estimate is not None else fmt.DASH
+
+
+def cost_table(analyses: list[TaskAnalysis], marks: dict[str, str]) -> list[str]:
+    """One row per method (per task when the suite has several), reference ratios beside each figure."""
+    header = ["method", "params", "peak mem", "×ref", "tokens/s", "×ref", "time to target (k/n)", "×ref"]
+    rows = []
+    for a in analyses:
+        for label in a.methods:
+            name = label + _mark(a, label, marks) + (f" @ {a.task}" if len(analyses) > 1 else "")
+            cells = [fmt.plain(_mean(a, label, "params")["mean"], "params")]
+            for key in ("peak_mb", "tokens_per_s", "time_to_target:0"):
+                cells += list(_cost_cells(a, label, key))
+            rows.append([name] + cells)
+    target = analyses[0].targets[0][0] if analyses and analyses[0].targets else fmt.DASH
+    old = any(not measures.memory_is_absolute(r) for a in analyses for f in a.methods.values() for r in f.runs if r.memory)
+    note = ("Peak memory: absolute peak of the run, maximum over ranks" +
+            (" (results before schema v2: the training peak above the start-up baseline)" if old else "") +
+            f". Time to target: median training seconds "
+            f"(evaluation excluded) to the first held-out target ({target}), `>N` when fewer than half the seeds reach it; "
+            "×ref: paired geometric mean ratio to the reference.")
+    return _table(header, rows) + ["", note]
+
+
+def _per_seed(figures: an.MethodFigures, key: str, unit: str) -> str:
+    values = figures.values.get(key, {})
+    return " ".join(f"{fmt.plain(v, unit) if v is not None else 'miss'}" for _, v in sorted(values.items())) or fmt.DASH
+
+
+def detail_rows(a: TaskAnalysis) -> list[dict]:
+    """Long format: one row per method x figure (also the CSV's rows)."""
+    rows = []
+    for label, figures in a.methods.items():
+        for e in a.endpoints:
+            values = figures.values.get(e.key)
+            if not values:
+                continue
+            agg = stats.aggregate(values.values(), domain=e.domain)
+            c = a.comparisons.get((label, e.key))
+            reached = figures.reached.get(e.key)
+            rows.append({"task": a.task, "method": label, "metric": e.title, "key": e.key,
+                         "direction": e.direction_text(), "unit": e.unit,
+                         "mean": agg["mean"], "ci_low": agg["ci_low"], "ci_high": agg["ci_high"], "n": agg["n"],
+                         "per_seed": values, "reached": reached, "comparison": c,
+                         "primary_endpoint": e.key in a.family})
+    return rows
+
+
+def _mean_cell(row: dict, a: TaskAnalysis) -> str:
+    if row["reached"]:
+        s = row["reached"]
+        return fmt.censored(s["median"], s["censored"], s["budget"], row["unit"]) + " (median)"
+    n_examples = _examples(a, row["method"]) if row["key"].startswith("metric:") and measures.is_count(row["key"][7:]) else None
+    if n_examples and n_examples < TINY_EVAL:
+        correct = [round(v * n_examples) for v in row["per_seed"].values() if v is not None]
+        k, n = sum(correct), n_examples * len(correct)
+        return fmt.counts(k, n, *stats.wilson(k, n))
+    return fmt.mean_ci(row["mean"], row["ci_low"], row["ci_high"], row["unit"])
+
+
+def _examples(a: TaskAnalysis, label: str) -> int | None:
+    ns = {r.evaluation.get("n_examples") for r in a.methods[label].runs if r.evaluation.get("n_examples")}
+    return ns.pop() if len(ns) == 1 else None
+
+
+def _versus(row: dict) -> str:
+    c = row["comparison"]
+    if c is None:
+        return ""
+    if c.extra.get("censored"):
+        return "censored"
+    text = fmt.ratio(c.estimate, c.ci_low, c.ci_high) if c.ratio else fmt.difference(c.estimate, c.ci_low, c.ci_high, row["unit"])
+    return text + _marker(c, "high" if row["direction"] == "higher" else "low" if row["direction"] else None)
+
+
+def details(a: TaskAnalysis, marks: dict[str, str] | None = None) -> list[str]:
+    rows = []
+    for row in detail_rows(a):
+        reached = f"{row['reached']['reached']}/{row['reached']['n']}" if row["reached"] else ""
+        if row["reached"] and row["reached"]["invalid"]:
+            reached += f" ({row['reached']['invalid']} invalid)"
+        figure = row["metric"] + (" ◆" if row["primary_endpoint"] else "")
+        rows.append([row["method"] + _mark(a, row["method"], marks or {}), figure, row["direction"], _mean_cell(row, a),
+                     _per_seed(a.methods[row["method"]], row["key"], row["unit"]), _versus(row), reached])
+    for name, values in a.reference_rows.items():
+        for key, value in values.items():
+            e = a.endpoint(key)
+            if e is not None:
+                title = "held-out loss at step 0" if key == "heldout_final" else e.title
+                rows.append([f"*{name}*", title, e.direction_text(), fmt.plain(value, e.unit), "", "", ""])
+    header = ["method", "figure", "better", "mean [95% CI]", "per seed", f"vs {a.reference or 'reference'}", "reached"]
+    return _table(header, rows)

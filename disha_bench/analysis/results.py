@@ -1,0 +1,315 @@
+"""The result file: one JSON document per run, its schema, and safe reading and writing.
+
+Every run of a suite writes `results/<suite>/<run-id>.json` exactly once, atomically (a temporary
+file in the same folder, fsync, then rename), so a reader never sees half a file and a finished
+result survives a crash or SIGKILL of whatever runs next.
+
+The schema below is the contract with `report`, `check` and any external tool: every key is
+documented right under its field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+SCHEMA_VERSION = 2
+
+# The run-status model, shared by the recipe, the runner, report, check and status:
+# - complete:            trained for the whole budget and evaluated.
+# - stopped_by_budget:   training stopped cleanly at `training.max_time`; evaluated; final.
+# - diverged:            the loss became NaN/inf or exploded; training stopped; not evaluated; final.
+# - evaluation_failed:   training finished (curves, memory, throughput, counts and the saved adapter
+#                        are kept) but evaluation raised; a re-run evaluates the saved adapter again
+#                        without retraining.
+# - failed:              the run broke before or during training; a re-run starts it again.
+COMPLETE, BUDGET_STOPPED, DIVERGED = "complete", "stopped_by_budget", "diverged"
+EVAL_FAILED, FAILED = "evaluation_failed", "failed"
+STATUSES = (COMPLETE, BUDGET_STOPPED, DIVERGED, EVAL_FAILED, FAILED)
+FINAL_STATUSES = (COMPLETE, BUDGET_STOPPED, DIVERGED)
+"""Skipped on a re-run of the suite."""
+TRAINED_STATUSES = (COMPLETE, BUDGET_STOPPED, EVAL_FAILED)
+"""Training record usable for curves, convergence, memory and throughput."""
+EVALUATED_STATUSES = (COMPLETE, BUDGET_STOPPED)
+"""Evaluation metrics present and usable."""
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: the permissions a plain open() would give a new file
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    """Stable id: `<task>-<method label>-s<seed>-<hash of the resolved run configuration>`."""
+    suite: str
+    """Suite name (the suite file's `name`)."""
+    task: str
+    """Task name as registered (e.g. `sst2`, `gsm8k`)."""
+    method: str
+    """Method label in the suite (defaults to the method's registry name)."""
+    seed: int
+    """Seed of this run: model init of new layers, data order, dropout."""
+    status: str
+    """One of STATUSES: `complete`, `stopped_by_budget`, `diverged`, `evaluation_failed`, `failed`."""
+    error: str | None = None
+    """One-line reason when the run failed, diverged or its evaluation failed, else null."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The fully resolved run configuration (model, task, method with its resolved params, training,
+    evaluation, seed) from which `run_id` is derived."""
+    started_at: str = ""
+    """ISO-8601 UTC time when training started."""
+    finished_at: str = ""
+    """ISO-8601 UTC time when the result was written."""
+    wall_time_s: float = 0.0
+    """Seconds from process start to result, model loading and evaluation included."""
+    world_size: int = 1
+    """Number of ranks the run trained on."""
+    analysis: dict[str, Any] = field(default_factory=dict)
+    """Suite-level analysis settings in force when the run was made (`reference` method label,
+    convergence targets); not part of the run id, so changing them re-runs nothing."""
+    resumed_from_step: int | None = None
+    """Optimizer step of the mid-run checkpoint this run resumed from; null when it ran uninterrupted."""
+    node: str = ""
+    """Host name of rank 0: throughput and memory compare only within one machine type."""
+
+
+@dataclass
+class HeldOutPoint:
+    step: int
+    """Optimizer steps done when the held-out loss was measured; 0 = the unadapted model."""
+    loss: float
+    """Mean held-out loss over the held-out set (token-weighted over supervised tokens)."""
+    train_time_s: float
+    """Seconds of training up to this step, held-out evaluation excluded (what a user pays)."""
+    tokens: int
+    """Training tokens processed up to this step (all ranks)."""
+
+
+@dataclass
+class HeldOut:
+    """The held-out convergence curve: the same examples for every method and seed, never trained on."""
+
+    n_examples: int
+    """Examples in the held-out set."""
+    source: str
+    """Where they come from, e.g. `validation split`, `training pool outside the training subset`,
+    `canonical solutions`."""
+    every: int
+    """Measured every this many optimizer steps (plus step 0 and the last step)."""
+    points: list[HeldOutPoint] = field(default_factory=list)
+    """The curve, ordered by step, starting at step 0."""
+    eval_time_s: float = 0.0
+    """Total seconds spent on held-out evaluation (excluded from training time and throughput)."""
+
+
+@dataclass
+class StepLog:
+    step: int
+    """Optimizer step, starting at 1."""
+    loss: float
+    """Training loss of the step, averaged over gradient-accumulation micro-batches and ranks."""
+    lr: float
+    """Learning rate used for this step (first param group)."""
+    grad_norm: float | None
+    """Global gradient norm before clipping, as DeepSpeed computed it; null when not available."""
+    tokens: int
+    """Non-padding input tokens processed in this step, summed over ranks and micro-batches."""
+    step_time_s: float
+    """Wall time of the step on rank 0 (forward, backward, optimizer), synchronised on CUDA."""
+
+
+@dataclass
+class Training:
+    trainable_params: int
+    """Parameters with requires_grad after the method was applied."""
+    total_params: int
+    """All parameters of the adapted model."""
+    method_params: dict[str, Any] = field(default_factory=dict)
+    """The method's resolved parameters (ranks chosen by parameter matching included)."""
+    matching: dict[str, Any] | None = None
+    """When the rank was chosen by `match_params`: {param, value, count, target, target_count}."""
+    steps: list[StepLog] = field(default_factory=list)
+    """One entry per optimizer step, in order."""
+    stopped_at_step: int | None = None
+    """Step at which training stopped early (divergence), else null."""
+    deepspeed_config: dict[str, Any] = field(default_factory=dict)
+    """The DeepSpeed config the engine was built with."""
+    dropped_examples: int = 0
+    """Training examples left out because their answer alone does not fit in `max_length` (prompts
+    are truncated from the left; an answer is never cut)."""
+
+
+@dataclass
+class Memory:
+    device: str
+    """`cuda` or `cpu`: which kind of figure follows."""
+    peak_mb: float | None = None
+    """Absolute peak of the run on rank 0, weights, optimizer state and activations included
+    (CPU: process VmHWM; CUDA: max allocated since the run started), from the start of the run to the
+    end of training (held-out curve included; evaluation's own peak is `eval_peak_mb`)."""
+    per_rank_peak_mb: list[float] = field(default_factory=list)
+    """peak_mb of every rank, by rank; reports show the maximum."""
+    peak_reserved_mb: float | None = None
+    """CUDA only: absolute peak reserved by the caching allocator."""
+    before_model_mb: float | None = None
+    """Usage before the model was loaded (process start-up, imports)."""
+    loaded_mb: float | None = None
+    """Usage right after the model and adapter were loaded, before the engine was built."""
+    increment_mb: float | None = None
+    """peak_mb - loaded_mb: what training adds on top of the loaded model (ZeRO buffers, optimizer
+    state, activations)."""
+    train_peak_mb: float | None = None
+    """Peak memory during training on rank 0, start-up baseline subtracted (CUDA: max allocated;
+    CPU: VmHWM high-water mark of the process)."""
+    train_peak_reserved_mb: float | None = None
+    """CUDA only: peak reserved by the caching allocator during training."""
+    eval_peak_mb: float | None = None
+    """Peak memory during evaluation, measured like train_peak_mb."""
+    baseline_mb: float | None = None
+    """The start-up baseline that was subtracted (after model load, before training)."""
+    per_rank_train_peak_mb: list[float] = field(default_factory=list)
+    """train_peak_mb of every rank, by rank."""
+
+
+@dataclass
+class Throughput:
+    tokens_per_s: float | None = None
+    """Median over steady-state steps of tokens / step time, all ranks together."""
+    tokens_per_s_per_rank: float | None = None
+    """tokens_per_s divided by the number of ranks."""
+    step_time_s: float | None = None
+    """Median step time over steady-state steps."""
+    warmup_steps_excluded: int = 0
+    """Leading steps left out of the medians (allocator and JIT warm-up)."""
+    train_time_s: float = 0.0
+    """Wall time of the whole training loop."""
+    eval_time_s: float = 0.0
+    """Wall time of evaluation."""
+
+
+@dataclass
+class Meta:
+    versions: dict[str, str] = field(default_factory=dict)
+    """Versions of python, torch, transformers, peft, deepspeed, disha-bench."""
+    git_commit: str | None = None
+    """Commit of the disha-bench checkout, when it is one."""
+    git_dirty: bool | None = None
+    """Whether that checkout had uncommitted changes."""
+    hardware: dict[str, Any] = field(default_factory=dict)
+    """CPU model and core count; GPU names and memory when CUDA is used."""
+    command: str = ""
+    """The command line that started the suite."""
+
+
+@dataclass
+class RunResult:
+    run: RunInfo
+    """Identity, configuration and outcome of the run."""
+    training: Training | None = None
+    """Training log and counts; null when the run failed before training."""
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    """Task metrics by name (e.g. `accuracy`, `mcc`, `exact_match_strict`) plus `primary_metric`
+    (the name of the headline metric) and `n_examples`."""
+    convergence: dict[str, Any] = field(default_factory=dict)
+    """Convergence summary computed from training.steps (see disha_bench.analysis.convergence)."""
+    memory: Memory | None = None
+    """Peak memory figures."""
+    throughput: Throughput | None = None
+    """Tokens per second and step times."""
+    heldout: HeldOut | None = None
+    """The held-out loss curve from step 0; null when the run failed before training."""
+    meta: Meta = field(default_factory=Meta)
+    """Provenance: library versions, git state, hardware, command."""
+    schema_version: int = SCHEMA_VERSION
+    """Version of this schema; bumped on incompatible changes."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunResult":
+        training = data.get("training")
+        if training is not None:
+            training = Training(**{**training, "steps": [StepLog(**s) for s in training.get("steps", [])]})
+        return cls(
+            run=RunInfo(**data["run"]),
+            training=training,
+            evaluation=data.get("evaluation", {}),
+            convergence=data.get("convergence", {}),
+            memory=Memory(**data["memory"]) if data.get("memory") else None,
+            throughput=Throughput(**data["throughput"]) if data.get("throughput") else None,
+            heldout=_heldout(data.get("heldout")),
+            meta=Meta(**data.get("meta", {})),
+            schema_version=data.get("schema_version", SCHEMA_VERSION),
+        )
+
+
+def _heldout(data: dict[str, Any] | None) -> HeldOut | None:
+    if not data:
+        return None
+    return HeldOut(**{**data, "points": [HeldOutPoint(**p) for p in data.get("points", [])]})
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside `path` for writing; on a clean exit fsync it and rename it onto
+    `path`, so a reader sees either the old content or the complete new one, never half a file.
+    On an error the temporary file is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide reports and results from the group
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that `path` holds either its old content or the complete new one."""
+    with atomic_open(path) as f:
+        json.dump(data, f, indent=1, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and tensors sneak into metrics; store them as plain numbers.
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_result(path: Path, result: RunResult) -> None:
+    write_json_atomic(path, result.to_dict())
+
+
+def read_result(path: Path) -> RunResult | None:
+    """The result at `path`, or None when it is missing or not a readable result file."""
+    try:
+        return RunResult.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_results(results_dir: Path) -> list[RunResult]:
+    """Every readable result file directly in `results_dir`, sorted by run id."""
+    found = (read_result(p) for p in sorted(Path(results_dir).glob("*.json")))
+    return sorted((r for r in found if r is not None), key=lambda r: r.run.run_id)

@@ -1,0 +1,206 @@
+"""Seed statistics: intervals of means, paired differences against a reference, Holm, Wilson.
+
+    python -c "from disha_bench.analysis import stats; print(stats.paired({0: 1.0, 1: 2.0, 2: 1.5}, {0: 1.2, 1: 2.3, 2: 1.6}))"
+
+Rules the report and the check rely on (tests/test_stats.py checks each on constructed data):
+
+- A mean over seeds gets a 95% Student-t interval, clipped to the quantity's domain (an accuracy
+  interval never leaves [0, 1], a loss never goes below 0).
+- Two methods are compared **paired by seed** (same data order, same evaluation set): the per-seed
+  differences method - reference, their mean with a 95% t interval and a two-sided one-sample t
+  test. Memory, throughput and time are compared as ratios, through the logs: the geometric mean
+  ratio with the exponentiated interval.
+- Only a declared family of primary endpoints gets a significance marker, after Holm's step-down
+  correction over that family (familywise error <= 5%). Everything else gets its interval only.
+- A non-significant difference is never called "equal": the interval of the difference is shown.
+- Proportions pooled over seeds (k correct of n examples x seeds) get a Wilson score interval,
+  which stays inside [0, 1] and is not degenerate at 0/n (0/48 -> [0, 0.074]).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+UNBOUNDED = (-math.inf, math.inf)
+
+
+def finite(values: Iterable[Any]) -> list[float]:
+    """The values that are real finite numbers (None, NaN and inf dropped)."""
+    out = []
+    for v in values:
+        if v is None or isinstance(v, bool):
+            continue
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return out
+
+
+def clip(low: float | None, high: float | None, domain: tuple[float, float] = UNBOUNDED) -> tuple[float | None, float | None]:
+    """An interval cut to the domain of its quantity (None stays None)."""
+    lo, hi = domain
+    return (None if low is None else min(max(low, lo), hi), None if high is None else min(max(high, lo), hi))
+
+
+def _t_quantile(confidence: float, df: int) -> float:
+    from scipy import stats as scipy_stats  # imported on first use: the CLI imports this module
+
+    return float(scipy_stats.t.ppf((1 + confidence) / 2, df))
+
+
+def _t_pvalue(t: float, df: int) -> float:
+    from scipy import stats as scipy_stats
+
+    return float(2 * scipy_stats.t.sf(abs(t), df))
+
+
+def aggregate(values: Iterable[Any], confidence: float = CONFIDENCE,
+              domain: tuple[float, float] = UNBOUNDED) -> dict[str, Any]:
+    """{mean, std, n, ci_low, ci_high} of the finite values; the interval clipped to `domain`.
+
+    std is the sample standard deviation (ddof=1); the interval is mean +- t_{(1+c)/2, n-1} std/sqrt(n).
+    n=0: everything None; n=1: mean only (one seed has no spread, so no interval is claimed).
+    """
+    xs = finite(values)
+    n = len(xs)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0, "ci_low": None, "ci_high": None}
+    mean = math.fsum(xs) / n
+    if n == 1:
+        return {"mean": mean, "std": None, "n": 1, "ci_low": None, "ci_high": None}
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = _t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    low, high = clip(mean - half, mean + half, domain)
+    return {"mean": mean, "std": std, "n": n, "ci_low": low, "ci_high": high}
+
+
+@dataclass
+class Paired:
+    """Paired comparison of a method with the reference over the seeds both have."""
+
+    seeds: list[int]
+    """Seeds present (with a finite, and for ratios positive, value) on both sides."""
+    per_seed: list[float]
+    """Per-seed difference (method - reference) or ratio (method / reference), by seed."""
+    estimate: float | None
+    """Mean difference, or geometric mean ratio when `ratio`."""
+    ci_low: float | None
+    """Lower end of the 95% interval of `estimate` (clipped to the domain of a difference)."""
+    ci_high: float | None
+    """Upper end of that interval."""
+    p_value: float | None
+    """Two-sided paired t test of no difference (ratio: log ratio 0); None below 2 seeds."""
+    ratio: bool = False
+    """True when compared as ratios through logs (memory, throughput, time)."""
+    p_holm: float | None = None
+    """Holm-adjusted p-value within the declared family; None when not in a family."""
+    significant: bool = False
+    """p_holm < ALPHA: the only comparisons that get a marker."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free annotations (e.g. why a comparison could not be made)."""
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+def paired(reference: Mapping[int, Any], method: Mapping[int, Any], ratio: bool = False,
+           domain: tuple[float, float] = UNBOUNDED, confidence: float = CONFIDENCE) -> Paired:
+    """Compare `method` with `reference`, both {seed: value}, on the seeds they share.
+
+    `domain` is the domain of the compared quantity itself (e.g. (0, 1) for an accuracy): the interval
+    of a difference is clipped to [lo - hi, hi - lo]. Ratios need positive values.
+    """
+    seeds, diffs = [], []
+    for seed in sorted(set(reference) & set(method)):
+        a, b = finite([reference[seed]]), finite([method[seed]])
+        if not a or not b or (ratio and (a[0] <= 0 or b[0] <= 0)):
+            continue
+        seeds.append(seed)
+        diffs.append(math.log(b[0] / a[0]) if ratio else b[0] - a[0])
+    n = len(diffs)
+    shown = [math.exp(d) for d in diffs] if ratio else diffs
+    if n == 0:
+        return Paired(seeds, shown, None, None, None, None, ratio)
+    mean = math.fsum(diffs) / n
+    low = high = p = None
+    if n >= 2:
+        sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
+        half = _t_quantile(confidence, n - 1) * sd / math.sqrt(n)
+        low, high = mean - half, mean + half
+        # Identical differences in every seed (deterministic quantities): no noise, exact answer.
+        p = (0.0 if mean != 0 else 1.0) if sd == 0 else _t_pvalue(mean / (sd / math.sqrt(n)), n - 1)
+    if ratio:
+        return Paired(seeds, shown, math.exp(mean), None if low is None else math.exp(low),
+                      None if high is None else math.exp(high), p, True)
+    width = domain[1] - domain[0]
+    low, high = clip(low, high, (-width, width))
+    return Paired(seeds, shown, mean, low, high, p, False)
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values (None entries are not tests and stay None).
+
+    Sorted ascending, p_(i) is multiplied by (m - i) for i = 0..m-1, made monotone and capped at 1;
+    rejecting where the adjusted value is < alpha controls the familywise error at alpha.
+    """
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(tested)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def apply_holm(family: list[Paired], alpha: float = ALPHA) -> list[Paired]:
+    """Fill p_holm and significant of every comparison of one declared family (in place).
+
+    The family is declared up front, so a comparison that could not be tested (one seed, a censored
+    time to target) still counts in its size, as p = 1: it can never be claimed and it does not
+    loosen the threshold of the others.
+    """
+    adjusted_all = holm([1.0 if c.p_value is None else c.p_value for c in family])
+    for comparison, adjusted in zip(family, adjusted_all):
+        comparison.p_holm = None if comparison.p_value is None else adjusted
+        comparison.significant = comparison.p_holm is not None and comparison.p_holm < alpha
+    return family
+
+
+def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
+    """Wilson score interval of a proportion k/n (inside [0, 1] by construction; (None, None) for n=0)."""
+    if n <= 0:
+        return None, None
+    from scipy import stats as scipy_stats
+
+    z = float(scipy_stats.norm.ppf((1 + confidence) / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = clip(centre - half, centre + half, (0.0, 1.0))
+    # Exact ends at 0/n and n/n (the closed form leaves a rounding residue there).
+    return (0.0 if k == 0 else low), (1.0 if k == n else high)
+
+
+def median_censored(values: list[float | None]) -> tuple[float | None, bool]:
+    """(median, censored) of values where None means "beyond the budget" (never reached).
+
+    Misses sort above every reached value; when the median falls on a miss, (largest reached value or
+    None, True) is returned and the caller prints ">budget". Nothing is ever averaged in for a miss.
+    """
+    n = len(values)
+    if n == 0:
+        return None, False
+    ordered = sorted(values, key=lambda v: (v is None, v if v is not None else 0.0))
+    mid = ordered[(n - 1) // 2: n // 2 + 1]
+    if any(v is None for v in mid):
+        return None, True
+    return math.fsum(mid) / len(mid), False

@@ -1,0 +1,366 @@
+"""The suite file: a typed schema, loading with one-line errors, `--set` overrides, expansion into runs.
+
+    disha-bench validate suites/smoke.yaml
+
+A suite expands into runs = task x method x seed. Each run's id is derived from its resolved
+configuration, so editing one method re-runs only that method's runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from disha_bench.analysis.convergence import DEFAULT_EMA
+from disha_bench.errors import UserError, did_you_mean
+from disha_bench.config.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
+
+if TYPE_CHECKING:
+    from disha_bench.training.spec import MethodEntry, RunSpec
+
+_Strict = StrictModel
+
+
+class ModelConfig(_Strict):
+    name: str
+    """A packaged short name (`disha-bench list models`), a hub id (`meta-llama/Llama-2-7b-hf`) or a local directory."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype the base weights are loaded in; training precision is `training.precision`."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+
+
+class TaskConfig(StrictModel):
+    # Extra keys are the task's own options, checked against the task's `Options` in `validate_suite`.
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    """Registered task name (`disha-bench list tasks`)."""
+    train_limit: Optional[int] = Field(None, gt=0)
+    """Use at most this many training examples (a seeded random subset); null for all."""
+    eval_limit: Optional[int] = Field(None, gt=0)
+    """Evaluate on at most this many examples (a seeded random subset); null for all."""
+    sample_seed: int = 0
+    """Seed of the subsets above: the same for every run, so all methods and seeds see the same data."""
+    source: Literal["auto", "hub", "local"] = "auto"
+    """Where the data comes from: `local` files (data_files or the data directory), the `hub`, or
+    `auto` (local when found, else the hub)."""
+    data_files: Optional[dict[str, str]] = None
+    """Explicit local files by split (`train`, `eval`), in the dataset's original format."""
+
+
+class MethodConfig(StrictModel):
+    # Extra keys are the method's own parameters (r, alpha, target_modules, match_params, ...),
+    # checked by disha_bench.methods.validate_params.
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    """Registered method name (`disha-bench list methods`)."""
+    label: Optional[str] = None
+    """Name of this entry in results and leaderboards; defaults to `name`. Needed when one method
+    appears twice with different parameters."""
+    lr: Optional[float] = Field(None, gt=0)
+    """Learning rate of this method's runs instead of `training.lr` (full fine-tuning usually needs a
+    lower one than the adapters); recorded in each run's resolved `training`."""
+
+
+class TrainingConfig(_Strict):
+    max_steps: int = Field(100, gt=0)
+    """Optimizer steps: the training budget."""
+    lr: float = Field(2e-4, gt=0)
+    """Peak learning rate."""
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    """Decay after warm-up, to zero at max_steps (constant: no decay)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps from zero to lr."""
+    batch_size: int = Field(4, gt=0)
+    """Micro-batch per rank; the global batch is batch_size x grad_accum x ranks."""
+    grad_accum: int = Field(1, gt=0)
+    """Gradient-accumulation micro-batches per optimizer step."""
+    max_length: int = Field(512, gt=0)
+    """Training sequences are truncated to this many tokens."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Training precision (DeepSpeed mixed precision for bf16/fp16). fp16 needs CUDA."""
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """DeepSpeed ZeRO stage."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    grad_clip: Optional[float] = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value; null for no clipping."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    divergence_factor: float = Field(4.0, gt=1)
+    """A run stops as diverged when its loss is NaN/inf or above this multiple of its first loss."""
+    max_time: Optional[float] = Field(None, gt=0)
+    """Wall-clock budget of one run's training loop in seconds; the run stops cleanly when it is spent
+    (status `stopped_by_budget`; evaluation and the result still happen). null: no time budget."""
+    deepspeed: dict[str, Any] = Field(default_factory=dict)
+    """Free-form DeepSpeed config merged (recursively) over the generated one."""
+
+
+class LmEvalTaskConfig(_Strict):
+    task: str
+    """lm-eval task name (e.g. `gsm8k`), or a task defined by a YAML file under `include_path`."""
+    num_fewshot: Optional[int] = Field(None, ge=0)
+    """Few-shot examples; null: the task's default."""
+    limit: Optional[int] = Field(None, gt=0)
+    """Evaluate at most this many documents; null: all."""
+    include_path: Optional[str] = None
+    """Folder of extra task YAMLs (offline tasks over local files)."""
+    gen_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Generation settings passed to lm-eval (e.g. max_gen_toks, until)."""
+
+
+class EvaluationConfig(_Strict):
+    enabled: bool = True
+    """Evaluate the task metric after training."""
+    batch_size: int = Field(16, gt=0)
+    """Examples per forward / generate call."""
+    max_new_tokens: int = Field(256, gt=0)
+    """Generation budget per example."""
+    num_fewshot: int = Field(0, ge=0)
+    """Worked examples before each question (generation tasks)."""
+    heldout_examples: int = Field(64, gt=0)
+    """Examples in the held-out loss set: the same for every method and seed, never trained on."""
+    heldout_every: Optional[int] = Field(None, gt=0)
+    """Measure the held-out loss every this many optimizer steps (plus step 0 and the last step);
+    null: max_steps // 10, so the curve has at least 10 points after step 0."""
+    lm_eval: list[LmEvalTaskConfig] = Field(default_factory=list)
+    """lm-evaluation-harness tasks run on the trained in-memory model after the task's own metric."""
+
+
+class ConvergenceConfig(_Strict):
+    targets: list[Union[float, str]] = Field(default_factory=list)
+    """Target losses: absolute values (0.5) or relative ones ("final:lora" = the final loss of lora's
+    runs on the same task). Steps and tokens to reach each one are recorded."""
+    ema: float = Field(DEFAULT_EMA, ge=0, lt=1)
+    """Smoothing factor of the exponential moving average applied to the loss curve."""
+
+
+class AnalysisConfig(_Strict):
+    reference: Optional[str] = None
+    """Label of the method every other method is compared with (paired by seed); null: the suite's
+    first method."""
+    unadapted: bool = True
+    """Add one reference run per task, label `unadapted`: the base model evaluated as it is (held-out
+    loss at step 0, task metric), nothing trained, run once (with the first seed)."""
+
+
+class OutputConfig(_Strict):
+    save_adapter: bool = False
+    """Save each run's adapter (PEFT format; the full model for `full`) beside its result file."""
+    report: bool = True
+    """Write the markdown leaderboard at the end of `disha-bench run`."""
+    checkpoint_every: Optional[int] = Field(None, gt=0)
+    """Save a mid-run checkpoint every this many optimizer steps (and on SIGTERM / SIGUSR1), so a
+    re-run resumes an unfinished run; null: only on those signals."""
+    keep_checkpoints: bool = False
+    """Keep a run's checkpoints after its result is written (removed by default)."""
+    loggers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    """Metric loggers fed with every training step besides the result file (none by default):
+    `tensorboard` (event files under `<results>/.runs/<run id>/tensorboard`; extra `[tensorboard]`),
+    `wandb` (project from WANDB_PROJECT; extra `[wandb]`)."""
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Suite name: the results folder and report are named after it."""
+    description: str = ""
+    """Free text shown in the report header."""
+    model: ModelConfig
+    """The base model every run fine-tunes."""
+    tasks: list[TaskConfig] = Field(min_length=1)
+    """Tasks to train and evaluate on."""
+    methods: list[MethodConfig] = Field(min_length=1)
+    """Methods to compare, each a name plus its parameters."""
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    """Budget and optimisation settings shared by every run."""
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1)
+    """One run per seed for each task x method."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """Evaluation settings."""
+    convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
+    """Convergence targets and smoothing."""
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    """How runs become comparisons: the reference method."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    """What to write besides the result files."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[Suite, dict[str, Any]]:
+    """Read, override and validate a suite file; returns the suite and its raw (overridden) mapping."""
+    path = Path(path)
+    file = str(path)
+    if not path.exists():
+        raise UserError("file not found", file=file)
+    if path.is_dir():
+        raise UserError("is a directory; expected a suite YAML file", file=file)
+    try:
+        raw = load_yaml(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise UserError(f"{where}not valid YAML ({getattr(err, 'problem', None) or err})", file=file) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read ({err})", file=file) from None
+    if raw is None:
+        raise UserError("the file is empty; expected a mapping with name, model, tasks and methods", file=file)
+    if not isinstance(raw, dict):
+        raise UserError(f"top level is a {type(raw).__name__}; expected a mapping", file=file)
+    for item in overrides:
+        apply_override(raw, item, file)
+    return validate_suite(raw, file), raw
+
+
+def apply_override(raw: dict, item: str, file: str) -> None:
+    """Apply one `--set a.b.c=value` (value parsed as YAML; list items by index: methods.0.r=8)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=1e-4", file=file)
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), file, create=True)
+    last = parts[-1]
+    parsed = load_yaml(value) if value.strip() else None
+    if isinstance(node, list):
+        _child(node, last, key, file, create=False)
+        node[int(last)] = parsed
+    else:
+        node[last] = parsed
+
+
+def _child(node: Any, part: str, where: str, file: str, create: bool) -> Any:
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise UserError(f"--set: no list item {part!r} (the list has {len(node)})", file=file, key=where)
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise UserError("--set: not a mapping, cannot set a key under it", file=file, key=where)
+    if part not in node or node[part] is None:
+        if not create:
+            raise UserError("--set: no such key", file=file, key=where)
+        node[part] = {}
+    return node[part]
+
+
+def validate_suite(raw: dict, file: str) -> Suite:
+    """Schema validation, then names and parameters against the registries (no model is loaded)."""
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(describe_error(first), file=file, key=key_path(first["loc"])) from None
+    _check_names(suite, file)
+    if suite.training.precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
+    return suite
+
+
+def _reject_unknown(given: Iterable[str], own: type[BaseModel], entry: type[BaseModel], owner: str, file: str,
+                    key: str) -> None:
+    """A key of a task or method entry must be the entry's (name, label, ...) or the task's option /
+    the method's parameter; "did you mean" looks at both."""
+    for name in given:
+        if name not in own.model_fields:
+            choices = list(own.model_fields) + list(entry.model_fields)
+            raise UserError(f"unknown key '{name}' for {owner}; {did_you_mean(name, choices)}", file=file, key=f"{key}.{name}")
+
+
+def _check_names(suite: Suite, file: str) -> None:
+    from disha_bench import methods, models, tasks
+
+    models.check_name(suite.model.name, file=file, key="model.name")
+    for i, task_cfg in enumerate(suite.tasks):
+        key = f"tasks[{i}]"
+        task = tasks.REGISTRY.get(task_cfg.name, file=file, key=f"{key}.name")
+        extras = task_cfg.model_extra or {}
+        _reject_unknown(extras, task.Options, TaskConfig, f"task '{task.name}'", file, key)
+        validate_model(task.Options, extras, file=file, key=key, what=f"task '{task.name}'", noun="option")
+    labels = [m.label or m.name for m in suite.methods]
+    for i, method_cfg in enumerate(suite.methods):
+        key = f"methods[{i}]"
+        spec = methods.REGISTRY.get(method_cfg.name, file=file, key=f"{key}.name")
+        params = dict(method_cfg.model_extra or {})
+        # PEFT's spellings (lora_alpha, rank) are left to validate_params, which names ours
+        _reject_unknown([p for p in params if p not in methods.ALIASES], spec.params, MethodConfig,
+                        f"method '{spec.name}'", file, key)
+        methods.validate_params(method_cfg.name, params, file=file, key=key)
+        target = params.get("match_params")
+        if target is not None and target not in labels:
+            raise UserError(f"no method labelled '{target}' in this suite; {did_you_mean(str(target), labels)}", file=file, key=f"{key}.match_params")
+    if suite.analysis.reference is not None and suite.analysis.reference not in labels:
+        raise UserError(f"no method labelled '{suite.analysis.reference}' in this suite; "
+                        f"{did_you_mean(suite.analysis.reference, labels)}", file=file, key="analysis.reference")
+    from disha_bench.analysis.convergence import check_targets
+
+    check_targets(suite.convergence.targets, labels, file=file)
+    duplicates = {label for label in labels if labels.count(label) > 1}
+    if duplicates:
+        raise UserError(f"method label '{sorted(duplicates)[0]}' appears twice; give one entry a distinct `label`", file=file, key="methods")
+    tasks_seen = [t.name for t in suite.tasks]
+    if len(set(tasks_seen)) != len(tasks_seen):
+        raise UserError("a task appears twice", file=file, key="tasks")
+    if len(set(suite.seeds)) != len(suite.seeds):
+        raise UserError("seeds repeat", file=file, key="seeds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion into runs
+
+
+def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
+    """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
+    reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
+    for task, for method): machine drift spreads over the methods instead of lining up with one."""
+    from disha_bench import methods, tasks
+    # Imported here: the run spec's module imports this one for the section models.
+    from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
+
+    table = method_table(suite)
+    analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets))
+    task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
+    # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
+    # relative alpha) is resolved in the worker, where the model is.
+    entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.resolve_params(m.name, dict(m.model_extra or {}))),
+                suite.training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
+    if suite.analysis.unadapted:
+        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), suite.training))
+    runs = []
+    for seed in suite.seeds:
+        for task in task_configs:
+            for method, training in entries:
+                if method.name == UNADAPTED and seed != suite.seeds[0]:
+                    continue  # nothing is trained: one run per task says it all
+                spec = RunSpec(
+                    suite=suite.name, model=suite.model, task=task, method=method, training=training,
+                    evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
+                    convergence=suite.convergence, analysis=analysis,
+                )
+                runs.append(spec.with_id())
+    return runs
+
+
+def reference_label(suite: Suite) -> str:
+    """The method every other is compared with: `analysis.reference`, else the first method."""
+    first = suite.methods[0]
+    return suite.analysis.reference or first.label or first.name
+
+
+def method_table(suite: Suite) -> dict[str, "MethodEntry"]:
+    """label -> the method as written: what parameter matching needs. The params are left
+    unvalidated here because validation fills in a default rank, and a method may not carry both a
+    rank and `match_params`."""
+    from disha_bench.training.spec import MethodEntry
+
+    return {(m.label or m.name): MethodEntry(name=m.name, params=dict(m.model_extra or {})) for m in suite.methods}

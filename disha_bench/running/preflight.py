@@ -1,0 +1,136 @@
+"""Preflight: before the first run starts, check that everything the runs need is on this machine.
+
+    disha-bench run suites/nlu-cpu.yaml        # runs `check` first; exit 2 with the fix if not
+
+`validate` checks the suite file alone (it works anywhere, offline, also for GPU suites); `check`
+checks this machine against it: each task's data (local files, or the hub - offline: its cache),
+the model (a packaged one installed, a directory, or a hub id reachable or cached) and, for a
+suite with a task that runs model-written code (HumanEval), that the code sandbox works here
+(namespaces, rlimits, the unprivileged user). The first problem is a `UserError` (exit 2) whose one
+line names the file, the key and the fix, and no run has started: without this, a missing data
+directory made every run of a suite fail one by one. `disha-bench plan` calls the same function.
+With `--hostfile` only the launching machine is checked: the other nodes need the same checkout,
+data and caches (README, "Ranks, GPUs and several machines"). Hub data is probed by loading it
+(`datasets` maps a cached copy; online, the first load downloads it, as the run would).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional
+
+from disha_bench.tasks import data
+from disha_bench import models, tasks
+from disha_bench.errors import UserError
+from disha_bench.config.suite import Suite
+
+SANDBOX_PROBE = "import json, math\nassert json.loads('[1, 2]') == [1, 2] and math.isqrt(16) == 4\n"
+"""A program the sandbox must run to its end: the standard library imports as the unprivileged user."""
+
+
+def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optional[Iterable[str]] = None) -> None:
+    """Raise UserError for the first thing the suite's runs need and this machine lacks.
+
+    data_dir: the resolved data directory (`data.resolve_data_dir`); task_names: only these tasks
+    (the ones selected runs use); default all of the suite's.
+    """
+    wanted = set(task_names) if task_names is not None else None
+    selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
+    check_model(suite.model.name, suite.model.revision, file=file)
+    check_loggers(suite.output.loggers, file=file)
+    for i, task_cfg in selected:
+        check_task_data(task_cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
+    check_code_tasks(suite, file=file, task_names=wanted)
+
+
+def check_code_tasks(suite: Suite, *, file: str, task_names: Optional[Iterable[str]] = None) -> None:
+    """The sandbox works here when a (selected) task scores model-written code; `plan` checks this alone."""
+    for i, task_cfg in enumerate(suite.tasks):
+        if task_names is not None and task_cfg.name not in task_names:
+            continue
+        if tasks.REGISTRY.get(task_cfg.name).runs_code:
+            unsafe = bool((task_cfg.model_extra or {}).get("unsafe_no_isolation", False))
+            check_sandbox(unsafe_no_isolation=unsafe, file=file, key=f"tasks[{i}]")
+            return  # one machine, one sandbox: a single probe answers for every code task
+
+
+def check_task_data(task_config: dict, data_dir: Optional[str], *, file: str, key: str) -> None:
+    """Run the task's own `load` in probe mode: every split it reads must be available."""
+    task = tasks.get(task_config["name"])
+    config = {**task.options, **task_config}
+    try:
+        with data.probing():
+            task.load(config, data_dir)
+    except UserError as err:
+        raise UserError(_message(err), file=file, key=_key(key, err)) from None
+
+
+def check_model(name: str, revision: Optional[str] = None, *, file: str, key: str = "model.name") -> None:
+    """A packaged model must be installed, a directory must exist, a hub id must be reachable (or,
+    with the hub offline, in its cache)."""
+    models.check_name(name, file=file, key=key)
+    if name in models.PACKAGED or os.path.isdir(os.path.expanduser(name)):
+        return
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    if _hub_offline():
+        if not isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+            raise UserError(
+                f"model '{name}' is not in the hub cache and the hub is offline (HF_HUB_OFFLINE=1); download it "
+                f"once where the hub is reachable (huggingface-cli download {name}) or give a local directory",
+                file=file, key=key,
+            )
+        return
+    try:
+        hf_hub_download(name, "config.json", revision=revision)
+    except Exception as err:  # gated, missing, no network: huggingface_hub raises many types
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"model '{name}' cannot be fetched from the hub ({type(err).__name__}: {reason}); "
+                        "check the id, set HF_TOKEN for a gated model, or give a local directory",
+                        file=file, key=key) from None
+
+
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_loggers(names: Iterable[str], *, file: str) -> None:
+    """Each metric logger the suite asks for needs its package (an extra of disha-bench)."""
+    import importlib.util
+
+    for i, name in enumerate(names):
+        if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
+            raise UserError(f"logger '{name}' needs the {LOGGER_PACKAGES[name]} package: "
+                            f"pip install 'disha-bench[{name}]'", file=file, key=f"output.loggers[{i}]")
+
+
+def check_sandbox(*, unsafe_no_isolation: bool = False, file: Optional[str] = None, key: Optional[str] = None) -> None:
+    """Run a tiny program in `disha_bench.tasks.sandbox` the way HumanEval scoring will; it must pass."""
+    from disha_bench.tasks.sandbox import SandboxUnavailable, run_untrusted
+
+    try:
+        result = run_untrusted(SANDBOX_PROBE, timeout_s=60.0, unsafe_no_isolation=unsafe_no_isolation)
+    except SandboxUnavailable as err:
+        raise UserError(f"the code sandbox does not work on this machine: {err}; or set "
+                        "`unsafe_no_isolation: true` on the task (trusted code only)", file=file, key=key) from None
+    if result.status != "passed":
+        detail = result.reason + (f" ({result.stdout_tail.strip().splitlines()[-1]})" if result.stdout_tail.strip() else "")
+        raise UserError(f"the code sandbox cannot run a trivial program on this machine: {result.status}: {detail}; "
+                        "check that the Python installation is readable by other users (the sandbox runs code "
+                        "as an unprivileged user) and that rlimits can be set", file=file, key=key)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _message(err: UserError) -> str:
+    """The error's text without its own `file: key:` prefix (the suite's file and key replace it,
+    except a data file's own path, which stays in the message)."""
+    text = str(err)
+    if err.key and not err.file:
+        return text.removeprefix(f"{err.key}: ")
+    return text
+
+
+def _key(task_key: str, err: UserError) -> str:
+    return f"{task_key}.{err.key}" if err.key and not err.file else task_key
