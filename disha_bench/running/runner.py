@@ -71,35 +71,38 @@ def run_suite(
     finished = sum(1 for r in runs if _is_final(results_dir / f"{r.run_id}.json"))
     display = progress.SuiteProgress(len(runs), finished, loggers=suite.output.loggers, results_dir=results_dir)
 
-    outcomes: list[str] = []
-    for index, run in enumerate(runs, 1):
-        result_path = results_dir / f"{run.run_id}.json"
-        lock, previous, skipped = _claim(results_dir, run.run_id)
-        if skipped:
-            print(f"[{index}/{len(runs)}] {run.run_id}: {skipped}, skipped", flush=True)
-            outcomes.append(ELSEWHERE if lock else previous.run.status)
-            continue
-        if fork and not worker.is_preloaded():
-            print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
-            worker.preload()
-        spec = _launch_spec(run, result_path, previous, suite, data_dir, command)
-        what = "evaluation failed before, evaluating the saved adapter" if spec.reevaluate_from else "starting"
-        print(f"[{index}/{len(runs)}] {run.run_id}: {what}", flush=True)
-        try:
-            status = _launch(spec, results_dir, nproc, hostfile, fork)
-        finally:
-            lock.release()
-        if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
-            checkpoint.discard(results_dir, [run.run_id])
-        outcomes.append(status)
-        print(f"[{index}/{len(runs)}] {run.run_id}: {status}", flush=True)
-
+    outcomes = [_run_one(run, f"[{index}/{len(runs)}]", suite, results_dir, data_dir, command, nproc, hostfile, fork)
+                for index, run in enumerate(runs, 1)]
     display.close()
     if suite.output.report and write_report:
         _write_report(suite, results_dir, command, full_run=not only)
     failed = [s for s in outcomes if s not in (COMPLETE, BUDGET_STOPPED, ELSEWHERE)]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; results in {results_dir}", flush=True)
     return 1 if failed else 0
+
+
+def _run_one(run: RunSpec, counter: str, suite: Suite, results_dir: Path, data_dir: str | None, command: str,
+             nproc: int, hostfile: str | None, fork: bool) -> str:
+    """Claim, launch and settle one run; its outcome (a result status, INTERRUPTED or ELSEWHERE)."""
+    result_path = results_dir / f"{run.run_id}.json"
+    lock, previous, skipped = _claim(results_dir, run.run_id)
+    if skipped:
+        print(f"{counter} {run.run_id}: {skipped}, skipped", flush=True)
+        return ELSEWHERE if lock else previous.run.status
+    if fork and not worker.is_preloaded():
+        print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
+        worker.preload()
+    spec = _launch_spec(run, result_path, previous, suite, data_dir, command)
+    what = "evaluation failed before, evaluating the saved adapter" if spec.reevaluate_from else "starting"
+    print(f"{counter} {run.run_id}: {what}", flush=True)
+    try:
+        status = _launch(spec, results_dir, nproc, hostfile, fork)
+    finally:
+        lock.release()
+    if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
+        checkpoint.discard(results_dir, [run.run_id])
+    print(f"{counter} {run.run_id}: {status}", flush=True)
+    return status
 
 
 def _claim(results_dir: Path, run_id: str) -> tuple[RunLock | None, RunResult | None, str | None]:
