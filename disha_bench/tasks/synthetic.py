@@ -77,18 +77,28 @@ def _generated(task: Task, make: Callable[..., list[dict]], config: dict[str, An
     return train, subsample(evaluation, config["eval_limit"], seed)
 
 
+class GeneratedTask(Task):
+    """A task whose examples are generated (no data directory, no download)."""
+
+    heldout_source = HELDOUT_SOURCE
+    generate_records: Callable[..., list[dict]]
+    """`generate_records(n, seed=...)`: the task's example generator."""
+    text_key: str
+    """The record key that identifies an example (held-out examples never repeat a training one)."""
+
+    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
+        return _generated(self, type(self).generate_records, config, self.text_key)
+
+
 @register
-class SyntheticSentiment(Task):
+class SyntheticSentiment(GeneratedTask):
     name = "synthetic-sentiment"
     head = "sequence_classification"
     num_labels = 2
     primary_metric = "accuracy"
     description = "generated two-class sentiment sentences (smoke test, offline)"
     Options = GeneratedOptions
-    heldout_source = HELDOUT_SOURCE
-
-    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
-        return _generated(self, _sentiment_records, config, "text")
+    generate_records, text_key = staticmethod(_sentiment_records), "text"
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         return encode_text_classification(tokenizer, record["text"], record["label"], max_length)
@@ -120,16 +130,13 @@ class ArithOptions(GeneratedOptions):
 
 
 @register
-class SyntheticArith(Task):
+class SyntheticArith(GeneratedTask):
     name = "synthetic-arith"
     head = "causal_lm"
     primary_metric = "exact_match"
     description = "generated addition word problems in GSM8K format (smoke test, offline)"
     Options = ArithOptions
-    heldout_source = HELDOUT_SOURCE
-
-    def load(self, config: dict[str, Any], data_dir: str | None) -> tuple[list[dict], list[dict]]:
-        return _generated(self, _arith_records, config, "question")
+    generate_records, text_key = staticmethod(_arith_records), "question"
 
     @staticmethod
     def prompt(record: dict) -> str:
