@@ -207,7 +207,8 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
     tokenizer.padding_side = "left"
     try:
         if mode == "pool" and generation.usable(model, settings.synced_gpus):
-            texts = generation.greedy_pool(model, tokenizer, prompts, settings.batch_size, settings.max_new_tokens, stop)
+            texts = generation.greedy_pool(model, tokenizer, prompts, settings.batch_size,
+                                           settings.max_new_tokens, stop)
         else:
             texts = generate_batches(model, tokenizer, prompts, settings, stop if mode != "to_end" else ())
     finally:
@@ -215,7 +216,8 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
     return [cut_at_stop(text, stop) for text in texts]
 
 
-def generate_batches(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, stop: Sequence[str]) -> list[str]:
+def generate_batches(model, tokenizer, prompts: Sequence[str], settings: EvalSettings,
+                     stop: Sequence[str]) -> list[str]:
     """`model.generate` on fixed left-padded batches; rows stop at `stop` (none: at EOS / max_new_tokens)."""
     device = next(model.parameters()).device
     texts: list[str] = []

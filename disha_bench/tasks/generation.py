@@ -157,17 +157,18 @@ def greedy_pool(model, tokenizer, prompts: Sequence[str], batch_size: int, max_n
     texts: list[str] = [""] * len(prompts)
     pool = Pool()
     while waiting or pool.prompt_index:
-        if waiting and len(pool.prompt_index) < batch_size:
-            entering, waiting = waiting[: batch_size - len(pool.prompt_index)], waiting[batch_size - len(pool.prompt_index):]
+        free = batch_size - len(pool.prompt_index)
+        if waiting and free > 0:
+            entering, waiting = waiting[:free], waiting[free:]
             first, mask, cache = prefill(model, tokenizer, [prompts[i] for i in entering], device)
             join(pool, mask, cache, first, entering)
-        done = [r for r, tokens in enumerate(pool.tokens) if finished(tokenizer, tokens, eos, stop, max_new_tokens)]
+        done = {r for r, tokens in enumerate(pool.tokens) if finished(tokenizer, tokens, eos, stop, max_new_tokens)}
         for r in done:
             texts[pool.prompt_index[r]] = tokenizer.decode(pool.tokens[r], skip_special_tokens=True)
         if done:
-            keep(pool, [r for r in range(len(pool.tokens)) if r not in set(done)])
+            keep(pool, [r for r in range(len(pool.tokens)) if r not in done])
         if not pool.prompt_index or (waiting and len(pool.prompt_index) < batch_size):
-            continue  # refill before the next step: a decode step costs nearly the same for more rows
+            continue  # refill before the next step: a decode step costs little more for more rows
         step(model, pool)
     return texts
 
@@ -175,7 +176,8 @@ def greedy_pool(model, tokenizer, prompts: Sequence[str], batch_size: int, max_n
 def step(model, pool: Pool) -> None:
     """One decode step of every row in the pool: its last token in, its next token out."""
     last = torch.tensor([tokens[-1] for tokens in pool.tokens], device=pool.attention_mask.device)
-    pool.attention_mask = torch.cat([pool.attention_mask, pool.attention_mask.new_ones((len(pool.tokens), 1))], dim=1)
+    mask = pool.attention_mask
+    pool.attention_mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
     following = forward(model, last[:, None], pool.attention_mask, pool.next_position[:, None], pool.cache)
     pool.next_position = pool.next_position + 1
     for tokens, token in zip(pool.tokens, following.tolist()):
