@@ -2,7 +2,8 @@
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 DISHA_BENCH_DATA=../shared/data \\
         python benchmarks/bench_gsm8k_eval.py [--model smollm2-135m] [--limit 32] [--batch-size 16] \\
-        [--max-new-tokens 256] [--fewshot 0] [--repeats 3] [--threads N] [--no-check]
+        [--max-new-tokens 256] [--fewshot 0] [--repeats 3] [--threads N] [--no-check] \\
+        [--out benchmarks/results/gsm8k_eval.txt]
 
 Runs the `gsm8k` task's own `predict` (lm-eval's prompt and stops; greedy `generate` in its default
 `pool` mode: at most `--batch-size` rows in flight, a row leaves the batch the step it meets a stop
@@ -53,11 +54,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--fewshot", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-check", action="store_true", help="skip the old-code identity check (slow)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip timing model.generate on fixed batches and the identity check")
+    parser.add_argument("--out", default=None, help="also write the command and everything printed to this file")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice); on a loaded shared CPU, 1 avoids "
                              "OpenMP threads waiting on each other")
     return parser.parse_args()
+
+
+class Tee:
+    """stdout that also writes to a file (the README links the committed output of a run)."""
+
+    def __init__(self, stream, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.stream, self.file = stream, open(path, "w")
+
+    def write(self, text: str) -> None:
+        self.stream.write(text)
+        self.file.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.file.flush()
 
 
 def steps_of(tokenizer, output: str, max_new_tokens: int) -> int:
@@ -68,6 +87,9 @@ def steps_of(tokenizer, output: str, max_new_tokens: int) -> int:
 
 def main() -> None:
     args = parse_args()
+    if args.out:
+        sys.stdout = Tee(sys.stdout, args.out)
+        print("$ python " + " ".join(sys.argv))
     if args.threads:
         torch.set_num_threads(args.threads)
     task = tasks.get("gsm8k")
@@ -101,7 +123,10 @@ def main() -> None:
     print(f"speed-up batch {b} vs batch 1 (pool): {median[(1, 'pool')] / median[(b, 'pool')]:.2f}x")
     if not args.no_check:
         print(f"speed-up pool vs batches at batch {b}: {median[(b, 'batches')] / median[(b, 'pool')]:.2f}x")
-    explain(tokenizer, outputs[(1, "pool")], args)
+    bound = explain(tokenizer, outputs[(1, "pool")], args)
+    measured = median[(1, "pool")] / median[(b, "pool")]
+    print(f"so a pool forward cost on average {bound / measured:.2f}x a one-row step here (measured "
+          f"{measured:.2f}x / length bound {bound:.2f}x; prefills included)")
     if not args.no_check:
         same = sum(x == y for x, y in zip(outputs[(b, "pool")], outputs[(b, "batches")]))
         print(f"identical outputs, batch {b} pool vs batch {b} batches (model.generate): {same}/{len(records)}"
@@ -136,8 +161,9 @@ def pool_forwards(steps: list[int], batch_size: int) -> int:
     return forwards
 
 
-def explain(tokenizer, outputs: list[str], args) -> None:
-    """Each way's length bound: its speed-up over one-by-one if forwards cost the same at any batch width."""
+def explain(tokenizer, outputs: list[str], args) -> float:
+    """Each way's length bound: its speed-up over one-by-one if forwards cost the same at any batch width.
+    Returns the pool's."""
     b = args.batch_size
     steps = [steps_of(tokenizer, o, args.max_new_tokens) for o in outputs]
     fixed = sum(max(steps[i : i + b]) for i in range(0, len(steps), b))
@@ -145,6 +171,7 @@ def explain(tokenizer, outputs: list[str], args) -> None:
     print(f"length bound at batch {b}: pool {sum(steps) / pooled:.2f}x ({pooled} forwards), fixed batches "
           f"{sum(steps) / fixed:.2f}x ({fixed} steps); one-by-one {sum(steps)} steps; steps per problem "
           f"{sorted(steps)}")
+    return sum(steps) / pooled
 
 
 if __name__ == "__main__":

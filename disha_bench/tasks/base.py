@@ -156,8 +156,9 @@ class StopAtStrings:
 
     The test is `cut_at_stop`'s own: the continuation decoded with `skip_special_tokens` contains
     one of `stop`. Once it does, no later token can move the cut, so the row's kept text is final;
-    `generate` then pads that row until the whole batch is done, and a batch ends when its last
-    member is, not at `max_new_tokens`. Rows keep their place in the batch (the batch shape never
+    `model.generate` then pads that row until the whole batch is done, and a batch ends when its last
+    member is, not at `max_new_tokens` (`generate`'s `batches` mode and sampling; the default `pool`
+    mode drops finished rows instead, `tasks/generation.py`, with the same test). Rows keep their place in the batch (the batch shape never
     changes), so every other row's arithmetic - and its greedy path - is exactly as without it.
     A transformers `StoppingCriteria` by duck typing: subclassing it would import transformers
     whenever tasks are listed or a suite validated.
