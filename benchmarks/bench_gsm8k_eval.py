@@ -2,25 +2,27 @@
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 DISHA_BENCH_DATA=../shared/data \\
         python benchmarks/bench_gsm8k_eval.py [--model smollm2-135m] [--limit 32] [--batch-size 16] \\
-        [--max-new-tokens 256] [--fewshot 0] [--repeats 3] [--threads N] [--no-check]
+        [--max-new-tokens 256] [--fewshot 0] [--repeats 3] [--threads N] [--no-check] \\
+        [--out benchmarks/results/gsm8k_eval.txt]
 
-Runs the `gsm8k` task's own `predict` (left-padded batched `generate`, lm-eval's prompt and stops;
-every row stops at its stop strings during generation) on the same `--limit` test problems at
-`--batch-size` and at 1, `--repeats` times each, alternating, and prints the median problems/s of
-both and their ratio. Then it explains the ratio: a batch costs `max steps in the batch x
-(seconds per batched step)`, one-by-one costs `sum of steps x (seconds per single step)`, so
+Runs the `gsm8k` task's own `predict` (lm-eval's prompt and stops; greedy `generate` in its default
+`pool` mode: at most `--batch-size` rows in flight, a row leaves the batch the step it meets a stop
+string or EOS and the next problem takes its place, `tasks/generation.py`) on the same `--limit` test
+problems at `--batch-size` and at 1, and - unless --no-check - `generate` in `batches` mode (plain
+`model.generate` on fixed batches, rows stopping at their stop strings: the way before the pool) at
+`--batch-size`; `--repeats` times each, interleaved. It prints the median problems/s of each and the
+ratio `batch B / batch 1` (the acceptance figure) and `pool / batches` at the same batch size.
 
-    speed-up = (sum of steps / sum over batches of the batch's max steps) x (single step / batched step)
+Check: the pool's outputs at `--batch-size` against `batches` mode at the same size, string for
+string: `identical outputs k/n` (rows come and go, so a row's batch shape changes and a matmul may
+round differently; greedy paths only move on near-ties, and this counts whether any did here).
 
-the first factor ("length bound": the speed-up if a batched step cost no more than a single one)
-comes from the outputs alone, the second from the hardware. Steps are counted as the kept output's
-tokens plus the stop string's, a close approximation.
-
-Check (unless --no-check): the same batch size generated the old way (to EOS or max_new_tokens,
-cut afterwards) must give the same strings as stopping during generation; it prints `identical
-outputs k/n` (left padding can change greedy paths between batch sizes, so batched and one-by-one
-outputs are compared too, for information). Timings are wall clock; on a machine shared with
-other jobs they move with the load, hence the repeats and medians.
+It explains the ratios with step counts from the outputs (a row's steps: its kept tokens plus the
+stop string's, a close approximation): one-by-one needs `sum of steps` forwards; fixed batches
+`sum over batches of the batch's longest row`; the pool the forwards a simulation of its schedule
+counts. `sum of steps / forwards` is each way's "length bound": its speed-up if a forward of many
+rows cost no more than a forward of one. Timings are wall clock; on a machine shared with other jobs
+they move with the load, hence the repeats, the interleaving and the medians.
 """
 
 from __future__ import annotations
@@ -52,11 +54,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--fewshot", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-check", action="store_true", help="skip the old-code identity check (slow)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip timing model.generate on fixed batches and the identity check")
+    parser.add_argument("--out", default=None, help="also write the command and everything printed to this file")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice); on a loaded shared CPU, 1 avoids "
                              "OpenMP threads waiting on each other")
     return parser.parse_args()
+
+
+class Tee:
+    """stdout that also writes to a file (the README links the committed output of a run)."""
+
+    def __init__(self, stream, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.stream, self.file = stream, open(path, "w")
+
+    def write(self, text: str) -> None:
+        self.stream.write(text)
+        self.file.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.file.flush()
 
 
 def steps_of(tokenizer, output: str, max_new_tokens: int) -> int:
@@ -67,6 +87,9 @@ def steps_of(tokenizer, output: str, max_new_tokens: int) -> int:
 
 def main() -> None:
     args = parse_args()
+    if args.out:
+        sys.stdout = Tee(sys.stdout, args.out)
+        print("$ python " + " ".join(sys.argv))
     if args.threads:
         torch.set_num_threads(args.threads)
     task = tasks.get("gsm8k")
@@ -79,58 +102,76 @@ def main() -> None:
           f"greedy, torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, repeats {args.repeats}",
           flush=True)
 
-    sizes = (args.batch_size, 1)
-    times: dict[int, list[float]] = {b: [] for b in sizes}
-    outputs: dict[int, list[str]] = {}
-    for repeat in range(args.repeats):
-        for batch_size in sizes:
-            settings = EvalSettings(batch_size=batch_size, max_new_tokens=args.max_new_tokens, num_fewshot=args.fewshot)
-            started = time.perf_counter()
-            predictions = task.predict(model, tokenizer, records, settings)
-            times[batch_size].append(time.perf_counter() - started)
-            outputs[batch_size] = [p["output"] for p in predictions]
-            print(f"  repeat {repeat} batch {batch_size:3d}: {times[batch_size][-1]:7.1f} s", flush=True)
-
-    median = {b: statistics.median(times[b]) for b in sizes}
-    for b in sizes:
-        score = task.score([{"target": gsm8k.reference(r["answer"]), "output": o} for r, o in zip(records, outputs[b])])
-        print(f"batch {b:3d}: median {median[b]:7.1f} s (min {min(times[b]):.1f}, max {max(times[b]):.1f})  "
-              f"{len(records) / median[b]:6.3f} problems/s  strict {score['exact_match_strict']:.3f}  "
-              f"flexible {score['exact_match_flexible']:.3f}")
-    explain(tokenizer, outputs, median, args)
-    if not args.no_check:
-        check_identical(task, model, tokenizer, records, outputs, args)
-
-
-def explain(tokenizer, outputs: dict[int, list[str]], median: dict[int, float], args) -> None:
-    """Split the measured speed-up into the outputs' length bound and the hardware's step-cost ratio."""
     b = args.batch_size
-    steps = [steps_of(tokenizer, o, args.max_new_tokens) for o in outputs[1]]
-    batched_steps = sum(max(steps_of(tokenizer, o, args.max_new_tokens) for o in outputs[b][i : i + b])
-                        for i in range(0, len(outputs[b]), b))
-    single_step, batched_step = median[1] / sum(steps), median[b] / batched_steps
-    print(f"speed-up batch {b} vs 1: {median[1] / median[b]:.2f}x = length bound {sum(steps) / batched_steps:.2f}x "
-          f"(one-by-one {sum(steps)} steps, batched {batched_steps}; steps per problem {sorted(steps)}) "
-          f"x step-cost ratio {single_step / batched_step:.2f} ({single_step * 1000:.0f} ms per single step, "
-          f"{batched_step * 1000:.0f} ms per batch-{b} step, prompt encoding included)")
+    runs = [(b, "pool"), (1, "pool")] + ([] if args.no_check else [(b, "batches")])
+    times: dict[tuple[int, str], list[float]] = {run: [] for run in runs}
+    outputs: dict[tuple[int, str], list[str]] = {}
+    for repeat in range(args.repeats):
+        for run in runs if repeat % 2 == 0 else runs[::-1]:  # alternate the order: load drifts
+            started = time.perf_counter()
+            outputs[run] = predict(task, model, tokenizer, records, args, *run)
+            times[run].append(time.perf_counter() - started)
+            print(f"  repeat {repeat} batch {run[0]:3d} {run[1]:7s}: {times[run][-1]:7.1f} s", flush=True)
+
+    median = {run: statistics.median(times[run]) for run in runs}
+    for run in runs:
+        score = task.score([{"target": gsm8k.reference(r["answer"]), "output": o}
+                            for r, o in zip(records, outputs[run])])
+        print(f"batch {run[0]:3d} {run[1]:7s}: median {median[run]:7.1f} s (min {min(times[run]):.1f}, max "
+              f"{max(times[run]):.1f})  {len(records) / median[run]:6.3f} problems/s  strict "
+              f"{score['exact_match_strict']:.3f}  flexible {score['exact_match_flexible']:.3f}")
+    print(f"speed-up batch {b} vs batch 1 (pool): {median[(1, 'pool')] / median[(b, 'pool')]:.2f}x")
+    if not args.no_check:
+        print(f"speed-up pool vs batches at batch {b}: {median[(b, 'batches')] / median[(b, 'pool')]:.2f}x")
+    bound = explain(tokenizer, outputs[(1, "pool")], args)
+    measured = median[(1, "pool")] / median[(b, "pool")]
+    print(f"so a pool forward cost on average {bound / measured:.2f}x a one-row step here (measured "
+          f"{measured:.2f}x / length bound {bound:.2f}x; prefills included)")
+    if not args.no_check:
+        same = sum(x == y for x, y in zip(outputs[(b, "pool")], outputs[(b, "batches")]))
+        print(f"identical outputs, batch {b} pool vs batch {b} batches (model.generate): {same}/{len(records)}"
+              + ("" if same == len(records) else "  MISMATCH"))
+    across = sum(x == y for x, y in zip(outputs[(1, "pool")], outputs[(b, "pool")]))
+    print(f"(for information: batch {b} and batch 1 agree on {across}/{len(records)}; padding can change "
+          "a greedy path)")
 
 
-def check_identical(task, model, tokenizer, records, outputs: dict[int, list[str]], args) -> None:
-    """Stopping during generation must not change a single output at the same batch size."""
-    batched = outputs[args.batch_size]
-    settings = EvalSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_fewshot=args.fewshot)
-    shots = task.fewshot(args.fewshot)
-    prompts = [gsm8k.prompt(r["question"], shots) for r in records]
-    started = time.perf_counter()
-    old = generate(model, tokenizer, prompts, settings, stop=gsm8k.STOP, stop_early=False)
-    seconds = time.perf_counter() - started
-    same = sum(a == b for a, b in zip(old, batched))
-    print(f"identical outputs, batch {args.batch_size} stopping during generation vs the old way "
-          f"(to EOS / max_new_tokens, {seconds:.0f} s): {same}/{len(records)}"
-          + ("" if same == len(records) else "  MISMATCH"))
-    across = sum(a == b for a, b in zip(outputs[1], batched))
-    print(f"(for information: batch {args.batch_size} and batch 1 agree on {across}/{len(records)}; padding can "
-          "change a greedy path)")
+def predict(task, model, tokenizer, records, args, batch_size: int, mode: str) -> list[str]:
+    """The task's predict in `pool` mode; `batches` mode through `generate` with the same prompts and stops."""
+    settings = EvalSettings(batch_size=batch_size, max_new_tokens=args.max_new_tokens, num_fewshot=args.fewshot)
+    if mode == "pool":
+        return [p["output"] for p in task.predict(model, tokenizer, records, settings)]
+    prompts = [gsm8k.prompt(r["question"], task.fewshot(args.fewshot)) for r in records]
+    return generate(model, tokenizer, prompts, settings, stop=gsm8k.STOP, mode=mode)
+
+
+def pool_forwards(steps: list[int], batch_size: int) -> int:
+    """Forwards the pool makes for rows of these step counts, in order: a prefill for each group that
+    joins, then decode steps of all rows in flight; a row leaves after its last step, freeing its place."""
+    waiting, active, forwards = list(steps), [], 0
+    while waiting or active:
+        if waiting and len(active) < batch_size:
+            joining = batch_size - len(active)
+            active += [n - 1 for n in waiting[:joining]]  # the prefill makes each row's first token
+            waiting = waiting[joining:]
+            forwards += 1
+        active = [n for n in active if n > 0]
+        if active and not (waiting and len(active) < batch_size):
+            active, forwards = [n - 1 for n in active], forwards + 1
+    return forwards
+
+
+def explain(tokenizer, outputs: list[str], args) -> float:
+    """Each way's length bound: its speed-up over one-by-one if forwards cost the same at any batch width.
+    Returns the pool's."""
+    b = args.batch_size
+    steps = [steps_of(tokenizer, o, args.max_new_tokens) for o in outputs]
+    fixed = sum(max(steps[i : i + b]) for i in range(0, len(steps), b))
+    pooled = pool_forwards(steps, b)
+    print(f"length bound at batch {b}: pool {sum(steps) / pooled:.2f}x ({pooled} forwards), fixed batches "
+          f"{sum(steps) / fixed:.2f}x ({fixed} steps); one-by-one {sum(steps)} steps; steps per problem "
+          f"{sorted(steps)}")
+    return sum(steps) / pooled
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def test_rows_stop_at_their_stop_strings_during_generation(tiny_llama):
     stops = tuple({text[4:7] for text in free})
     assert all(len(text) > 10 for text in free)
     early = generate(model, tokenizer, prompts, settings, stop=stops)
-    assert early == generate(model, tokenizer, prompts, settings, stop=stops, stop_early=False)
+    assert early == generate(model, tokenizer, prompts, settings, stop=stops, mode="to_end")
     assert all(len(e) < len(f) for e, f in zip(early, free))
     saved, tokenizer.padding_side = tokenizer.padding_side, "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True)

@@ -173,8 +173,9 @@ class StopAtStrings:
 
     The test is `cut_at_stop`'s own: the continuation decoded with `skip_special_tokens` contains
     one of `stop`. Once it does, no later token can move the cut, so the row's kept text is final;
-    `generate` then pads that row until the whole batch is done, and a batch ends when its last
-    member is, not at `max_new_tokens`. Rows keep their place in the batch (the batch shape never
+    `model.generate` then pads that row until the whole batch is done, and a batch ends when its last
+    member is, not at `max_new_tokens` (`generate`'s `batches` mode and sampling; the default `pool`
+    mode drops finished rows instead, `tasks/generation.py`, with the same test). Rows keep their place in the batch (the batch shape never
     changes), so every other row's arithmetic - and its greedy path - is exactly as without it.
     A transformers `StoppingCriteria` by duck typing: subclassing it would import transformers
     whenever tasks are listed or a suite validated.
@@ -202,37 +203,55 @@ def stopping_criteria(tokenizer, stop: Sequence[str], prompt_width: int):
     return StoppingCriteriaList([StopAtStrings(tokenizer, stop, prompt_width)] if stop else [])
 
 
+GENERATION_MODES = ("pool", "batches", "to_end")
+"""How `generate` runs greedy decoding: `pool` keeps `batch_size` rows in flight, a finished row's
+place taken by the next prompt (`tasks/generation.py`; falls back to `batches` where it cannot
+reproduce `model.generate`, e.g. ZeRO-3 with several ranks); `batches` runs `model.generate` on fixed
+batches, each row stopping at its stop strings (`StopAtStrings`); `to_end` runs it to EOS or
+`max_new_tokens` and only cuts afterwards. All three give the same texts up to a matmul's rounding
+with the batch shape; `benchmarks/bench_gsm8k_eval.py` counts how many agree."""
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, stop: Sequence[str] = (),
-             stop_early: bool = True) -> list[str]:
-    """Batched greedy generation with left padding; each output is cut at the first stop string.
+             mode: str = "pool") -> list[str]:
+    """Greedy generation with left padding; each output is cut at the first stop string (`GENERATION_MODES`)."""
+    from disha_bench.tasks import generation
 
-    Rows stop at their stop strings during generation (`StopAtStrings`); `stop_early=False`
-    generates to EOS or `max_new_tokens` and only cuts afterwards - the same texts, slower; kept
-    for `benchmarks/bench_gsm8k_eval.py`, which checks that both agree string for string.
-    """
+    if mode not in GENERATION_MODES:
+        raise ValueError(f"generation mode {mode!r}, expected one of {GENERATION_MODES}")
     model.eval()
-    device = next(model.parameters()).device
     saved_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    texts: list[str] = []
     try:
-        for start in range(0, len(prompts), settings.batch_size):
-            enc = tokenizer(list(prompts[start : start + settings.batch_size]), return_tensors="pt", padding=True)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            width = enc["input_ids"].shape[1]
-            out = model.generate(
-                **enc,
-                max_new_tokens=settings.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                synced_gpus=settings.synced_gpus,
-                stopping_criteria=stopping_criteria(tokenizer, stop if stop_early else (), width),
-            )
-            for row in out[:, width:]:
-                texts.append(cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop))
+        if mode == "pool" and generation.usable(model, settings.synced_gpus):
+            texts = generation.greedy_pool(model, tokenizer, prompts, settings.batch_size,
+                                           settings.max_new_tokens, stop)
+        else:
+            texts = generate_batches(model, tokenizer, prompts, settings, stop if mode != "to_end" else ())
     finally:
         tokenizer.padding_side = saved_side
+    return [cut_at_stop(text, stop) for text in texts]
+
+
+def generate_batches(model, tokenizer, prompts: Sequence[str], settings: EvalSettings,
+                     stop: Sequence[str]) -> list[str]:
+    """`model.generate` on fixed left-padded batches; rows stop at `stop` (none: at EOS / max_new_tokens)."""
+    device = next(model.parameters()).device
+    texts: list[str] = []
+    for start in range(0, len(prompts), settings.batch_size):
+        enc = tokenizer(list(prompts[start : start + settings.batch_size]), return_tensors="pt", padding=True)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        width = enc["input_ids"].shape[1]
+        out = model.generate(
+            **enc,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            synced_gpus=settings.synced_gpus,
+            stopping_criteria=stopping_criteria(tokenizer, stop, width),
+        )
+        texts += [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, width:]]
     return texts
 
 
