@@ -59,7 +59,7 @@ class Task:
     description: ClassVar[str] = ""
     """One line for `disha-bench list tasks`."""
     runs_code: ClassVar[bool] = False
-    """Scoring executes model-written code in `disha_bench.sandbox` (preflight checks the sandbox)."""
+    """Scoring executes model-written code in `disha_bench.tasks.sandbox` (preflight checks the sandbox)."""
     Options: ClassVar[type[TaskOptions]] = TaskOptions
     """The typed model of the task's own suite keys."""
     options: ClassVar[dict[str, Any]] = {}
@@ -257,5 +257,5 @@ def generate_batches(model, tokenizer, prompts: Sequence[str], settings: EvalSet
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """`text` up to (not including) the first occurrence of any stop string."""
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
     return text[:cut]
