@@ -26,6 +26,7 @@ from typing import Any
 
 from disha_bench.running import checkpoint, runner, worker
 from disha_bench.errors import UserError
+from disha_bench.tasks.data import resolve_data_dir
 from disha_bench.running.ownership import is_stale, lock_path, read_lock
 from disha_bench.analysis.results import FINAL_STATUSES, read_result, write_json_atomic
 from disha_bench.running.status import JOB_SUFFIX, collect, render
@@ -107,7 +108,7 @@ def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str
         runner._set_aside(results_dir, [run.run_id for run in runs] if only else None)
         checkpoint.discard(results_dir, [run.run_id for run in runs])
     executor = make_executor(launcher, options, results_dir / ".submitit")
-    data_dir = runner._data_dir(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     jobs = []
     for run in runs:
         run_id = run.run_id
@@ -130,7 +131,7 @@ def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str
     states = collect(results_dir)
     print(render(states))
     if suite.output.report:
-        runner._write_report(suite, results_dir, command)
+        runner._write_report(suite, results_dir, command, full_run=not only)
     unfinished = [r for r in runs if not _final(results_dir, r.run_id)]
     return 1 if unfinished else 0
 
