@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from disha_bench.running import distributed
@@ -19,7 +18,7 @@ from disha_bench.running.memory import PeakMemory
 from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, Memory, RunResult, Training, read_result
 from disha_bench.training.evaluation import evaluate_into
 from disha_bench.training.heldout import HeldOutCurve, default_every
-from disha_bench.training.saving import load_trained
+from disha_bench.training.saving import discard_saved, load_trained
 from disha_bench.training.setup import init_process, load_base_model, load_task_data
 from disha_bench.training.spec import RunSpec
 
@@ -65,7 +64,7 @@ def reevaluate(spec: RunSpec, started: float) -> RunResult:
     result.run.error = None
     if evaluate_into(result, model, data, spec.evaluation, memory):
         if not spec.keep_adapter and distributed.rank() == 0:
-            shutil.rmtree(adapter, ignore_errors=True)
+            discard_saved(adapter)
     earlier_wall_time_s = result.run.wall_time_s
     spec.stamp_finished(result.run, started)
     result.run.wall_time_s += earlier_wall_time_s  # the earlier run's time plus this evaluation's

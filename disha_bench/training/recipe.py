@@ -15,7 +15,6 @@ the adapter behind (status `evaluation_failed`), and a re-run of the suite evalu
 from __future__ import annotations
 
 import gc
-import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from disha_bench.training.heldout import HeldOutCurve, default_every
 from disha_bench.training.loop import FitState, fit
 from disha_bench.training.resume import FitControl
 from disha_bench.training.sampler import GlobalBatches
-from disha_bench.training.saving import save_trained
+from disha_bench.training.saving import discard_saved, save_trained
 from disha_bench.training.schedule import lr_lambda
 from disha_bench.training.setup import TaskData, init_process, load_base_model, load_task_data
 from disha_bench.training.spec import RunSpec
@@ -174,7 +173,7 @@ def save_and_evaluate(spec: RunSpec, setup: Setup, result: RunResult) -> None:
     evaluated = evaluate_into(result, setup.engine.module, setup.data, spec.evaluation, setup.memory,
                               synced_gpus=distributed.world_size() > 1 and spec.training.zero_stage == 3)
     if evaluated and adapter is not None and not spec.keep_adapter and distributed.rank() == 0:
-        shutil.rmtree(adapter, ignore_errors=True)
+        discard_saved(adapter)
 
 
 def save_adapter(spec: RunSpec, setup: Setup) -> Path | None:

@@ -9,6 +9,7 @@ gathered first: a bare save_pretrained would write empty tensors.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import deepspeed
@@ -30,6 +31,16 @@ def save_trained(engine, method_name: str, target: Path, zero_stage: int) -> Non
         methods.save(model, method_name, target)
     if distributed.world_size() > 1:
         torch.distributed.barrier()
+
+
+def discard_saved(target: Path) -> None:
+    """Remove a saved adapter that is no longer needed, and its `adapters/` folder once empty, so a
+    suite whose runs all evaluated leaves only result files beside each other."""
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        target.parent.rmdir()
+    except OSError:  # other runs' adapters are still there (or it is already gone)
+        pass
 
 
 def load_trained(base, method_name: str, source: Path):
