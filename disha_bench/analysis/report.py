@@ -23,6 +23,7 @@ import io
 import math
 import re
 import shlex
+import statistics
 import textwrap
 import sys
 from collections import Counter
@@ -133,8 +134,19 @@ def _header(suite: str, results: list[RunResult], command: str, analyses: list[T
             "" if command.startswith("disha-bench run") else f", then `{command or 'disha-bench report RESULTS_DIR'}`"),
         f"- Runs: {len(results)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); seeds {seeds}; latest result {generated}",
         f"- Reference method: {reference or 'none (pass --reference)'}",
+        _wall_clock(results),
         f"- Versions: {versions.most_common(1)[0][0] if versions else fmt.DASH}",
     ]
+
+
+def _wall_clock(results: list[RunResult]) -> str:
+    """What the runs cost end to end (model loading, training, held-out curve, evaluation)."""
+    times = sorted(r.run.wall_time_s for r in results if r.run.wall_time_s)
+    if not times:
+        return f"- Wall clock: {fmt.DASH}"
+    median = statistics.median(times)
+    return (f"- Wall clock: {sum(times) / 60:.0f} min for the {len(times)} runs, {median:.0f} s per run "
+            f"(median; {times[0]:.0f}-{times[-1]:.0f} s), loading, training, held-out curve and evaluation included")
 
 
 # ---------------------------------------------------------------------------------------------
