@@ -1,0 +1,67 @@
+"""The committed leaderboards are what their committed raw results give, and stay inside their domains.
+
+    python -m pytest -q tests/test_committed_reports.py
+
+Every `reports/<suite>.md` with raw results in `reports/results/<suite>/` is regenerated here (without
+plots) and compared with the committed markdown and CSV, so a report edited by hand, or left stale
+after a format change, fails CI. Its intervals are then checked against their quantity's domain.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from disha_bench.analysis import measures, report
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+SUITES = sorted(p.stem for p in REPORTS.glob("*.md") if (REPORTS / "results" / p.stem).is_dir())
+
+
+def _command(suite: str) -> str:
+    return f"disha-bench report reports/results/{suite} --out reports/{suite}.md --force"
+
+
+def _without_plots(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("![")]
+
+
+def test_every_committed_cpu_report_has_its_raw_results():
+    assert {"smoke", "nlu-cpu", "nlg-cpu"} <= set(SUITES)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_committed_report_is_regenerated_exactly_from_its_raw_results(suite, tmp_path):
+    fresh = report.write_report(REPORTS / "results" / suite, tmp_path / f"{suite}.md", _command(suite), draw=False)
+    assert _without_plots(fresh.read_text()) == _without_plots((REPORTS / f"{suite}.md").read_text()), (
+        f"reports/{suite}.md differs from what its results give: run `{_command(suite)}`")
+    assert fresh.with_suffix(".csv").read_text() == (REPORTS / f"{suite}.csv").read_text()
+
+
+def _domain(metric: str) -> tuple[float, float]:
+    """Proportions in [0, 1], correlations in [-1, 1]; everything else a report shows (losses, memory,
+    speed, time, steps, counts) is non-negative."""
+    if measures.is_proportion(metric) or measures.metric_domain(metric) == (-1.0, 1.0):
+        return measures.metric_domain(metric)
+    return 0.0, math.inf
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_no_committed_interval_leaves_its_domain(suite):
+    with open(REPORTS / f"{suite}.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows
+    for row in rows:
+        low, high = _domain(row["metric"])
+        for key in ("mean", "ci_low", "ci_high"):
+            if row[key]:
+                assert low <= float(row[key]) <= high, (suite, row["task"], row["method"], row["metric"], key, row[key])
+        if measures.is_proportion(row["metric"]):  # a difference of two proportions
+            for key in ("vs_low", "vs_high"):
+                if row[key]:
+                    assert -1.0 <= float(row[key]) <= 1.0, (suite, row["task"], row["method"], row["metric"], key)
+        if row["significant"] == "True":
+            assert float(row["p_holm"]) < 0.05
