@@ -41,7 +41,7 @@ def _assert_refused(proc: subprocess.CompletedProcess, out: Path, *fragments: st
 
 
 def test_nlu_cpu_without_data_exits_2_with_the_fix(offline_env, tmp_path):
-    """The issue's case: no data directory, hub offline - all 75 runs used to start and fail."""
+    """The issue's case: no data directory, hub offline - every run used to start and fail (75 of them then)."""
     env = {k: v for k, v in offline_env.items() if k != "DISHA_BENCH_DATA"}
     out = tmp_path / "results"
     proc = _cli(["run", str(REPO / "suites" / "nlu-cpu.yaml"), "--out", str(out)], env, tmp_path)
