@@ -235,15 +235,19 @@ def test_results_without_heldout_curves_still_report(tmp_path):
     assert "unresolved" in text and "500 MB" in text
 
 
-@pytest.mark.parametrize("shift, verdict", [([0.001] * 3, "holds"), ([-0.05] * 3, "does not hold"),
-                                            ([0.1, -0.1, 0.0], "not resolved")])
-def test_matches_only_within_the_equivalence_margin(shift, verdict):
+@pytest.mark.parametrize("shift, n_examples, verdict", [
+    ([0.001] * 3, 1_000_000, "holds"), ([-0.05] * 3, 1_000_000, "does not hold"),
+    ([0.1, -0.1, 0.0], 1_000_000, "not resolved"),
+    ([0.0] * 3, 16, "not resolved"),  # equal in every seed, but 16 examples cannot show a 1 pp match
+])
+def test_matches_only_within_the_equivalence_margin(shift, n_examples, verdict):
     from disha_bench.analysis import findings
 
     runs = [make("synth-cls", m, s) for m in ("lora", "bone", "bat") for s in (0, 1, 2)]
     for r in runs:
         base = 0.80 + 0.01 * r.run.seed
         r.evaluation["accuracy"] = base + (shift[r.run.seed] if r.run.method == "bat" else 0.0)
+        r.evaluation["n_examples"] = n_examples
     lines = findings.claims(compare.analyze_suite(runs))
     claim2 = lines[lines.index(next(l for l in lines if l.startswith("2."))) + 1]
     assert claim2.startswith(f"   - {verdict} on synth-cls"), claim2

@@ -104,6 +104,30 @@ def test_wilson_interval():
     assert stats.wilson(0, 0) == (None, None)
 
 
+def test_newcombe_interval_of_two_proportions():
+    z = scipy_stats.norm.ppf(0.975)
+    # Both at 0 of 24: each Wilson upper end is z^2 / (n + z^2), so the difference spans +- that.
+    assert stats.newcombe(0.0, 0.0, 24) == (pytest.approx(-z * z / (24 + z * z)), pytest.approx(z * z / (24 + z * z)))
+    low, high = stats.newcombe(0.5, 0.75, 40)
+    assert low < 0.25 < high and -1 <= low and high <= 1
+    assert stats.newcombe(0.0, 1.0, 10)[1] == 1.0  # never outside [-1, 1]
+
+
+def test_a_proportion_difference_carries_the_evaluation_sets_sampling_error():
+    """Two methods at 0/8 in every seed differ by exactly 0 across seeds: no evidence that they match."""
+    c = stats.with_sampling_error(stats.paired({0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.0, 1: 0.0, 2: 0.0}), 8)
+    assert c.estimate == 0 and c.ci_low < -0.3 and c.ci_high > 0.3 and c.p_value == 1.0
+    # One more problem solved in every seed of 16: seeds alone would say p = 0; the set says otherwise.
+    seeds_only = stats.paired({0: 0.0, 1: 0.0, 2: 0.0}, {0: 1 / 16, 1: 1 / 16, 2: 1 / 16})
+    assert seeds_only.p_value == 0.0
+    c = stats.with_sampling_error(seeds_only, 16)
+    assert c.p_value > 0.2 and c.ci_low < 0 < c.ci_high and c.per_seed == seeds_only.per_seed
+    # A large evaluation set: the seeds' own spread decides.
+    noisy = stats.paired({0: 0.80, 1: 0.90, 2: 0.85}, {0: 0.70, 1: 0.95, 2: 0.80})
+    wide = stats.with_sampling_error(noisy, 10_000)
+    assert (wide.ci_low, wide.ci_high, wide.p_value) == (noisy.ci_low, noisy.ci_high, noisy.p_value)
+
+
 def test_median_with_censored_values():
     assert stats.median_censored([3.0, 1.0, 2.0]) == (2.0, False)
     assert stats.median_censored([3.0, None, 1.0]) == (3.0, False)  # 2 of 3 reached: the median is real

@@ -80,6 +80,12 @@ class MethodFigures:
     reached: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`steps_to_target:i` / `time_to_target:i` -> convergence.censored_summary."""
 
+    @property
+    def n_examples(self) -> int | None:
+        """Size of the evaluation set, when every evaluated run of this method used the same one."""
+        sizes = {r.evaluation.get("n_examples") for r in self.runs if r.evaluation and r.evaluation.get("n_examples")}
+        return sizes.pop() if len(sizes) == 1 else None
+
 
 @dataclass
 class TaskAnalysis:
@@ -210,22 +216,28 @@ def _compare(methods: dict[str, MethodFigures], reference: str | None, endpoints
     comparisons: dict[tuple[str, str], stats.Paired] = {}
     if reference is None:
         return comparisons
-    ref = methods[reference]
     for label, figures in methods.items():
         if label == reference:
             continue
         for e in endpoints:
-            if e.better is None:
-                continue
-            a, b = ref.values.get(e.key, {}), figures.values.get(e.key, {})
-            if e.key.startswith(("steps_to_target", "time_to_target")) and (None in a.values() or None in b.values()):
-                # A seed that never reached the target has no finite time: no paired difference is claimed.
-                c = stats.Paired([], [], None, None, None, None, e.ratio, extra={"censored": True})
-            else:
-                c = stats.paired(a, b, ratio=e.ratio, domain=e.domain)
-            comparisons[(label, e.key)] = c
+            if e.better is not None:
+                comparisons[(label, e.key)] = compare_pair(e, methods[reference], figures)
     stats.apply_holm([comparisons[(l, k)] for l in methods if l != reference for k in family if (l, k) in comparisons])
     return comparisons
+
+
+def compare_pair(e: Endpoint, base: MethodFigures, other: MethodFigures) -> stats.Paired:
+    """`other` against `base` on endpoint `e`, paired by seed. Count metrics (accuracy, exact match,
+    pass@k) on one evaluation set also carry that set's sampling error (`stats.with_sampling_error`)."""
+    a, b = base.values.get(e.key, {}), other.values.get(e.key, {})
+    if e.key.startswith(("steps_to_target", "time_to_target")) and (None in a.values() or None in b.values()):
+        # A seed that never reached the target has no finite time: no paired difference is claimed.
+        return stats.Paired([], [], None, None, None, None, e.ratio, extra={"censored": True})
+    c = stats.paired(a, b, ratio=e.ratio, domain=e.domain)
+    if e.key.startswith("metric:") and measures.is_count(e.key[len("metric:"):]):
+        n = base.n_examples
+        c = stats.with_sampling_error(c, n if n == other.n_examples else None)
+    return c
 
 
 def latest_per_seed(results: list[RunResult]) -> tuple[list[RunResult], list[str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis import stats
-from disha_bench.analysis.compare import TaskAnalysis
+from disha_bench.analysis.compare import TaskAnalysis, compare_pair
 
 MARGIN_PROPORTION = 0.01
 """Equivalence margin of a proportion metric: 1 percentage point."""
@@ -82,10 +82,9 @@ def _pair(a: TaskAnalysis, base: str, other: str, key: str, ratio: bool) -> stat
     if base == a.reference and (other, key) in a.comparisons:
         return a.comparisons[(other, key)]
     e = a.endpoint(key)
-    x, y = a.methods[base].values.get(key, {}), a.methods[other].values.get(key, {})
-    if None in x.values() or None in y.values():
+    if e is None:
         return stats.Paired([], [], None, None, None, None, ratio)
-    return stats.paired(x, y, ratio=ratio, domain=e.domain if e else stats.UNBOUNDED)
+    return compare_pair(e, a.methods[base], a.methods[other])
 
 
 def _below_one(c: stats.Paired) -> str:
@@ -119,8 +118,9 @@ def _claim_quality(a: TaskAnalysis, bat: str, bone: str) -> str:
     worst = c.ci_low if higher else -c.ci_high  # the least favourable end for Bat, as "Bat - Bone" better
     best = c.ci_high if higher else -c.ci_low
     verdict = "holds" if worst >= -margin else "does not hold" if best < 0 else "not resolved"
-    return (f"{verdict} on {a.task} ({e.title} {bat} - {bone} {fmt.difference(c.estimate, c.ci_low, c.ci_high, e.unit)}, "
-            f"margin ±{f'{margin * 100:g} pp' if e.unit == '%' else f'{margin:g}'})")
+    sampled = f", with the sampling error of {c.extra['n_examples']} evaluation examples" if "n_examples" in c.extra else ""
+    return (f"{verdict} on {a.task} ({e.title} {bat} - {bone} {fmt.difference(c.estimate, c.ci_low, c.ci_high, e.unit)}"
+            f"{sampled}, margin ±{f'{margin * 100:g} pp' if e.unit == '%' else f'{margin:g}'})")
 
 
 def _claim_cost(a: TaskAnalysis, cheap: str, dear: str, expect_cheaper: bool) -> str:

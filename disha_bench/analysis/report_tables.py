@@ -144,17 +144,12 @@ def _mean_cell(row: dict, a: TaskAnalysis) -> str:
     if row["reached"]:
         s = row["reached"]
         return fmt.censored(s["median"], s["censored"], s["budget"], row["unit"]) + " (median)"
-    n_examples = _examples(a, row["method"]) if row["key"].startswith("metric:") and measures.is_count(row["key"][7:]) else None
+    n_examples = a.methods[row["method"]].n_examples if row["key"].startswith("metric:") and measures.is_count(row["key"][7:]) else None
     if n_examples and n_examples < TINY_EVAL:
         correct = [round(v * n_examples) for v in row["per_seed"].values() if v is not None]
         k, n = sum(correct), n_examples * len(correct)
         return fmt.counts(k, n, *stats.wilson(k, n))
     return fmt.mean_ci(row["mean"], row["ci_low"], row["ci_high"], row["unit"])
-
-
-def _examples(a: TaskAnalysis, label: str) -> int | None:
-    ns = {r.evaluation.get("n_examples") for r in a.methods[label].runs if r.evaluation.get("n_examples")}
-    return ns.pop() if len(ns) == 1 else None
 
 
 def _versus(row: dict) -> str:

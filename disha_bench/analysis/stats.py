@@ -15,6 +15,11 @@ Rules the report and the check rely on (tests/test_stats.py checks each on const
 - A non-significant difference is never called "equal": the interval of the difference is shown.
 - Proportions pooled over seeds (k correct of n examples x seeds) get a Wilson score interval,
   which stays inside [0, 1] and is not degenerate at 0/n (0/48 -> [0, 0.074]).
+- A difference of two such proportions measured on one evaluation set of n examples also carries
+  that set's sampling error, which seeds cannot show (every seed scores the same examples: two
+  methods at 0/16 in every seed differ by exactly 0 across seeds). Its interval is the hull of the
+  paired one and Newcombe's score interval for two proportions out of n, its p-value the larger of
+  the paired test's and the two-proportion score test's (`with_sampling_error`).
 """
 
 from __future__ import annotations
@@ -142,7 +147,8 @@ def paired(reference: Mapping[int, Any], method: Mapping[int, Any], ratio: bool 
                       None if high is None else math.exp(high), p, True)
     width = domain[1] - domain[0]
     low, high = clip(low, high, (-width, width))
-    return Paired(seeds, shown, mean, low, high, p, False)
+    reference_mean = math.fsum(finite([reference[s] for s in seeds])) / n
+    return Paired(seeds, shown, mean, low, high, p, False, extra={"reference_mean": reference_mean})
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -204,3 +210,38 @@ def median_censored(values: list[float | None]) -> tuple[float | None, bool]:
     if any(v is None for v in mid):
         return None, True
     return math.fsum(mid) / len(mid), False
+
+
+def newcombe(p_reference: float, p_method: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Newcombe's hybrid score interval of p_method - p_reference, each a proportion of n examples
+    (Wilson ends combined; Newcombe 1998, method 10). Never degenerate: 0/16 vs 0/16 -> about ±0.19."""
+    l1, u1 = wilson(p_reference * n, n, confidence)
+    l2, u2 = wilson(p_method * n, n, confidence)
+    d = p_method - p_reference
+    return (max(-1.0, d - math.sqrt((p_method - l2) ** 2 + (u1 - p_reference) ** 2)),
+            min(1.0, d + math.sqrt((u2 - p_method) ** 2 + (p_reference - l1) ** 2)))
+
+
+def two_proportion_p(p_reference: float, p_method: float, n: int) -> float:
+    """Two-sided score (pooled z) test of two proportions of n examples each; 1.0 when both are 0 or 1."""
+    pooled = (p_reference + p_method) / 2
+    se = math.sqrt(2 * pooled * (1 - pooled) / n)
+    if se == 0:
+        return 1.0
+    from scipy import stats as scipy_stats
+
+    return float(2 * scipy_stats.norm.sf(abs(p_method - p_reference) / se))
+
+
+def with_sampling_error(c: Paired, n_examples: int, confidence: float = CONFIDENCE) -> Paired:
+    """`c`, a paired difference of two proportions scored on the same `n_examples`, widened by the
+    evaluation set's sampling error (see the module's rules); the per-seed differences are kept."""
+    if c.ci_low is None or c.ratio or not n_examples:  # fewer than 2 seeds: the seeds' spread is unknown
+        return c
+    p_reference = c.extra.get("reference_mean")
+    if p_reference is None:
+        return c
+    low, high = newcombe(p_reference, p_reference + c.estimate, n_examples, confidence)
+    p = two_proportion_p(p_reference, p_reference + c.estimate, n_examples)
+    return Paired(c.seeds, c.per_seed, c.estimate, min(low, c.ci_low), max(high, c.ci_high), max(p, c.p_value),
+                  False, extra={**c.extra, "n_examples": n_examples})
