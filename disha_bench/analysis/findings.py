@@ -130,8 +130,8 @@ def _claim_cost(a: TaskAnalysis, cheap: str, dear: str, expect_cheaper: bool) ->
         verdict = "holds" if verdicts == {"holds"} else "does not hold" if "does not hold" in verdicts else "not resolved"
     else:  # claim 4, "Bat costs more than Bone": cheap=Bone is cheaper in memory or time
         verdict = "holds" if "holds" in verdicts else "does not hold" if verdicts == {"does not hold"} else "not resolved"
-    return (f"{verdict} on {a.task} (peak memory {cheap}/{dear} {fmt.ratio(mem.estimate, mem.ci_low, mem.ci_high)}, "
-            f"training time {fmt.ratio(time.estimate, time.ci_low, time.ci_high)})")
+    return (f"{verdict} on {a.task} (peak memory {cheap}/{dear} {fmt.ratio(mem.estimate, mem.ci_low, mem.ci_high)}: "
+            f"{_below_one(mem)}; training time {fmt.ratio(time.estimate, time.ci_low, time.ci_high)}: {_below_one(time)})")
 
 
 def claims(analyses: list[TaskAnalysis]) -> list[str]:
