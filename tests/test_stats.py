@@ -115,16 +115,18 @@ def test_newcombe_interval_of_two_proportions():
 
 def test_a_proportion_difference_carries_the_evaluation_sets_sampling_error():
     """Two methods at 0/8 in every seed differ by exactly 0 across seeds: no evidence that they match."""
-    c = stats.with_sampling_error(stats.paired({0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.0, 1: 0.0, 2: 0.0}), 8)
+    zeros = {0: 0.0, 1: 0.0, 2: 0.0}
+    c = stats.with_sampling_error(stats.paired(zeros, zeros), zeros, 8)
     assert c.estimate == 0 and c.ci_low < -0.3 and c.ci_high > 0.3 and c.p_value == 1.0
     # One more problem solved in every seed of 16: seeds alone would say p = 0; the set says otherwise.
-    seeds_only = stats.paired({0: 0.0, 1: 0.0, 2: 0.0}, {0: 1 / 16, 1: 1 / 16, 2: 1 / 16})
+    seeds_only = stats.paired(zeros, {0: 1 / 16, 1: 1 / 16, 2: 1 / 16})
     assert seeds_only.p_value == 0.0
-    c = stats.with_sampling_error(seeds_only, 16)
+    c = stats.with_sampling_error(seeds_only, zeros, 16)
     assert c.p_value > 0.2 and c.ci_low < 0 < c.ci_high and c.per_seed == seeds_only.per_seed
     # A large evaluation set: the seeds' own spread decides.
-    noisy = stats.paired({0: 0.80, 1: 0.90, 2: 0.85}, {0: 0.70, 1: 0.95, 2: 0.80})
-    wide = stats.with_sampling_error(noisy, 10_000)
+    reference = {0: 0.80, 1: 0.90, 2: 0.85}
+    noisy = stats.paired(reference, {0: 0.70, 1: 0.95, 2: 0.80})
+    wide = stats.with_sampling_error(noisy, reference, 10_000)
     assert (wide.ci_low, wide.ci_high, wide.p_value) == (noisy.ci_low, noisy.ci_high, noisy.p_value)
 
 

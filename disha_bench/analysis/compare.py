@@ -236,7 +236,7 @@ def compare_pair(e: Endpoint, base: MethodFigures, other: MethodFigures) -> stat
     c = stats.paired(a, b, ratio=e.ratio, domain=e.domain)
     if e.key.startswith("metric:") and measures.is_count(e.key[len("metric:"):]):
         n = base.n_examples
-        c = stats.with_sampling_error(c, n if n == other.n_examples else None)
+        c = stats.with_sampling_error(c, a, n if n == other.n_examples else None)
     return c
 
 

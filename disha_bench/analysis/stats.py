@@ -147,8 +147,7 @@ def paired(reference: Mapping[int, Any], method: Mapping[int, Any], ratio: bool 
                       None if high is None else math.exp(high), p, True)
     width = domain[1] - domain[0]
     low, high = clip(low, high, (-width, width))
-    reference_mean = math.fsum(finite([reference[s] for s in seeds])) / n
-    return Paired(seeds, shown, mean, low, high, p, False, extra={"reference_mean": reference_mean})
+    return Paired(seeds, shown, mean, low, high, p, False)
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -233,14 +232,14 @@ def two_proportion_p(p_reference: float, p_method: float, n: int) -> float:
     return float(2 * scipy_stats.norm.sf(abs(p_method - p_reference) / se))
 
 
-def with_sampling_error(c: Paired, n_examples: int, confidence: float = CONFIDENCE) -> Paired:
-    """`c`, a paired difference of two proportions scored on the same `n_examples`, widened by the
-    evaluation set's sampling error (see the module's rules); the per-seed differences are kept."""
+def with_sampling_error(c: Paired, reference: Mapping[int, Any], n_examples: int | None,
+                        confidence: float = CONFIDENCE) -> Paired:
+    """`c`, a paired difference of two proportions scored on the same `n_examples` ({seed: value} of
+    the reference in `reference`), widened by the evaluation set's sampling error (see the module's
+    rules); the per-seed differences are kept."""
     if c.ci_low is None or c.ratio or not n_examples:  # fewer than 2 seeds: the seeds' spread is unknown
         return c
-    p_reference = c.extra.get("reference_mean")
-    if p_reference is None:
-        return c
+    p_reference = math.fsum(finite([reference[seed] for seed in c.seeds])) / c.n
     low, high = newcombe(p_reference, p_reference + c.estimate, n_examples, confidence)
     p = two_proportion_p(p_reference, p_reference + c.estimate, n_examples)
     return Paired(c.seeds, c.per_seed, c.estimate, min(low, c.ci_low), max(high, c.ci_high), max(p, c.p_value),
