@@ -144,7 +144,8 @@ def _reference_rows(runs: list[RunResult], primary: str | None) -> dict[str, dic
     entry = {}
     if starts:
         entry["heldout_final"] = math.fsum(starts) / len(starts)
-    for key in {k for r in unadapted if r.run.status in EVALUATED_STATUSES for k in measures.numeric_metrics(r)}:
+    names = {k for r in unadapted if r.run.status in EVALUATED_STATUSES for k in measures.numeric_metrics(r)}
+    for key in sorted(names, key=lambda k: (k != primary, k)):  # a set's order changes with each process's hash seed
         vals = stats.finite(measures.numeric_metrics(r).get(key) for r in unadapted if r.run.status in EVALUATED_STATUSES)
         if vals and not key.startswith("majority"):
             entry[f"metric:{key}"] = math.fsum(vals) / len(vals)
