@@ -130,6 +130,12 @@ class EvaluationConfig(_Strict):
     null: max_steps // 10, so the curve has at least 10 points after step 0."""
     lm_eval: list[LmEvalTaskConfig] = Field(default_factory=list)
     """lm-evaluation-harness tasks run on the trained in-memory model after the task's own metric."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Who generates for generation tasks: `hf` (transformers, greedy, rows leave the batch as they
+    finish) or `vllm` (on CUDA, the model with its adapters merged; `pip install 'disha-bench[vllm]'`;
+    not under ZeRO-3). Classification and lm-eval tasks always use the in-memory model."""
+    vllm_gpu_memory: float = Field(0.4, gt=0, le=1)
+    """With `engine: vllm`, the share of each GPU vLLM may take beside the trained model."""
 
 
 class ConvergenceConfig(_Strict):
@@ -264,6 +270,9 @@ def validate_suite(raw: dict, file: str) -> Suite:
 
         if not torch.cuda.is_available():
             raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
+    if suite.evaluation.engine == "vllm" and suite.training.zero_stage == 3:
+        raise UserError("vLLM generates from the merged weights, and ZeRO-3 leaves each rank only a shard of them; "
+                        "use training.zero_stage 0-2, or engine: hf", file=file, key="evaluation.engine")
     return suite
 
 

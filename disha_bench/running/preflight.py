@@ -6,7 +6,8 @@
 checks this machine against it: each task's data (local files, or the hub - offline: its cache),
 the model (a packaged one installed, a directory, or a hub id reachable or cached) and, for a
 suite with a task that runs model-written code (HumanEval), that the code sandbox works here
-(namespaces, rlimits, the unprivileged user). The first problem is a `UserError` (exit 2) whose one
+(namespaces, rlimits, the unprivileged user), and for `evaluation.engine: vllm` the vllm package
+and a CUDA GPU. The first problem is a `UserError` (exit 2) whose one
 line names the file, the key and the fix, and no run has started: without this, a missing data
 directory made every run of a suite fail one by one. `disha-bench plan` calls the same function.
 With `--hostfile` only the launching machine is checked: the other nodes need the same checkout,
@@ -38,6 +39,7 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
     check_model(suite.model.name, suite.model.revision, file=file)
     check_loggers(suite.output.loggers, file=file)
+    check_engine(suite.evaluation.engine, file=file)
     for i, task_cfg in selected:
         check_task_data(task_cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
     check_code_tasks(suite, file=file, task_names=wanted)
@@ -101,6 +103,22 @@ def check_loggers(names: Iterable[str], *, file: str) -> None:
         if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
             raise UserError(f"logger '{name}' needs the {LOGGER_PACKAGES[name]} package: "
                             f"pip install 'disha-bench[{name}]'", file=file, key=f"output.loggers[{i}]")
+
+
+def check_engine(engine: str, *, file: str) -> None:
+    """`engine: vllm` needs the vllm package (an extra) and a CUDA GPU; `hf` runs anywhere."""
+    import importlib.util
+
+    import torch
+
+    if engine != "vllm":
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("engine 'vllm' needs the vllm package: pip install 'disha-bench[vllm]' (on a GPU "
+                        "machine), or use engine: hf", file=file, key="evaluation.engine")
+    if not torch.cuda.is_available():
+        raise UserError("engine 'vllm' generates on CUDA GPUs and this machine has none; use engine: hf",
+                        file=file, key="evaluation.engine")
 
 
 def check_sandbox(*, unsafe_no_isolation: bool = False, file: Optional[str] = None, key: Optional[str] = None) -> None:

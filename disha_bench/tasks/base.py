@@ -43,6 +43,10 @@ class EvalSettings:
     """Worked examples put before each question (generation tasks that support it)."""
     synced_gpus: bool = False
     """Set by the runner under ZeRO-3 with several ranks: every rank must keep calling forward."""
+    engine: str = "hf"
+    """`hf` or `vllm` (`tasks/vllm_engine.py`): who generates."""
+    vllm_gpu_memory: float = 0.4
+    """With `engine: vllm`, the share of the GPU vLLM may take."""
 
 
 class Task:
@@ -221,6 +225,11 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
     if mode not in GENERATION_MODES:
         raise ValueError(f"generation mode {mode!r}, expected one of {GENERATION_MODES}")
     model.eval()
+    if settings.engine == "vllm":
+        from disha_bench.tasks.vllm_engine import generate_with_vllm
+
+        texts = generate_with_vllm(model, tokenizer, prompts, settings.max_new_tokens, stop, settings.vllm_gpu_memory)
+        return [cut_at_stop(text, stop) for text in texts]
     saved_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:

@@ -28,7 +28,8 @@ def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: Eval
     length: ZeRO-3 needs every rank in every forward."""
     world, rank = distributed.world_size(), distributed.rank()
     settings = EvalSettings(batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
-                            num_fewshot=evaluation.num_fewshot, synced_gpus=synced_gpus)
+                            num_fewshot=evaluation.num_fewshot, synced_gpus=synced_gpus, engine=evaluation.engine,
+                            vllm_gpu_memory=evaluation.vllm_gpu_memory)
     per_rank = math.ceil(len(records) / world) if records else 0
     indices = list(range(rank, len(records), world))
     padded = indices + indices[-1:] * (per_rank - len(indices)) if indices else []

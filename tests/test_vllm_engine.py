@@ -1,0 +1,105 @@
+"""vLLM as the evaluation engine (`disha_bench/tasks/vllm_engine.py`): the merged checkpoint it loads,
+the checks that refuse it where it cannot run, and - on a CUDA machine with the `vllm` extra - the
+generation itself.
+
+    python3 -m pytest -q tests/test_vllm_engine.py
+
+The merged export runs here for real (tiny-llama, PEFT's own merges of LoRA, DoRA, Bone and Bat);
+generating through vLLM needs CUDA and `pip install 'disha-bench[vllm]'`, and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from disha_bench import methods, models
+from disha_bench.tasks.base import EvalSettings, generate
+from disha_bench.tasks.vllm_engine import RANK_VARIABLES, child_environment, export_merged
+from test_generation import PROMPTS, randomise_adapter
+
+VLLM_AND_CUDA = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("method,params", [("lora", {"r": 4}), ("dora", {"r": 4}), ("bone", {"r": 8}),
+                                           ("bat", {"r": 8})])
+def test_merged_checkpoint_computes_what_the_adapted_model_computes(tmp_path, method, params):
+    tokenizer = models.load_tokenizer("tiny-llama")
+    model = methods.apply(models.load_model("tiny-llama", "causal_lm"), method, **params)
+    randomise_adapter(model)
+    before = {key: tensor.clone() for key, tensor in model.state_dict().items()}
+
+    export_merged(model, tokenizer, str(tmp_path))
+
+    after = model.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before), "export changed the trained model"
+    assert not any(getattr(module, "merged", False) for module in model.modules())
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    plain = models.load_model("tiny-llama", "causal_lm")
+    assert sorted(merged.state_dict()) == sorted(plain.state_dict())  # the base architecture's names only
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        adapted, folded, base = (m.eval()(**inputs).logits for m in (model, merged, plain))
+    torch.testing.assert_close(folded, adapted, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(base, adapted, atol=1e-2)  # the adapter mattered, so the merge was tested
+
+
+def test_child_sees_only_its_gpu_and_no_rank(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("MASTER_ADDR", "node0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    env = child_environment(torch.device("cuda", 2))
+    assert env["CUDA_VISIBLE_DEVICES"] == "6"
+    assert not set(RANK_VARIABLES) & set(env)
+    assert child_environment(torch.device("cpu"))["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"  # nothing to narrow
+
+
+def _suite(path, **evaluation):
+    path.write_text(yaml.safe_dump({
+        "name": "engine", "model": {"name": "tiny-llama"}, "tasks": [{"name": "gsm8k", "eval_limit": 2}],
+        "methods": [{"name": "bone", "r": 16}], "training": {"max_steps": 1, "batch_size": 2},
+        "evaluation": evaluation}))
+    return path
+
+
+def _cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "disha_bench.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_validate_refuses_vllm_under_zero3(offline_env, tmp_path):
+    suite = _suite(tmp_path / "s.yaml", engine="vllm")
+    text = yaml.safe_load(suite.read_text())
+    suite.write_text(yaml.safe_dump({**text, "training": {**text["training"], "zero_stage": 3}}))
+    proc = _cli("validate", str(suite), env=offline_env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "evaluation.engine" in proc.stderr and "ZeRO-3" in proc.stderr
+
+
+@pytest.mark.skipif(VLLM_AND_CUDA, reason="this machine can run vLLM: nothing to refuse")
+def test_run_refuses_vllm_where_it_cannot_run_before_any_run_starts(offline_env, tmp_path):
+    suite = _suite(tmp_path / "s.yaml", engine="vllm")
+    assert _cli("validate", str(suite), env=offline_env).returncode == 0  # the file is fine, the machine is not
+    out = tmp_path / "results"
+    proc = _cli("run", str(suite), "--out", str(out), env=offline_env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") <= 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "evaluation.engine" in proc.stderr
+    assert ("pip install 'disha-bench[vllm]'" in proc.stderr) != ("CUDA" in proc.stderr)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not VLLM_AND_CUDA, reason="needs CUDA and the vllm extra")
+def test_vllm_generates_what_greedy_transformers_generates_on_the_merged_model():
+    tokenizer = models.load_tokenizer("smollm2-135m")
+    model = methods.apply(models.load_model("smollm2-135m", "causal_lm"), "bone", r=16).to("cuda")
+    settings = EvalSettings(batch_size=8, max_new_tokens=32)
+    hf = generate(model, tokenizer, PROMPTS, settings, stop=["\n\n"])
+    vllm = generate(model, tokenizer, PROMPTS, EvalSettings(batch_size=8, max_new_tokens=32, engine="vllm"),
+                    stop=["\n\n"])
+    assert sum(a == b for a, b in zip(hf, vllm)) >= len(PROMPTS) - 1  # a near-tie may take another path
