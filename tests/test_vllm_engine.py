@@ -11,18 +11,16 @@ generating through vLLM needs CUDA and `pip install 'disha-bench[vllm]'`, and is
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM
 
 from disha_bench import methods, models
 from disha_bench.tasks.base import EvalSettings, generate
 from disha_bench.tasks.vllm_engine import RANK_VARIABLES, child_environment, export_merged
 from test_generation import PROMPTS, randomise_adapter
+from test_preflight import _assert_refused, _cli, _write_suite
 
 VLLM_AND_CUDA = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
@@ -60,38 +58,24 @@ def test_child_sees_only_its_gpu_and_no_rank(monkeypatch):
     assert child_environment(torch.device("cpu"))["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"  # nothing to narrow
 
 
-def _suite(path, **evaluation):
-    path.write_text(yaml.safe_dump({
-        "name": "engine", "model": {"name": "tiny-llama"}, "tasks": [{"name": "gsm8k", "eval_limit": 2}],
-        "methods": [{"name": "bone", "r": 16}], "training": {"max_steps": 1, "batch_size": 2},
-        "evaluation": evaluation}))
-    return path
-
-
-def _cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "disha_bench.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+def _vllm_suite(path, **training):
+    return _write_suite(path, tasks=[{"name": "gsm8k", "eval_limit": 2}], evaluation={"engine": "vllm"},
+                        training={"max_steps": 1, "batch_size": 2, **training})
 
 
 def test_validate_refuses_vllm_under_zero3(offline_env, tmp_path):
-    suite = _suite(tmp_path / "s.yaml", engine="vllm")
-    text = yaml.safe_load(suite.read_text())
-    suite.write_text(yaml.safe_dump({**text, "training": {**text["training"], "zero_stage": 3}}))
-    proc = _cli("validate", str(suite), env=offline_env)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert "evaluation.engine" in proc.stderr and "ZeRO-3" in proc.stderr
+    suite = _vllm_suite(tmp_path / "s.yaml", zero_stage=3)
+    _assert_refused(_cli(["validate", str(suite)], offline_env, tmp_path), tmp_path / "results",
+                    "evaluation.engine", "ZeRO-3")
 
 
 @pytest.mark.skipif(VLLM_AND_CUDA, reason="this machine can run vLLM: nothing to refuse")
 def test_run_refuses_vllm_where_it_cannot_run_before_any_run_starts(offline_env, tmp_path):
-    suite = _suite(tmp_path / "s.yaml", engine="vllm")
-    assert _cli("validate", str(suite), env=offline_env).returncode == 0  # the file is fine, the machine is not
+    suite = _vllm_suite(tmp_path / "s.yaml")
+    assert _cli(["validate", str(suite)], offline_env, tmp_path).returncode == 0  # the file is fine, the machine is not
     out = tmp_path / "results"
-    proc = _cli("run", str(suite), "--out", str(out), env=offline_env)
-    assert proc.returncode == 2 and proc.stderr.count("\n") <= 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "evaluation.engine" in proc.stderr
-    assert ("pip install 'disha-bench[vllm]'" in proc.stderr) != ("CUDA" in proc.stderr)
-    assert not out.exists()
+    err = _assert_refused(_cli(["run", str(suite), "--out", str(out)], offline_env, tmp_path), out, "evaluation.engine")
+    assert ("pip install 'disha-bench[vllm]'" in err) != ("CUDA" in err)
 
 
 @pytest.mark.skipif(not VLLM_AND_CUDA, reason="needs CUDA and the vllm extra")

@@ -107,12 +107,12 @@ def check_loggers(names: Iterable[str], *, file: str) -> None:
 
 def check_engine(engine: str, *, file: str) -> None:
     """`engine: vllm` needs the vllm package (an extra) and a CUDA GPU; `hf` runs anywhere."""
+    if engine != "vllm":
+        return
     import importlib.util
 
     import torch
 
-    if engine != "vllm":
-        return
     if importlib.util.find_spec("vllm") is None:
         raise UserError("engine 'vllm' needs the vllm package: pip install 'disha-bench[vllm]' (on a GPU "
                         "machine), or use engine: hf", file=file, key="evaluation.engine")

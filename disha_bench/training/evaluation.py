@@ -25,13 +25,16 @@ from disha_bench.training.setup import TaskData
 def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: EvaluationConfig, synced_gpus: bool) -> dict[str, Any]:
     """Metrics of `task` on `records`, with `primary_metric` and `n_examples` (complete on rank 0
     only: scoring, e.g. running code in the sandbox, happens once). Shards are padded to equal
-    length: ZeRO-3 needs every rank in every forward."""
-    world, rank = distributed.world_size(), distributed.rank()
+    length: ZeRO-3 needs every rank in every forward. With `engine: vllm` rank 0 generates for all
+    records: one merged checkpoint written, not one per rank."""
+    rank = distributed.rank()
     settings = EvalSettings(batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
                             num_fewshot=evaluation.num_fewshot, synced_gpus=synced_gpus, engine=evaluation.engine,
                             vllm_gpu_memory=evaluation.vllm_gpu_memory)
-    per_rank = math.ceil(len(records) / world) if records else 0
-    indices = list(range(rank, len(records), world))
+    vllm_generates = evaluation.engine == "vllm" and task.head == "causal_lm"
+    shards = 1 if vllm_generates else distributed.world_size()
+    per_rank = math.ceil(len(records) / shards) if records else 0
+    indices = list(range(rank, len(records), shards)) if rank < shards else []
     padded = indices + indices[-1:] * (per_rank - len(indices)) if indices else []
     predictions = task.predict(model, tokenizer, [records[i] for i in padded], settings) if padded else []
     keyed = list(zip(padded[: len(indices)], predictions[: len(indices)]))
