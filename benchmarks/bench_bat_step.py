@@ -116,7 +116,7 @@ def measure(label: str, params: dict, args: argparse.Namespace, device_name: str
     model = methods.apply(model, name, **params).to(device)
     model.train()
     trainable = methods.count_trainable(model)
-    opt = torch.optim.AdamW(methods.optimizer_param_groups(model, name, params, lr=1e-4, weight_decay=0.0))
+    opt = torch.optim.AdamW(methods.parse(name, params).param_groups(model, lr=1e-4, weight_decay=0.0))
     g = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.length), generator=g).to(device)
@@ -196,10 +196,10 @@ def main(argv=None) -> int:
             shape_model = build_model(args)
     else:
         shape_model = build_model(args)
-    matched = methods.resolve_matching(shape_model, suite)
+    matched = methods.resolve_matching(shape_model, {label: methods.parse(*entry) for label, entry in suite.items()})
     del shape_model
     for label, info in matched.items():
-        suite[label] = (suite[label][0], info["params"])
+        suite[label] = (suite[label][0], info["method"].as_dict())
 
     where = device_name if device_name == "cpu" else torch.cuda.get_device_name()
     threads = args.threads or torch.get_num_threads()

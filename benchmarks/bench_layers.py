@@ -145,12 +145,12 @@ def matched_params(unit: str, hidden: int, labels: list[str]) -> dict[str, tuple
     suite.setdefault("bone", ANCHOR)
     with torch.device("meta"):
         model = build_unit(unit, hidden)
-    info = methods.resolve_matching(model, suite)
+    info = methods.resolve_matching(model, {label: methods.parse(*entry) for label, entry in suite.items()})
     out = {}
     for label in labels:
         name, params = suite[label]
         if label in info:
-            out[label] = (name, info[label]["params"], info[label])
+            out[label] = (name, info[label]["method"].as_dict(), info[label])
         else:
             out[label] = (name, methods.validate_params(name, params), None)
     return out

@@ -106,8 +106,8 @@ def one(method: str, stage: int, size: dict, data: Path) -> dict:
                      "bat": ("bat", {"r": size["r"], "target_modules": PROJECTIONS})}
     params = dict(suite_methods[method][1])
     if method == "lora":
-        params = dict(methods.resolve_matching(model, suite_methods)["lora"])["params"]
-        params.pop("match_params", None)
+        table = {label: methods.parse(*entry) for label, entry in suite_methods.items()}
+        params = methods.resolve_matching(model, table)["lora"]["method"].as_dict()
     model = methods.apply(model, method, **params)
     trainable = methods.count_trainable(model)
     total = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them

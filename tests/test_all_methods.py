@@ -14,17 +14,14 @@ import pytest
 import yaml
 
 from disha_bench import methods
+from method_table import ROWS
 from disha_bench.analysis.results import load_results
 from disha_bench.running.runner import run_suite
 
 pytestmark = pytest.mark.slow
 
-METHODS = [
-    {"name": "lora", "r": 4}, {"name": "rslora", "r": 4}, {"name": "dora", "r": 4}, {"name": "pissa", "r": 4},
-    {"name": "olora", "r": 4}, {"name": "loraplus", "r": 4}, {"name": "bone", "r": 16}, {"name": "bone-mini", "r": 16},
-    {"name": "bat", "r": 16}, {"name": "full"},
-    {"name": "bat", "label": "bat-peft", "r": 16, "kernel": "peft"},  # the reference for the efficient kernel
-]
+# every row of the battery's table, by its label (bat-peft: PEFT's own Bat, the reference for the efficient kernel)
+METHODS = [{"name": row.method, "label": label, **row.params} for label, row in ROWS.items()]
 assert {m["name"] for m in METHODS} == set(methods.names())
 
 
@@ -49,7 +46,7 @@ def _suite(tmp_path: Path, zero_stage: int, **output) -> Path:
 
 def _complete(out: Path) -> dict[str, object]:
     results = {r.run.method: r for r in load_results(out)}
-    assert sorted(results) == sorted(m.get("label", m["name"]) for m in METHODS)
+    assert sorted(results) == sorted(m["label"] for m in METHODS)
     for name, result in results.items():
         assert result.run.status == "complete", f"{name}: {result.run.error}"
         assert len(result.training.steps) == 4 and result.training.trainable_params > 0

@@ -16,6 +16,7 @@ torch.set_num_threads(1)  # tiny tensors: one thread is faster and immune to a b
 
 from disha_bench import methods
 from disha_bench.errors import UserError
+from method_table import ROWS, Shapes
 
 # tiny Llama: per layer q 64->64, k/v 64->32, o 64->64, gate/up 64->128, down 128->64
 #   sum(in + out) = 1024, sum(out) = 512, 7 modules, 2 layers
@@ -71,41 +72,10 @@ def batch(kind: str):
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 1, 0])}
 
 
-def hand_count(method: str, params: dict, kind: str) -> int:
-    """Trainable parameters by hand, independent of the package's per-module formulas."""
-    if kind == "llama":
-        s_io, s_o, n, head = LLAMA_SUM_IN_OUT, LLAMA_SUM_OUT, LLAMA_MODULES, 0
-    else:
-        s_io, s_o, n, head = BERT_SUM_IN_OUT, BERT_SUM_OUT, BERT_MODULES, BERT_HEAD
-    r = params.get("r")
-    return head + {
-        "lora": r * s_io,
-        "rslora": r * s_io,
-        "loraplus": r * s_io,
-        "pissa": r * s_io,
-        "olora": r * s_io,
-        "dora": r * s_io + s_o,
-        "bone": r * s_o,
-        "bat": r * s_o,  # (out/r) * r * r
-        "bone-mini": n * r * params.get("mini_r", 1),
-    }[method]
-
-
-# label -> (method, params, lr for the few training steps)
-BATTERY = {
-    "lora": ("lora", {"r": 4}, 1e-2),
-    "rslora": ("rslora", {"r": 4, "alpha": 8}, 1e-2),
-    "dora": ("dora", {"r": 4}, 1e-2),
-    "pissa": ("pissa", {"r": 4}, 1e-2),
-    "olora": ("olora", {"r": 4}, 1e-2),
-    "loraplus": ("loraplus", {"r": 4, "loraplus_lr_ratio": 4.0}, 5e-3),
-    "bone": ("bone", {"r": 8}, 1e-2),
-    "bone-mini": ("bone-mini", {"r": 8, "mini_r": 4}, 1e-2),
-    "bat": ("bat", {"r": 8}, 1e-2),
-    "bat-peft": ("bat", {"r": 8, "kernel": "peft"}, 1e-2),
-    "full": ("full", {}, 1e-3),
-}
-assert {m for m, _, _ in BATTERY.values()} == set(methods.names())
+SHAPES = {"llama": Shapes(LLAMA_SUM_IN_OUT, LLAMA_SUM_OUT, LLAMA_MODULES),
+          "bert": Shapes(BERT_SUM_IN_OUT, BERT_SUM_OUT, BERT_MODULES)}
+HEADS = {"llama": 0, "bert": BERT_HEAD}
+assert {row.method for row in ROWS.values()} == set(methods.names())
 
 
 def outputs(model, kind, data):
@@ -127,20 +97,22 @@ def residual_base(peft_model, kind):
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
-@pytest.mark.parametrize("label", list(BATTERY))
+@pytest.mark.parametrize("label", list(ROWS))
 def test_battery(label, kind, tmp_path):
     from peft import PeftModel
 
-    name, params, lr = BATTERY[label]
+    row = ROWS[label]
+    name, params, lr = row.method, row.params, row.lr
     model = MODELS[kind]()
-    expected = methods.expected_trainable(model, name, params)
+    method = methods.parse(name, params)
+    expected = method.expected_trainable(model)
     n_all = methods.count_all(model)
-    model = methods.apply(model, name, **params)
+    model = method.apply(model)
 
     # trainable count: actual == analytic == by hand
     actual = methods.count_trainable(model)
     assert actual == expected
-    assert actual == (n_all if name == "full" else hand_count(name, params, kind))
+    assert actual == (n_all if row.count is None else row.count(SHAPES[kind], params) + HEADS[kind])
     if name == "bat" and kind == "llama":
         layer = model.base_model.model.model.layers[0].self_attn.q_proj
         want = "EfficientBatLinear" if params.get("kernel", "efficient") == "efficient" else "MissLinear"
@@ -148,7 +120,7 @@ def test_battery(label, kind, tmp_path):
 
     # a few AdamW steps on one batch: the loss falls
     data = batch(kind)
-    groups = methods.optimizer_param_groups(model, name, params, lr=lr, weight_decay=0.0)
+    groups = method.param_groups(model, lr=lr, weight_decay=0.0)
     assert sum(p.numel() for g in groups for p in g["params"]) == actual
     opt = torch.optim.AdamW(groups)
     model.train()
@@ -171,8 +143,7 @@ def test_battery(label, kind, tmp_path):
 
     # save and reload with plain PEFT: identical outputs
     model.save_pretrained(tmp_path)
-    spec = methods.REGISTRY.get(name)
-    base = residual_base(model, kind) if spec.modifies_base_weights else MODELS[kind]()
+    base = residual_base(model, kind) if method.modifies_base_weights else MODELS[kind]()
     reloaded = PeftModel.from_pretrained(base, tmp_path).eval()
     torch.testing.assert_close(outputs(reloaded, kind, data), y, rtol=0, atol=1e-6)
     if name == "bat":
@@ -180,7 +151,7 @@ def test_battery(label, kind, tmp_path):
         torch.testing.assert_close(outputs(reloaded, kind, data), y, rtol=0, atol=1e-6)
 
     # methods.save: loads onto the original checkpoint (PiSSA/OLoRA converted to a rank-2r LoRA)
-    methods.save(model, name, tmp_path / "for-original")
+    method.save(model, tmp_path / "for-original")
     on_original = PeftModel.from_pretrained(MODELS[kind](), tmp_path / "for-original").eval()
     torch.testing.assert_close(outputs(on_original, kind, data), y, rtol=1e-5, atol=1e-5)
 
@@ -245,6 +216,30 @@ def test_parity_with_peft_missconfig(method, params, peft_kwargs):
         torch.testing.assert_close(g2[k], g1[k], rtol=1e-5, atol=1e-5, msg=k)
 
 
+def test_parity_with_peft_veraconfig():
+    """methods.apply("vera") == get_peft_model(VeraConfig(...)) directly: loss and every gradient, with
+    non-zero trained vectors (b starts at zero, so the update would otherwise vanish)."""
+    from peft import VeraConfig, get_peft_model
+
+    ours = methods.apply(tiny_llama(), "vera", r=16, d_initial=0.2)
+    theirs = get_peft_model(tiny_llama(), VeraConfig(r=16, target_modules="all-linear", d_initial=0.2))
+    torch.manual_seed(7)
+    with torch.no_grad():
+        mine = dict(ours.named_parameters())
+        for k, p in theirs.named_parameters():
+            if "vera_lambda_b" in k:
+                p.copy_(0.1 * torch.randn_like(p))
+                mine[k].copy_(p)
+    data = batch("llama")
+    l1, g1 = _loss_and_grads(theirs, data)
+    l2, g2 = _loss_and_grads(ours, data)
+    assert l1 != _loss_and_grads(tiny_llama(), data)[0]  # the adapter changes the output
+    torch.testing.assert_close(l2, l1, rtol=1e-6, atol=1e-6)
+    assert g1.keys() == g2.keys() and g1
+    for k in g1:
+        torch.testing.assert_close(g2[k], g1[k], rtol=1e-6, atol=1e-6, msg=k)
+
+
 def test_bone_forward_is_the_shard_sum():
     """Bone: y = W x + b + (sum of the in/r input shards) @ D, checked on one layer against the formula."""
     model = methods.apply(tiny_llama(), "bone", r=16, target_modules=["q_proj"])
@@ -275,6 +270,11 @@ def test_bat_parity_bf16():
 # matching, optimizer groups, describe
 
 
+def match(model, suite: dict, key=None) -> dict:
+    """resolve_matching over a table of (method name, params) as a suite writes them."""
+    return methods.resolve_matching(model, {label: methods.parse(*entry) for label, entry in suite.items()}, key=key)
+
+
 def test_resolve_matching_tiny_llama():
     suite = {
         "bone": ("bone", {"r": 8}),
@@ -282,14 +282,14 @@ def test_resolve_matching_tiny_llama():
         "bat-m": ("bat", {"match_params": "lora-m"}),  # chains resolve in order
         "dora": ("dora", {"r": 2}),
     }
-    out = methods.resolve_matching(tiny_llama(), suite)
+    out = match(tiny_llama(), suite)
     assert set(out) == {"lora-m", "bat-m"}
     assert out["lora-m"]["param"] == "r" and out["lora-m"]["value"] == 4  # 8 * 1024 = 4 * 2048
     assert out["lora-m"]["count"] == out["lora-m"]["target_count"] == 8192
-    assert "match_params" not in out["lora-m"]["params"] and out["lora-m"]["params"]["r"] == 4
+    assert out["lora-m"]["method"].match_params is None and out["lora-m"]["method"].r == 4
     assert out["bat-m"]["value"] == 8 and out["bat-m"]["target"] == "lora-m"
     # the chosen r really gives that count
-    model = methods.apply(tiny_llama(), "lora", **out["lora-m"]["params"])
+    model = out["lora-m"]["method"].apply(tiny_llama())
     assert methods.count_trainable(model) == out["lora-m"]["count"]
 
 
@@ -298,23 +298,23 @@ def test_relative_alpha_follows_the_matched_rank():
     PEFT scales the update by 2, and effective_settings reports what the run trained with."""
     suite = {"bone": ("bone", {"r": 8}), "lora": ("lora", {"match_params": "bone", "alpha": "2r"}),
              "pissa": ("pissa", {"match_params": "bone", "alpha": "1r"}), "rs": ("rslora", {"r": 4, "alpha": "2r"})}
-    out = methods.resolve_matching(tiny_llama(), suite)
-    params = out["lora"]["params"]
-    assert params["r"] == 4 and params["alpha"] == 8.0
-    assert out["pissa"]["params"]["alpha"] == 4.0
-    model = methods.apply(tiny_llama(), "lora", **params)
+    out = match(tiny_llama(), suite)
+    lora = out["lora"]["method"]
+    assert lora.r == 4 and lora.alpha == 8.0
+    assert out["pissa"]["method"].alpha == 4.0
+    model = lora.apply(tiny_llama())
     assert model.peft_config["default"].lora_alpha == 8.0
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     assert layer.scaling["default"] == 2.0
-    settings = methods.effective_settings("lora", params, lr=1e-4, trainable=methods.count_trainable(model))
+    settings = lora.settings(lr=1e-4, trainable=methods.count_trainable(model))
     assert settings == {"method": "lora", "r": 4, "alpha": 8.0, "scaling": 2.0, "lr": 1e-4, "trainable_params": 8192}
     # rsLoRA keeps its alpha/sqrt(r) scaling: alpha 2r = 8 at r = 4 scales by 8/2 = 4
-    assert methods.effective_settings("rslora", methods.resolve_params("rslora", {"r": 4, "alpha": "2r"}))["scaling"] == 4.0
+    assert methods.parse("rslora", {"r": 4, "alpha": "2r"}).scaling() == 4.0
     # a fixed r resolves at once; null alpha means alpha = r; methods without alpha have none
-    assert methods.resolve_params("dora", {"r": 6, "alpha": "0.5r"})["alpha"] == 3.0
-    assert methods.resolve_params("lora", {"r": 6})["alpha"] == 6.0
-    assert methods.effective_settings("bone", {"r": 8})["alpha"] is None
-    assert methods.resolve_params("lora", {"match_params": "bone", "alpha": "2r"})["alpha"] == "2r"
+    assert methods.parse("dora", {"r": 6, "alpha": "0.5r"}).alpha == 3.0
+    assert methods.parse("lora", {"r": 6}).alpha == 6.0
+    assert methods.parse("bone", {"r": 8}).settings()["alpha"] is None
+    assert methods.parse("lora", {"match_params": "bone", "alpha": "2r"}).alpha == "2r"
 
 
 @pytest.mark.parametrize("alpha", ["2", "r2", "-2r", "0r", "2rr", True])
@@ -326,7 +326,7 @@ def test_bad_relative_alpha(alpha):
 def test_resolve_matching_bat_only_divisors():
     # bat on q, k only: r must divide 64 and 32; its count is 192 * r
     suite = {"lora": ("lora", {"r": 3}), "bat": ("bat", {"match_params": "lora", "target_modules": ["q_proj", "k_proj"]})}
-    out = methods.resolve_matching(tiny_llama(), suite)
+    out = match(tiny_llama(), suite)
     # lora r=3: 3 * 2048 = 6144; bat on q,k: r * (64 + 32) * 2 = 192 r -> r = 32 gives 6144
     assert out["bat"]["value"] == 32 and out["bat"]["count"] == 6144
 
@@ -338,15 +338,16 @@ def test_resolve_matching_paper_llama2_7b():
     cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000)
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
-    assert methods.expected_trainable(model, "bone", {"r": 64}) == 87_031_808
-    assert methods.expected_trainable(model, "lora", {"r": 36}) == 89_948_160
-    out = methods.resolve_matching(model, {"bone": ("bone", {"r": 64}), "lora": ("lora", {"match_params": "bone"})})
+    assert methods.parse("bone", {"r": 64}).expected_trainable(model) == 87_031_808
+    assert methods.parse("lora", {"r": 36}).expected_trainable(model) == 89_948_160
+    out = match(model, {"bone": ("bone", {"r": 64}), "lora": ("lora", {"match_params": "bone"})})
     assert out["lora"]["value"] == 35
 
 
 def test_loraplus_groups():
-    model = methods.apply(tiny_llama(), "loraplus", r=4, loraplus_lr_ratio=8.0)
-    groups = methods.optimizer_param_groups(model, "loraplus", {"r": 4, "loraplus_lr_ratio": 8.0}, lr=1e-3, weight_decay=0.1)
+    method = methods.parse("loraplus", {"r": 4, "loraplus_lr_ratio": 8.0})
+    model = method.apply(tiny_llama())
+    groups = method.param_groups(model, lr=1e-3, weight_decay=0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     for g in groups:
         kinds = {("B" if "lora_B" in names[id(p)] else "A") for p in g["params"]}
@@ -356,8 +357,9 @@ def test_loraplus_groups():
 
 
 def test_default_groups_no_decay_on_vectors():
-    model = methods.apply(tiny_llama(), "dora", r=4)
-    groups = methods.optimizer_param_groups(model, "dora", {"r": 4}, lr=1e-3, weight_decay=0.1)
+    method = methods.parse("dora", {"r": 4})
+    model = method.apply(tiny_llama())
+    groups = method.param_groups(model, lr=1e-3, weight_decay=0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay = [names[id(p)] for g in groups if g["weight_decay"] == 0.0 for p in g["params"]]
     assert no_decay and all("lora_magnitude_vector" in n for n in no_decay)
@@ -374,6 +376,7 @@ def test_validate_fills_defaults():
     p = methods.validate_params("bat", {"r": 16})
     assert p == {"r": 16, "kernel": "efficient", "target_modules": "all-linear", "match_params": None}
     assert methods.validate_params("lora", {"alpha": 16})["alpha"] == 16.0
+    assert methods.validate_params("lora", {"r": 4})["alpha"] == 4.0  # alpha = r when not given
     assert methods.validate_params("full", {}) == {}
 
 
@@ -444,9 +447,9 @@ def test_no_target_module_and_unresolved_match():
 
 def test_matching_errors():
     m = tiny_llama()
-    e = _err(methods.resolve_matching, m, {"bone": ("bone", {}), "l": ("lora", {"match_params": "bon"})}, key="methods")
+    e = _err(match, m, {"bone": ("bone", {}), "l": ("lora", {"match_params": "bon"})}, key="methods")
     assert "did you mean 'bone'" in str(e) and e.key == "methods.l.match_params"
-    e = _err(methods.resolve_matching, m, {"a": ("lora", {"match_params": "b"}), "b": ("bone", {"match_params": "a"})})
+    e = _err(match, m, {"a": ("lora", {"match_params": "b"}), "b": ("bone", {"match_params": "a"})})
     assert "cycle" in str(e)
-    e = _err(methods.resolve_matching, m, {"a": ("full", {"match_params": "b"}), "b": ("bone", {})})
+    e = _err(match, m, {"a": ("full", {"match_params": "b"}), "b": ("bone", {})})
     assert "unknown parameter 'match_params'" in str(e)

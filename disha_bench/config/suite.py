@@ -299,12 +299,12 @@ def _check_names(suite: Suite, file: str) -> None:
     labels = [m.label or m.name for m in suite.methods]
     for i, method_cfg in enumerate(suite.methods):
         key = f"methods[{i}]"
-        spec = methods.REGISTRY.get(method_cfg.name, file=file, key=f"{key}.name")
+        method_cls = methods.get(method_cfg.name, file=file, key=f"{key}.name")
         params = dict(method_cfg.model_extra or {})
-        # PEFT's spellings (lora_alpha, rank) are left to validate_params, which names ours
-        _reject_unknown([p for p in params if p not in methods.ALIASES], spec.params, MethodConfig,
-                        f"method '{spec.name}'", file, key)
-        methods.validate_params(method_cfg.name, params, file=file, key=key)
+        # PEFT's spellings (lora_alpha, rank) are left to methods.parse, which names ours
+        _reject_unknown([p for p in params if p not in methods.ALIASES], method_cls, MethodConfig,
+                        f"method '{method_cls.name}'", file, key)
+        methods.parse(method_cfg.name, params, file=file, key=key)
         target = params.get("match_params")
         if target is not None and target not in labels:
             raise UserError(f"no method labelled '{target}' in this suite; {did_you_mean(str(target), labels)}", file=file, key=f"{key}.match_params")
@@ -341,7 +341,7 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
     task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
     # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
     # relative alpha) is resolved in the worker, where the model is.
-    entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.resolve_params(m.name, dict(m.model_extra or {}))),
+    entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.validate_params(m.name, dict(m.model_extra or {}))),
                 suite.training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
     if suite.analysis.unadapted:
         entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), suite.training))

@@ -11,16 +11,21 @@ LoRA+ is LoRA with B trained at ``lr * loraplus_lr_ratio`` (PEFT's ``create_lora
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar, Optional
 
-from typing import Optional
+from pydantic import Field, PrivateAttr
+from torch import nn
 
-from pydantic import Field
+from disha_bench.methods.base import RankedMethod, register
+from disha_bench.methods.params import Alpha, alpha_number
 
-from disha_bench.methods.base import MethodSpec, peft_target_modules, register
-from disha_bench.methods.params import Alpha, RankedParams, alpha_value
 
-class LoraParams(RankedParams):
-    """LoRA and the variants that share its parameters (DoRA, OLoRA)."""
+@register
+class Lora(RankedMethod):
+    """LoRA and the variants that share its parameters."""
+
+    name: ClassVar[str] = "lora"
+    summary: ClassVar[str] = "LoRA: W + (alpha/r) B A, A Kaiming, B zero"
 
     r: int = Field(8, gt=0)
     """LoRA rank; chosen by `match_params` when that is set."""
@@ -31,87 +36,152 @@ class LoraParams(RankedParams):
     dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout on the adapter's input (PEFT lora_dropout)."""
 
+    def alpha_number(self) -> float:
+        return alpha_number(self.alpha, self.r)
 
-class RsLoraParams(LoraParams):
+    def scaling(self) -> float:
+        return self.alpha_number() / self.r
+
+    def resolved(self) -> "Lora":
+        """Numeric alpha in place of `<k>r` / null once r is fixed (no `match_params` left to choose it)."""
+        if self.match_params is not None:
+            return self
+        return self.model_copy(update={"alpha": self.alpha_number()})
+
+    def module_count(self, in_features: int, out_features: int) -> int:
+        return self.r * (in_features + out_features)
+
+    def peft_config(self, task_type: Optional[str], **extra: Any) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha_number(), lora_dropout=self.dropout,
+                          target_modules=self.peft_targets(), task_type=task_type, **extra)
+
+
+@register
+class RsLora(Lora):
     """rsLoRA: LoRA with the rank-stabilised scaling alpha/sqrt(r)."""
+
+    name: ClassVar[str] = "rslora"
+    summary: ClassVar[str] = "rank-stabilised LoRA: scaling alpha/sqrt(r) (PEFT use_rslora)"
 
     alpha: Optional[Alpha] = None
     """LoRA alpha (PEFT lora_alpha). rsLoRA keeps its own convention: the update is scaled by
     alpha/sqrt(r), not alpha/r, so a fixed number gives a rank-stable update (the rsLoRA paper's
     point). `<k>r` is accepted and means alpha = k x r (scaling k x sqrt(r)). null: alpha = r."""
 
+    def scaling(self) -> float:
+        return self.alpha_number() / self.r**0.5
 
-class PissaParams(LoraParams):
+    def peft_config(self, task_type: Optional[str], **extra: Any) -> Any:
+        return super().peft_config(task_type, use_rslora=True, **extra)
+
+
+@register
+class Dora(Lora):
+    """DoRA: LoRA on the direction plus a trainable magnitude per output."""
+
+    name: ClassVar[str] = "dora"
+    summary: ClassVar[str] = "DoRA: LoRA on the direction plus a trainable magnitude per output (PEFT use_dora)"
+
+    def module_count(self, in_features: int, out_features: int) -> int:
+        return self.r * (in_features + out_features) + out_features
+
+    def peft_config(self, task_type: Optional[str], **extra: Any) -> Any:
+        return super().peft_config(task_type, use_dora=True, **extra)
+
+
+class _FromDecomposition(Lora):
+    """PiSSA and OLoRA start A, B from a decomposition of W and keep the residual W frozen: they
+    change the base weights, so the initial adapter is kept and the saved adapter is converted to a
+    plain LoRA one on the original weights."""
+
+    modifies_base_weights: ClassVar[bool] = True
+    _initial: dict = PrivateAttr(default_factory=dict)
+
+    def init_lora_weights(self) -> Any:
+        raise NotImplementedError
+
+    def check_module(self, in_features: int, out_features: int) -> Optional[str]:
+        """r singular vectors / Q columns: r <= min(in, out)."""
+        if self.r > min(in_features, out_features):
+            return (f"{self.summary.split(':')[0]} needs r <= min(in_features, out_features) = "
+                    f"{min(in_features, out_features)}, got r={self.r}")
+        return None
+
+    def peft_config(self, task_type: Optional[str], **extra: Any) -> Any:
+        return super().peft_config(task_type, init_lora_weights=self.init_lora_weights(), **extra)
+
+    def wrap(self, model: nn.Module, task_type: Optional[str]) -> nn.Module:
+        """Keep A0, B0 for the conversion on save, and record init_lora_weights=True so that loading
+        never decomposes a residual again."""
+        from peft import get_peft_model_state_dict
+
+        model = super().wrap(model, task_type)
+        self._initial = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items() if "lora_" in k}
+        for config in model.peft_config.values():
+            config.init_lora_weights = True
+        return model
+
+    def save(self, model: nn.Module, directory: Path) -> None:
+        model.save_pretrained(directory)
+        _save_as_plain_lora(self._initial, Path(directory))
+
+
+@register
+class Pissa(_FromDecomposition):
     """PiSSA: LoRA initialised from the top-r singular vectors of each weight."""
+
+    name: ClassVar[str] = "pissa"
+    summary: ClassVar[str] = "PiSSA: A, B from the top-r SVD of W, residual W kept frozen (PEFT init_lora_weights='pissa')"
 
     pissa_niter: Optional[int] = Field(None, ge=0)
     """null: exact SVD of each target weight; n: randomized SVD with n subspace iterations (PEFT
     'pissa_niter_n'), much faster on large weights."""
 
+    def init_lora_weights(self) -> str:
+        return "pissa" if self.pissa_niter is None else f"pissa_niter_{self.pissa_niter}"
 
-class LoraPlusParams(LoraParams):
+
+@register
+class Olora(_FromDecomposition):
+    """OLoRA: LoRA initialised from the QR decomposition of each weight."""
+
+    name: ClassVar[str] = "olora"
+    summary: ClassVar[str] = "OLoRA: A, B from the QR decomposition of W, residual W kept frozen (PEFT init_lora_weights='olora')"
+
+    def init_lora_weights(self) -> str:
+        return "olora"
+
+
+@register
+class LoraPlus(Lora):
     """LoRA+: LoRA with B trained at a higher learning rate."""
+
+    name: ClassVar[str] = "loraplus"
+    summary: ClassVar[str] = "LoRA+: LoRA with B trained at lr * loraplus_lr_ratio (PEFT create_loraplus_optimizer groups)"
 
     loraplus_lr_ratio: float = Field(16.0, gt=0)
     """Learning-rate ratio lr_B / lr_A (LoRA+ paper: 2^4 = 16)."""
 
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """PEFT's own LoRA+ grouping (create_loraplus_optimizer), captured as torch param groups.
 
-def _config(init="default", rslora=False, dora=False):
-    def build(params: dict, task_type: str):
-        from peft import LoraConfig
+        PEFT applies ``loraplus_weight_decay`` (default 0) to every group and ignores the optimizer's
+        weight_decay, so the suite's weight_decay is passed as loraplus_weight_decay.
+        """
+        from peft.optimizers import create_loraplus_optimizer
 
-        r = params["r"]
-        alpha = alpha_value(params)
-        init_weights = True
-        if init == "pissa":
-            niter = params.get("pissa_niter")
-            init_weights = "pissa" if niter is None else f"pissa_niter_{niter}"
-        elif init == "olora":
-            init_weights = "olora"
-        return LoraConfig(
-            r=r,
-            lora_alpha=alpha,
-            lora_dropout=params["dropout"],
-            target_modules=peft_target_modules(params["target_modules"]),
-            use_rslora=rslora,
-            use_dora=dora,
-            init_lora_weights=init_weights,
-            task_type=task_type,
-        )
+        class _CaptureGroups:  # stands in for the optimizer class; PEFT only instantiates it
+            def __init__(self, groups, **kwargs):
+                self.groups = groups
 
-    return build
+        captured = create_loraplus_optimizer(model, _CaptureGroups, lr=lr, loraplus_lr_ratio=self.loraplus_lr_ratio,
+                                             loraplus_weight_decay=weight_decay)
+        return [g for g in captured.groups if g["params"]]
 
 
-def _lora_count(in_f: int, out_f: int, params: dict) -> int:
-    return params["r"] * (in_f + out_f)
-
-
-def _dora_count(in_f: int, out_f: int, params: dict) -> int:
-    return params["r"] * (in_f + out_f) + out_f
-
-
-def _decomposition_check(kind: str):
-    """PiSSA (SVD) and OLoRA (QR) take r singular vectors / Q columns: r <= min(in, out)."""
-
-    def check(in_f: int, out_f: int, params: dict) -> Optional[str]:
-        if params["r"] > min(in_f, out_f):
-            return f"{kind} needs r <= min(in_features, out_features) = {min(in_f, out_f)}, got r={params['r']}"
-        return None
-
-    return check
-
-
-def _keep_initial_adapter(model, params: dict) -> None:
-    """PiSSA/OLoRA have rewritten the base weights: keep A0, B0 for the conversion on save, and
-    record init_lora_weights=True so that loading never decomposes a residual again."""
-    from peft import get_peft_model_state_dict
-
-    model.disha_initial_lora = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items() if "lora_" in k}
-    for config in model.peft_config.values():
-        config.init_lora_weights = True
-
-
-def _save_as_plain_lora(model, directory: Path) -> None:
+def _save_as_plain_lora(initial: dict, directory: Path) -> None:
     """Rewrite a saved PiSSA/OLoRA adapter as the LoRA of its update on the original weights:
     W_res + s B A = W + s (B A - B0 A0) = W + s [B | -B0] [A ; A0], at rank 2r with the same scaling."""
     import json
@@ -119,7 +189,6 @@ def _save_as_plain_lora(model, directory: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    initial = model.disha_initial_lora
     weights_path = directory / "adapter_model.safetensors"
     tensors = load_file(weights_path)
     for name, value in tensors.items():
@@ -135,69 +204,3 @@ def _save_as_plain_lora(model, directory: Path) -> None:
     config["rank_pattern"] = {k: 2 * v for k, v in (config.get("rank_pattern") or {}).items()}
     config["alpha_pattern"] = {k: alpha_factor * v for k, v in (config.get("alpha_pattern") or {}).items()}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-
-
-def _loraplus_groups(model, params: dict, lr: float, weight_decay: float) -> list[dict]:
-    """PEFT's own LoRA+ grouping (create_loraplus_optimizer), captured as torch param groups.
-
-    PEFT applies ``loraplus_weight_decay`` (default 0) to every group and ignores the optimizer's
-    weight_decay, so the suite's weight_decay is passed as loraplus_weight_decay.
-    """
-    from peft.optimizers import create_loraplus_optimizer
-
-    class _CaptureGroups:  # stands in for the optimizer class; PEFT only instantiates it
-        def __init__(self, groups, **kwargs):
-            self.groups = groups
-
-    captured = create_loraplus_optimizer(
-        model,
-        _CaptureGroups,
-        lr=lr,
-        loraplus_lr_ratio=params["loraplus_lr_ratio"],
-        loraplus_weight_decay=weight_decay,
-    )
-    return [g for g in captured.groups if g["params"]]
-
-
-def _spec(name, summary, params=LoraParams, init="default", rslora=False, dora=False, **kw) -> MethodSpec:
-    spec = MethodSpec(
-        name=name,
-        summary=summary,
-        params=params,
-        build_config=_config(init, rslora, dora),
-        module_count=_dora_count if dora else _lora_count,
-        **kw,
-    )
-    return register(spec)
-
-
-def _from_decomposition(label: str) -> dict:
-    """Spec fields shared by the methods that start A, B from a decomposition of W and keep the
-    residual W frozen (PiSSA, OLoRA): they change the base weights, so the initial adapter is kept
-    and the saved adapter is converted to a plain LoRA one."""
-    return dict(check_module=_decomposition_check(label), after_apply=_keep_initial_adapter,
-                after_save=_save_as_plain_lora, modifies_base_weights=True)
-
-
-_spec("lora", "LoRA: W + (alpha/r) B A, A Kaiming, B zero")
-_spec("rslora", "rank-stabilised LoRA: scaling alpha/sqrt(r) (PEFT use_rslora)", params=RsLoraParams, rslora=True)
-_spec("dora", "DoRA: LoRA on the direction plus a trainable magnitude per output (PEFT use_dora)", dora=True)
-_spec(
-    "pissa",
-    "PiSSA: A, B from the top-r SVD of W, residual W kept frozen (PEFT init_lora_weights='pissa')",
-    params=PissaParams,
-    init="pissa",
-    **_from_decomposition("PiSSA"),
-)
-_spec(
-    "olora",
-    "OLoRA: A, B from the QR decomposition of W, residual W kept frozen (PEFT init_lora_weights='olora')",
-    init="olora",
-    **_from_decomposition("OLoRA"),
-)
-_spec(
-    "loraplus",
-    "LoRA+: LoRA with B trained at lr * loraplus_lr_ratio (PEFT create_loraplus_optimizer groups)",
-    params=LoraPlusParams,
-    param_groups=_loraplus_groups,
-)

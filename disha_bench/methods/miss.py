@@ -15,16 +15,33 @@ The naming trap: what the DiSHA paper v1-v3 and PEFT's first release called "Bon
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field
+from torch import nn
 
-from disha_bench.methods.base import MethodSpec, peft_target_modules, register
-from disha_bench.methods.params import RankedParams
+from disha_bench.methods.base import RankedMethod, register
 
 
-class BoneParams(RankedParams):
+class _Miss(RankedMethod):
+    """What the MiSS variants share: PEFT's MissConfig with `init_weights = variant`."""
+
+    variant: ClassVar[Any] = True
+
+    def peft_config(self, task_type: Optional[str]) -> Any:
+        from peft import MissConfig
+
+        return MissConfig(r=self.r, miss_dropout=getattr(self, "dropout", 0.0), mini_r=getattr(self, "mini_r", 1),
+                          target_modules=self.peft_targets(), init_weights=self.variant, task_type=task_type)
+
+
+@register
+class Bone(_Miss):
     """Bone (MiSS default)."""
+
+    name: ClassVar[str] = "bone"
+    summary: ClassVar[str] = ("Bone (MiSS default): D (r, out) shared by the in/r column shards; "
+                              "y = Wx + (sum of input shards) D")
 
     r: int = Field(64, gt=0)
     """Shard size: D is (r, out_features), shared by the in_features/r input shards (r <= in_features);
@@ -32,9 +49,22 @@ class BoneParams(RankedParams):
     dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout on the adapter's input (PEFT miss_dropout)."""
 
+    def module_count(self, in_features: int, out_features: int) -> int:
+        return self.r * out_features
 
-class BoneMiniParams(BoneParams):
+    def check_module(self, in_features: int, out_features: int) -> Optional[str]:
+        if self.r > in_features:
+            return f"{self.name} needs r <= in_features = {in_features}, got r={self.r}"
+        return None
+
+
+@register
+class BoneMini(Bone):
     """Bone-mini (MiSS 'mini')."""
+
+    name: ClassVar[str] = "bone-mini"
+    summary: ClassVar[str] = "Bone-mini (MiSS 'mini'): D (r, mini_r) repeated along the output; fewer parameters"
+    variant: ClassVar[Any] = "mini"
 
     r: int = Field(64, gt=0)
     """Shard size along the input (r <= in_features); chosen by `match_params` when that is set."""
@@ -42,9 +72,24 @@ class BoneMiniParams(BoneParams):
     """Width of the shared block along the output dimension (PEFT mini_r); D is (r, mini_r),
     out_features must divide by it."""
 
+    def module_count(self, in_features: int, out_features: int) -> int:
+        return self.r * self.mini_r
 
-class BatParams(RankedParams):
+    def check_module(self, in_features: int, out_features: int) -> Optional[str]:
+        problem = super().check_module(in_features, out_features)
+        if problem is None and out_features % self.mini_r:
+            return f"bone-mini needs out_features divisible by mini_r: {out_features} % {self.mini_r} != 0"
+        return problem
+
+
+@register
+class Bat(_Miss):
     """Bat (MiSS 'bat'). PEFT's Bat forward applies no dropout, so there is no dropout parameter."""
+
+    name: ClassVar[str] = "bat"
+    summary: ClassVar[str] = ("Bat (MiSS 'bat', the paper's old 'Bone'): W'_{a,b} = W_{a,b}(I + D_a) + D_a, "
+                              "D (out/r, r, r)")
+    variant: ClassVar[Any] = "bat"
 
     r: int = Field(64, gt=0)
     """Block size: D is (out_features/r, r, r), one r x r block per row block; in and out must divide
@@ -53,68 +98,23 @@ class BatParams(RankedParams):
     """'efficient': recompute W + dW in backward (memory near Bone's, same results and files as PEFT);
     'peft': PEFT's own forward (keeps the materialised weights for backward)."""
 
+    def module_count(self, in_features: int, out_features: int) -> int:
+        return out_features * self.r  # (out/r) blocks of r x r
 
-def _config(init_weights):
-    def build(params: dict, task_type: str):
-        from peft import MissConfig
+    def check_module(self, in_features: int, out_features: int) -> Optional[str]:
+        if in_features % self.r or out_features % self.r:
+            return f"bat needs in_features and out_features divisible by r={self.r} (r x r blocks)"
+        return None
 
-        return MissConfig(
-            r=params["r"],
-            miss_dropout=params.get("dropout", 0.0),
-            mini_r=params.get("mini_r", 1),
-            target_modules=peft_target_modules(params["target_modules"]),
-            init_weights=init_weights,
-            task_type=task_type,
-        )
+    def wrap(self, model: nn.Module, task_type: Optional[str]) -> nn.Module:
+        model = super().wrap(model, task_type)
+        if self.kernel == "efficient":
+            from disha_bench.methods.bat_kernel import patch_bat_layers
 
-    return build
+            patch_bat_layers(model)
+        return model
 
+    def after_zero3_init(self, model: nn.Module) -> None:
+        from disha_bench.methods.bat_kernel import register_zero3_parameters
 
-def _bone_check(in_f: int, out_f: int, params: dict) -> Optional[str]:
-    if params["r"] > in_f:
-        return f"bone needs r <= in_features = {in_f}, got r={params['r']}"
-    return None
-
-
-def _mini_check(in_f: int, out_f: int, params: dict) -> Optional[str]:
-    problem = _bone_check(in_f, out_f, params)
-    if problem:
-        return problem.replace("bone", "bone-mini")
-    if out_f % params["mini_r"]:
-        return f"bone-mini needs out_features divisible by mini_r: {out_f} % {params['mini_r']} != 0"
-    return None
-
-
-def _bat_check(in_f: int, out_f: int, params: dict) -> Optional[str]:
-    r = params["r"]
-    if in_f % r or out_f % r:
-        return f"bat needs in_features and out_features divisible by r={r} (r x r blocks)"
-    return None
-
-
-def _bat_after_apply(model, params: dict) -> None:
-    from disha_bench.methods.bat_kernel import patch_bat_layers
-
-    if params["kernel"] == "efficient":
-        patch_bat_layers(model)
-
-
-def _bat_zero3(model) -> None:
-    from disha_bench.methods.bat_kernel import register_zero3_parameters
-
-    register_zero3_parameters(model)
-
-
-def _spec(name: str, summary: str, params, variant, module_count, check_module, **hooks) -> MethodSpec:
-    """Register the MiSS variant `variant` (PEFT MissConfig.init_weights) as method `name`."""
-    return register(MethodSpec(name=name, summary=summary, params=params, build_config=_config(variant),
-                               module_count=module_count, check_module=check_module, **hooks))
-
-
-_spec("bone", "Bone (MiSS default): D (r, out) shared by the in/r column shards; y = Wx + (sum of input shards) D",
-      BoneParams, True, lambda in_f, out_f, p: p["r"] * out_f, _bone_check)
-_spec("bone-mini", "Bone-mini (MiSS 'mini'): D (r, mini_r) repeated along the output; fewer parameters",
-      BoneMiniParams, "mini", lambda in_f, out_f, p: p["r"] * p["mini_r"], _mini_check)
-_spec("bat", "Bat (MiSS 'bat', the paper's old 'Bone'): W'_{a,b} = W_{a,b}(I + D_a) + D_a, D (out/r, r, r)",
-      BatParams, "bat", lambda in_f, out_f, p: out_f * p["r"], _bat_check,
-      after_apply=_bat_after_apply, after_zero3_init=_bat_zero3)
+        register_zero3_parameters(model)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from disha_bench import methods
 from disha_bench.running import distributed
 from disha_bench.running.memory import PeakMemory
 from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, Memory, RunResult, Training, read_result
@@ -58,7 +59,8 @@ def reevaluate(spec: RunSpec, started: float) -> RunResult:
     device = init_process(spec.seed)
     memory = PeakMemory(device)
     data = load_task_data(spec)
-    model = load_trained(load_base_model(spec, data.task, data.tokenizer), spec.method.name, adapter).to(device)
+    model = load_trained(load_base_model(spec, data.task, data.tokenizer),
+                         methods.parse(spec.method.name, spec.method.params), adapter).to(device)
     distributed.log(f"{spec.run_id}: evaluating the saved adapter {adapter} (training kept from the earlier run)")
     result.run.status = BUDGET_STOPPED if result.training.stopped_at_step is not None else COMPLETE
     result.run.error = None

@@ -54,8 +54,8 @@ class Setup:
     """Process memory before the model was loaded."""
     loaded_mb: float
     """Process memory with the model and adapter loaded, before the engine was built."""
-    params: dict[str, Any]
-    """The method's resolved parameters."""
+    method: methods.Method
+    """The method at its resolved rank (parsed once; what applied the adapter)."""
     matching: dict[str, Any] | None
     """Parameter matching details when the rank was chosen by `match_params`."""
     trainable: int
@@ -89,45 +89,45 @@ def set_up(spec: RunSpec) -> Setup:
     if not data.features:
         raise ValueError(f"the task has no training examples ({data.dropped} dropped: answer longer than max_length)")
     before_model_mb = memory.usage_mb()
-    model, params, matching = load_adapted_model(spec, data, device)
+    model, method, matching = load_adapted_model(spec, data, device)
     loaded_mb = memory.usage_mb()
     trainable, total = methods.count_trainable(model), sum(p.numel() for p in model.parameters())
     distributed.log(f"{spec.run_id}: {spec.method.label} trainable {trainable:,} / {total:,}")
-    engine, ds_config = build_engine(model, spec, params)
-    return Setup(data, engine, device, memory, before_model_mb, loaded_mb, params, matching, trainable, total, ds_config)
+    engine, ds_config = build_engine(model, spec, method)
+    return Setup(data, engine, device, memory, before_model_mb, loaded_mb, method, matching, trainable, total, ds_config)
 
 
 def load_adapted_model(spec: RunSpec, data: TaskData, device=None):
-    """The base model with the method applied: (model, resolved params, matching details)."""
+    """The base model with the method applied: (model, the method at its resolved rank, matching details)."""
     model = load_base_model(spec, data.task, data.tokenizer, device)
-    params, matching = resolve_method_params(model, spec)
-    model = methods.apply(model, spec.method.name, **params)
+    method, matching = resolve_method(model, spec)
+    model = method.apply(model)
     if spec.training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return model, params, matching
+    return model, method, matching
 
 
-def resolve_method_params(model, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The method's params, with a rank chosen by `match_params` against another method of the suite."""
-    params = spec.method.params
-    if params.get("match_params") is None:
-        return {k: v for k, v in params.items() if k != "match_params"}, None
-    table = {label: (entry.name, entry.params) for label, entry in spec.methods.items()}
+def resolve_method(model, spec: RunSpec) -> tuple[methods.Method, dict[str, Any] | None]:
+    """The run's method, parsed once, with a rank chosen by `match_params` against another method of the suite."""
+    method = methods.parse(spec.method.name, spec.method.params)
+    if getattr(method, "match_params", None) is None:
+        return method, None
+    table = {label: methods.parse(entry.name, entry.params) for label, entry in spec.methods.items()}
     info = dict(methods.resolve_matching(model, table)[spec.method.label])
-    return info.pop("params"), info
+    return info.pop("method"), info
 
 
-def build_engine(model, spec: RunSpec, params: dict[str, Any]):
+def build_engine(model, spec: RunSpec, method: methods.Method):
     """AdamW (the method's parameter groups) and the schedule under a DeepSpeed ZeRO engine."""
     training = spec.training
-    groups = methods.optimizer_param_groups(model, spec.method.name, params, training.lr, training.weight_decay)
+    groups = method.param_groups(model, training.lr, training.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=training.lr, weight_decay=training.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(training))
     ds_config = deepspeed_config(training, distributed.world_size())
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     if training.zero_stage == 3:
-        methods.after_zero3_init(engine.module, spec.method.name)
+        method.after_zero3_init(engine.module)
     return engine, ds_config
 
 
@@ -181,7 +181,7 @@ def save_adapter(spec: RunSpec, setup: Setup) -> Path | None:
     if not spec.adapter_dir:
         return None
     target = Path(spec.adapter_dir)
-    save_trained(setup.engine, spec.method.name, target, spec.training.zero_stage)
+    save_trained(setup.engine, setup.method, target, spec.training.zero_stage)
     return target
 
 
@@ -203,7 +203,7 @@ def summarize(spec: RunSpec, setup: Setup, state: FitState, heldout: HeldOut, st
     return RunResult(
         run=spec.run_info(state.status, state.error, started, world),
         training=Training(
-            trainable_params=setup.trainable, total_params=setup.total, method_params=setup.params, matching=setup.matching,
+            trainable_params=setup.trainable, total_params=setup.total, method_params=setup.method.model_dump(exclude={"match_params"}), matching=setup.matching,
             steps=steps, stopped_at_step=state.stopped_at_step, deepspeed_config=setup.ds_config,
             dropped_examples=setup.data.dropped,
         ),

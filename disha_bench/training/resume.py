@@ -44,7 +44,7 @@ class FitControl:
         checkpointer = None
         if spec.checkpoint_dir:
             # Methods that rewrite the frozen weights at initialisation (PiSSA, OLoRA) save them too.
-            exclude_frozen = not methods.REGISTRY.get(spec.method.name).modifies_base_weights
+            exclude_frozen = not methods.get(spec.method.name).modifies_base_weights
             checkpointer = Checkpointer(Path(spec.checkpoint_dir), spec.checkpoint_every, exclude_frozen, spec.run_id)
         return cls(engine, device, spec.training.max_steps, spec.training.max_time, checkpointer, spec.run_id, heldout)
 

@@ -3,7 +3,7 @@
     python -c "from peft import PeftModel; ..."   # PeftModel.from_pretrained(base, results/<suite>/adapters/<run-id>)
 
 PEFT format for adapters (PiSSA/OLoRA converted to a plain LoRA on the original weights by their
-method's `after_save`), the whole model for `full`. Under ZeRO-3 the trainable parameters are
+method's `save`), the whole model for `full`. Under ZeRO-3 the trainable parameters are
 gathered first: a bare save_pretrained would write empty tensors.
 """
 
@@ -19,16 +19,16 @@ from disha_bench.running import distributed
 from disha_bench import methods
 
 
-def save_trained(engine, method_name: str, target: Path, zero_stage: int) -> None:
+def save_trained(engine, method: methods.Method, target: Path, zero_stage: int) -> None:
     """Rank 0 writes `target`; every rank takes part in the ZeRO-3 gather and the closing barrier."""
     model = engine.module
     trainable = [p for p in model.parameters() if p.requires_grad]
     if zero_stage == 3:
         with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
             if distributed.rank() == 0:
-                methods.save(model, method_name, target)
+                method.save(model, target)
     elif distributed.rank() == 0:
-        methods.save(model, method_name, target)
+        method.save(model, target)
     if distributed.world_size() > 1:
         torch.distributed.barrier()
 
@@ -43,12 +43,7 @@ def discard_saved(target: Path) -> None:
         pass
 
 
-def load_trained(base, method_name: str, source: Path):
+def load_trained(base, method: methods.Method, source: Path):
     """What `save_trained` wrote, on the `base` model it was trained from: the PEFT adapter on it, or
     for `full` the saved model itself (same class as `base`)."""
-    if methods.REGISTRY.get(method_name).build_config is None:  # full fine-tuning saved the whole model
-        return type(base).from_pretrained(source)
-    from peft import PeftModel  # PEFT is imported by methods.apply in training runs; here only on reload
-
-    return PeftModel.from_pretrained(base, source)
-
+    return method.load(base, source)
