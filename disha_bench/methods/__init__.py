@@ -45,7 +45,7 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")  # each method module registers itself
 
 __all__ = [
-    "REGISTRY", "Method", "RankedMethod", "register", "get", "names", "describe", "parse", "validate_params",
+    "REGISTRY", "Method", "RankedMethod", "register", "get", "names", "describe", "parse", "from_record", "validate_params",
     "apply", "resolve_matching", "count_trainable", "count_all", "head_modules", "resolve_targets", "task_type",
     "patch_bat_layers", "unpatch_bat_layers",
 ]
@@ -100,6 +100,12 @@ def parse(name: str, params: dict | None = None, *, file: str | None = None, key
         raise UserError(f"method '{name}': give either 'r' or 'match_params' (which chooses r), not both",
                         file=file, key=join_key(key, "match_params"))
     return method.resolved()
+
+
+def from_record(name: str, params: dict[str, Any]) -> Method:
+    """The method of a run spec or a result: parameters already validated and filled in by `parse`
+    (a default rank stands beside `match_params` there), so only their types are checked again."""
+    return get(name).model_validate(params)
 
 
 def validate_params(name: str, params: dict | None, *, file: str | None = None, key: str | None = None) -> dict[str, Any]:

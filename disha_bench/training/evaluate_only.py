@@ -60,7 +60,7 @@ def reevaluate(spec: RunSpec, started: float) -> RunResult:
     memory = PeakMemory(device)
     data = load_task_data(spec)
     model = load_trained(load_base_model(spec, data.task, data.tokenizer),
-                         methods.parse(spec.method.name, spec.method.params), adapter).to(device)
+                         methods.from_record(spec.method.name, spec.method.params), adapter).to(device)
     distributed.log(f"{spec.run_id}: evaluating the saved adapter {adapter} (training kept from the earlier run)")
     result.run.status = BUDGET_STOPPED if result.training.stopped_at_step is not None else COMPLETE
     result.run.error = None

@@ -110,7 +110,7 @@ def load_adapted_model(spec: RunSpec, data: TaskData, device=None):
 
 def resolve_method(model, spec: RunSpec) -> tuple[methods.Method, dict[str, Any] | None]:
     """The run's method, parsed once, with a rank chosen by `match_params` against another method of the suite."""
-    method = methods.parse(spec.method.name, spec.method.params)
+    method = methods.from_record(spec.method.name, spec.method.params)
     if getattr(method, "match_params", None) is None:
         return method, None
     table = {label: methods.parse(entry.name, entry.params) for label, entry in spec.methods.items()}
