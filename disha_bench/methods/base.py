@@ -95,10 +95,12 @@ class Method(StrictModel):
         if kind == "SEQ_CLS" and not head_modules(model):
             raise UserError(f"{type(model).__name__} has no 'classifier' or 'score' head to train with the adapter",
                             file=file, key=key)
-        self._check_targets(model, file=file, key=key)
+        self.check_shapes(model, file=file, key=key)
         return self.wrap(model, kind)
 
-    def _check_targets(self, model: nn.Module, *, file: str | None, key: str | None) -> None:
+    def check_shapes(self, model: nn.Module, *, file: str | None = None, key: str | None = None) -> None:
+        """UserError when a target module's shape does not suit the method (a meta-device model will
+        do: only shapes are read); the first thing `apply` does."""
         targets = self.targets(model)
         if not targets:
             linear = sorted({p.rsplit(".", 1)[-1] for p, *_ in resolve_targets(model, "all-linear")})
