@@ -43,8 +43,10 @@ class TaskConfig(StrictModel):
     """Use at most this many training examples (a seeded random subset); null for all."""
     eval_limit: Optional[int] = Field(None, gt=0)
     """Evaluate on at most this many examples (a seeded random subset); null for all."""
-    sample_seed: int = 0
-    """Seed of the subsets above: the same for every run, so all methods and seeds see the same data."""
+    sample_seed: Optional[StrictInt] = None
+    """Seed of the training subset, the held-out set and the evaluation sample. null (default): the
+    run seed, so every seed draws its own examples (all methods of one seed see the same ones); a
+    number fixes them for every seed."""
     source: Literal["auto", "hub", "local"] = "auto"
     """Where the data comes from: `local` files (data_files or the data directory), the `hub`, or
     `auto` (local when found, else the hub)."""
@@ -126,8 +128,13 @@ class EvaluationConfig(_Strict):
     heldout_examples: int = Field(64, gt=0)
     """Examples in the held-out loss set: the same for every method and seed, never trained on."""
     heldout_every: Optional[int] = Field(None, gt=0)
-    """Measure the held-out loss every this many optimizer steps (plus step 0 and the last step);
-    null: max_steps // 10, so the curve has at least 10 points after step 0."""
+    """After the dense start (`heldout_dense_steps`), measure the held-out loss every this many
+    optimizer steps (plus step 0 and the last step); null: max_steps // 10, so the curve has at least
+    10 points after step 0."""
+    heldout_dense_steps: Optional[int] = Field(None, ge=0)
+    """Measure the held-out loss after every one of the first this many optimizer steps, where early
+    convergence targets are crossed (then every `heldout_every`); null: one `heldout_every` interval;
+    0: no dense start (the evenly spaced curve of schema v2)."""
     lm_eval: list[LmEvalTaskConfig] = Field(default_factory=list)
     """lm-evaluation-harness tasks run on the trained in-memory model after the task's own metric."""
     engine: Literal["hf", "vllm"] = "hf"
@@ -352,12 +359,17 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
                 if method.name == UNADAPTED and seed != suite.seeds[0]:
                     continue  # nothing is trained: one run per task says it all
                 spec = RunSpec(
-                    suite=suite.name, model=suite.model, task=task, method=method, training=training,
+                    suite=suite.name, model=suite.model, task=sampled(task, seed), method=method, training=training,
                     evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
                     convergence=suite.convergence, analysis=analysis,
                 )
                 runs.append(spec.with_id())
     return runs
+
+
+def sampled(task: TaskConfig, seed: int) -> TaskConfig:
+    """The task of one run: its `sample_seed` resolved to the run seed unless the suite fixed it."""
+    return task if task.sample_seed is not None else task.model_copy(update={"sample_seed": seed})
 
 
 def reference_label(suite: Suite) -> str:
