@@ -162,6 +162,16 @@ class AnalysisConfig(_Strict):
     loss at step 0, task metric), nothing trained, run once (with the first seed)."""
 
 
+class CostConfig(_Strict):
+    repeats: int = Field(3, ge=0)
+    """Cost phase: after training, each method's peak memory and throughput are measured again in
+    this many short repeats per task and seed, each in a fresh process, methods interleaved
+    (A B C A B C) in an order drawn from the seed (`disha_bench/running/cost.py`); 0 turns it off
+    (reports then use each run's single reading)."""
+    steps: int = Field(6, ge=2)
+    """Optimizer steps per repeat; the first is left out of the medians (allocator and JIT warm-up)."""
+
+
 class OutputConfig(_Strict):
     save_adapter: bool = False
     """Save each run's adapter (PEFT format; the full model for `full`) beside its result file."""
@@ -201,6 +211,8 @@ class Suite(_Strict):
     """How runs become comparisons: the reference method."""
     output: OutputConfig = Field(default_factory=OutputConfig)
     """What to write besides the result files."""
+    cost: CostConfig = Field(default_factory=CostConfig)
+    """Repeated, interleaved cost measurements after training (not part of any run id)."""
 
 
 # ---------------------------------------------------------------------------------------------

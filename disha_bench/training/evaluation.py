@@ -92,5 +92,5 @@ def evaluate_into(result: RunResult, model, data: TaskData, evaluation: Evaluati
         if result.memory is not None:
             result.memory.eval_peak_mb = memory.peak_mb()
     result.evaluation = metrics
-    distributed.log(f"{result.run.run_id}: {metrics}")
+    distributed.log(f"{result.run.run_id}: { {k: v for k, v in metrics.items() if k != 'per_example'} }")
     return True

@@ -8,6 +8,7 @@ log, outcome, training time), so a checkpoint of the state plus the engine conti
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +21,20 @@ from disha_bench.analysis.results import COMPLETE, DIVERGED, StepLog
 from disha_bench.config.suite import TrainingConfig
 from disha_bench.tasks.base import IGNORE_INDEX, collate
 from disha_bench.training.sampler import GlobalBatches
+
+
+SLOWDOWN_ENV = "DISHA_BENCH_TEST_SLOWDOWN"
+"""Test hook, below the configuration: `<method label>=<factor>` (e.g. `bat=1.5`) makes every
+training step of that method's runs `factor` times as long (a sleep inside the timed step), so that
+tests can prove `check` sees a slower method. Never set it outside tests."""
+_slowdown = 1.0
+
+
+def set_test_slowdown(method_label: str) -> None:
+    """Read SLOWDOWN_ENV for this process's method (called once per worker at set-up)."""
+    global _slowdown
+    label, _, factor = os.environ.get(SLOWDOWN_ENV, "").partition("=")
+    _slowdown = float(factor) if label == method_label and factor else 1.0
 
 
 @dataclass
@@ -103,6 +118,8 @@ def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
         raise ValueError(f"step {step}: no supervised token in any micro-batch of any rank")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    if _slowdown > 1.0:
+        time.sleep((time.perf_counter() - start) * (_slowdown - 1.0))
     norm = engine.get_global_grad_norm()
     return StepLog(step, loss_sum / counted, lr, float(norm) if norm is not None else None, int(tokens), time.perf_counter() - start)
 

@@ -32,7 +32,7 @@ from disha_bench.training import evaluate_only
 from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.evaluation import evaluate_into
 from disha_bench.training.heldout import HeldOutCurve, Schedule
-from disha_bench.training.loop import FitState, fit
+from disha_bench.training.loop import FitState, fit, set_test_slowdown
 from disha_bench.training.resume import FitControl
 from disha_bench.training.sampler import GlobalBatches
 from disha_bench.training.saving import discard_saved, save_trained
@@ -84,6 +84,7 @@ def run(spec: RunSpec, started: float) -> RunResult:
 def set_up(spec: RunSpec) -> Setup:
     """Seeds, the process group, data, model, adapter and the DeepSpeed engine, in this order."""
     device = init_process(spec.seed)
+    set_test_slowdown(spec.method.label)
     memory = PeakMemory(device)
     data = load_task_data(spec)
     if not data.features:
