@@ -19,6 +19,7 @@ import pytest
 
 from disha_bench.analysis import check
 from disha_bench.errors import UserError
+from disha_bench.training.loop import SLOWDOWN_ENV
 from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput,
                                           Training, write_json_atomic)
 
@@ -27,7 +28,7 @@ TAU = {"bone": 3.0, "lora": 12.0}
 
 
 def make(method, seed, lr_factor=1.0, wobble=0.0, status="complete", task="t", config_hash="aaaa", memory=None,
-         speed=None, accuracy_shift=0.0):
+         speed=None, accuracy_shift=0.0, lr=1e-3):
     """A deterministic run: loss 0.5 + 2 exp(-lr_factor t / tau) + a seed ripple; `wobble`: last-bit-like noise."""
     def loss(t):
         return (0.5 + 2.0 * math.exp(-lr_factor * t / TAU[method]) + 0.02 * ((seed + t) % 3)) * (1 + wobble * math.sin(t))
@@ -36,7 +37,8 @@ def make(method, seed, lr_factor=1.0, wobble=0.0, status="complete", task="t", c
     return RunResult(
         run=RunInfo(run_id=f"{task}-{method}-s{seed}-{config_hash}", suite="synth", task=task, method=method,
                     seed=seed, status=status, error="loss is NaN" if status == "diverged" else None,
-                    analysis={"reference": "lora", "targets": []}),
+                    analysis={"reference": "lora", "targets": []},
+                    config={"method": {"name": method}, "training": {"lr": lr, "max_steps": 30}, "seed": seed}),
         training=Training(trainable_params=1, total_params=2, steps=[
             StepLog(step=t, loss=loss(t), lr=1e-3, grad_norm=1.0, tokens=64, step_time_s=0.1) for t in range(1, 31)]),
         heldout=HeldOut(n_examples=32, source="validation split", every=5, points=[
@@ -68,8 +70,8 @@ def test_baseline_file_holds_every_seed_on_one_line_per_curve(baseline):
     _, path = baseline
     text = path.read_text()
     data = json.loads(text)
-    assert data["format"] == check.FORMAT and data["version"] == 2 and data["reference"] == "lora"
-    assert data["tolerances"] == check.DEFAULT_TOLERANCES
+    assert data["format"] == check.FORMAT and data["version"] == 3 and data["reference"] == "lora"
+    assert data["tolerances"] == {**check.DEFAULT_TOLERANCES, **check.COST_TOLERANCES}
     bone = next(e for e in data["runs"] if (e["method"], e["seed"]) == ("bone", 1))
     assert bone["heldout"]["steps"] == [0, 5, 10, 15, 20, 25, 30] and len(bone["train_loss"]["loss"]) == 30
     assert bone["metrics"]["accuracy"] == pytest.approx(0.81)
@@ -96,9 +98,14 @@ def test_any_seed_whose_curve_moves_fails_naming_run_and_figure(baseline, tmp_pa
 
 def test_pairing_is_by_task_method_seed_not_run_id(baseline, tmp_path, capsys):
     _, path = baseline
+    # Another run id with the same configuration (e.g. other package versions): paired, no note.
     runs = [make(m, s, config_hash="bbbb") for m in TAU for s in (0, 1, 2)]
     assert check.check(write(tmp_path / "ids", runs), path) == 0
-    assert "configuration changed" in _verdicts(capsys)
+    assert "configuration changed" not in _verdicts(capsys)
+    # A changed configuration is named by its keys (the curves here are the same, so it passes).
+    runs = [make(m, s, config_hash="cccc", lr=2e-3) for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "lr", runs), path) == 0
+    assert "configuration changed: training.lr" in _verdicts(capsys)
 
 
 def test_metric_tolerance_is_about_one_example(baseline, tmp_path, capsys):
@@ -148,7 +155,7 @@ def test_bad_baseline_files_are_user_errors(baseline, tmp_path):
     with pytest.raises(UserError, match="not a disha-bench baseline"):
         check.check(results, tmp_path / "other.json")
     (tmp_path / "v1.json").write_text('{"format": "disha-bench-baseline", "version": 1, "entries": []}')
-    with pytest.raises(UserError, match="expected 2: regenerate it"):
+    with pytest.raises(UserError, match="expected 3: regenerate it"):
         check.check(results, tmp_path / "v1.json")
 
 
@@ -181,16 +188,24 @@ def smoke_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("smoke-check")
     folders = {}
-    for name, only, overrides in (("base", ONLY, []), ("same", ONLY, []),
-                                  ("half_lr", ["synthetic-sentiment/bat"], ["training.lr=1e-3"])):
+    no_cost = "cost.repeats=0"  # these two fail on their curves; their cost would only cost time
+    for name, only, overrides, env in (
+            ("base", ONLY, [], {}), ("same", ONLY, [], {}), ("one_thread", ONLY, [], {"OMP_NUM_THREADS": "1"}),
+            # Bat's step made 1.5x slower below the configuration (the training loop's test hook).
+            ("slow_bat", ONLY, [], {SLOWDOWN_ENV: "bat=1.5"}),
+            ("half_lr", ["synthetic-sentiment/bat"], ["training.lr=1e-3", no_cost], {})):
         folders[name] = root / name
-        assert run_suite(SMOKE, out=str(folders[name]), only=only, overrides=["output.report=false", *overrides]) == 0
+        with pytest.MonkeyPatch.context() as patch_env:
+            for key, value in env.items():
+                patch_env.setenv(key, value)
+            assert run_suite(SMOKE, out=str(folders[name]), only=only, overrides=["output.report=false", *overrides]) == 0
     folders["swap"] = root / "swap"
     patch = ROOT / "tests" / "fixtures" / "bat_built_as_bone"
-    done = _cli_run(folders["swap"], ["--only", "synthetic-sentiment/bat"],
+    done = _cli_run(folders["swap"], ["--only", "synthetic-sentiment/bat", "--set", no_cost],
                     {"DISHA_BENCH_FORK": "0", "PYTHONPATH": f"{patch}{os.pathsep}{os.environ.get('PYTHONPATH', ROOT)}"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    path = check.write_baseline(folders["base"], root / "baseline.json", reference="lora")
+    # Curve tolerances calibrated on a replicate at another thread count, as the committed baseline's.
+    path = check.write_baseline(folders["base"], root / "baseline.json", reference="lora", replicates=[folders["one_thread"]])
     return folders, path
 
 
@@ -198,6 +213,22 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_unchanged_fresh_run_passes(smoke_runs, capsys):
     folders, path = smoke_runs
     assert check.check(folders["same"], path) == 0, _verdicts(capsys)
+
+
+@pytest.mark.slow
+def test_smoke_fresh_run_on_one_thread_passes(smoke_runs, capsys):
+    folders, path = smoke_runs
+    assert json.loads(path.read_text())["tolerances"]["curve_abs"] < 0.005  # calibrated, tighter than the default
+    assert check.check(folders["one_thread"], path) == 0, _verdicts(capsys)
+
+
+@pytest.mark.slow
+def test_smoke_one_method_made_1_5x_slower_fails_on_its_step_time(smoke_runs, capsys):
+    folders, path = smoke_runs
+    assert check.check(folders["slow_bat"], path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "synthetic-sentiment/bat/s0: step time / lora's (cost phase)" in out
+    assert "loss" not in out and "accuracy" not in out  # only its speed changed
 
 
 @pytest.mark.slow
