@@ -19,6 +19,7 @@ import pytest
 
 from disha_bench.analysis import check
 from disha_bench.errors import UserError
+from disha_bench.analysis.check_calibration import CURVE_FLOOR
 from disha_bench.training.loop import SLOWDOWN_ENV
 from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput,
                                           Training, write_json_atomic)
@@ -127,6 +128,70 @@ def test_memory_and_throughput_ratios_are_loose_and_directional(baseline, tmp_pa
     slower = [make(m, s, speed=100.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
     assert check.check(write(tmp_path / "slow", slower), path) == 1
     assert "tokens/s / lora's" in _verdicts(capsys)
+
+
+def with_cost(result, step_time, peak=500.0, noise=()):
+    """Three interleaved cost repeats of `step_time` (times 1 + noise[i]) and `peak` MB."""
+    from disha_bench.analysis.results import Cost, CostRepeat
+
+    factors = list(noise) or [0.0, 0.0, 0.0]
+    result.cost = Cost(protocol="3 repeats", repeats=[
+        CostRepeat(position=3 * i, steps=4, peak_mb=peak, increment_mb=10.0, tokens_per_s=64 / (step_time * (1 + f)),
+                   step_time_s=step_time * (1 + f)) for i, f in enumerate(factors)])
+    return result
+
+
+def costed(tmp_path, name, bone_time=0.1, bone_peak=500.0, noise=()):
+    runs = [with_cost(make(m, s), bone_time if m == "bone" else 0.1, bone_peak if m == "bone" else 500.0,
+                      noise if m == "bone" else ()) for m in TAU for s in (0, 1, 2)]
+    folder = tmp_path / name
+    folder.mkdir()
+    for r in runs:  # as the cost phase stores them: beside the result, attached on load
+        cost, r.cost = r.cost, None
+        write_json_atomic(folder / f"{r.run.run_id}.json", r.to_dict())
+        write_json_atomic(folder / "cost" / f"{r.run.run_id}.json", {"protocol": cost.protocol,
+                          "repeats": [vars(x) for x in cost.repeats]})
+    return folder
+
+
+def test_cost_repeats_catch_a_1_5x_slower_step_and_pass_machine_noise(tmp_path, capsys):
+    path = check.write_baseline(costed(tmp_path, "base"), tmp_path / "b.json")
+    entry = next(e for e in json.loads(path.read_text())["runs"] if e["method"] == "bone")
+    assert entry["cost"]["time_ratio"] == pytest.approx(1.0) and entry["cost"]["repeats"] == 3
+    # Machine noise: some repeats disturbed by up to 2x; the fastest repeat is not.
+    assert check.check(costed(tmp_path, "noisy", noise=(0.0, 1.0, 0.4)), path) == 0, _verdicts(capsys)
+    assert check.check(costed(tmp_path, "slow", bone_time=0.15), path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "t/bone/s0: step time / lora's (cost phase) 1× -> 1.5×" in out and "t/lora/" not in out
+    assert check.check(costed(tmp_path, "fat", bone_peak=550.0), path) == 1
+    assert "peak memory / lora's (cost phase)" in _verdicts(capsys)
+
+
+def test_metrics_constant_in_every_run_are_not_compared(tmp_path, capsys):
+    runs = [make(m, s) for m in TAU for s in (0, 1, 2)]
+    for r in runs:
+        r.evaluation["exact_match"] = 0.0
+    path = check.write_baseline(write(tmp_path / "zero", runs), tmp_path / "z.json")
+    assert json.loads(path.read_text())["constant_metrics"] == {"t": {"exact_match": 0.0}}
+    assert check.check(tmp_path / "zero", path) == 0
+    out = _verdicts(capsys)
+    assert "exact_match" in out and "0 in every run of the task: says nothing" in out
+    assert all("exact_match" not in line or "not compared" in line for line in out.splitlines())
+
+
+def test_curve_tolerance_is_calibrated_on_replicates(tmp_path, capsys):
+    base = write(tmp_path / "base", [make(m, s) for m in TAU for s in (0, 1, 2)])
+    replicate = write(tmp_path / "rep", [make(m, s, wobble=1e-6) for m in TAU for s in (0, 1, 2)])
+    path = check.write_baseline(base, tmp_path / "cal.json", replicates=[replicate])
+    data = json.loads(path.read_text())
+    assert data["tolerances"]["curve_abs"] == CURVE_FLOOR and "replicate runs" in data["curve_calibration"]
+    assert check.check(replicate, path) == 0
+    # 0.2% off: inside the default tolerance, outside the calibrated one.
+    drifted = write(tmp_path / "drift", [make(m, s, wobble=2e-3 if (m, s) == ("bone", 1) else 0.0) for m in TAU for s in (0, 1, 2)])
+    assert check.check(drifted, path) == 1
+    assert "t/bone/s1: held-out loss" in _verdicts(capsys)
+    with pytest.raises(UserError, match="--replicate"):
+        check.write_baseline(base, tmp_path / "none.json", replicates=[write(tmp_path / "other", [make("bone", 0, task="x")])])
 
 
 def test_a_seed_that_no_longer_completes_is_a_regression(baseline, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Schema v3 production pieces: the held-out schedule, per-example losses and scores, example ids,
-and per-seed sampling. (The real tiny runs that carry them end to end: tests/test_smoke_suite.py.)
+per-seed sampling and the cost phase's order. (The real tiny runs that carry them end to end:
+tests/test_smoke_suite.py.)
 
     python -m pytest -q tests/test_per_example.py
 """
@@ -86,3 +87,20 @@ def test_per_example_scores_hold_what_corpus_metrics_need():
     arith = tasks.get("synthetic-arith")
     metrics, columns = arith.score_examples([{"target": "5", "output": " 2 + 3 = 5\n#### 5"}, {"target": "4", "output": "#### 3"}])
     assert metrics["exact_match"] == 0.5 and columns == {"exact_match": [1.0, 0.0]}
+
+
+def test_cost_phase_interleaves_methods_in_rounds_drawn_from_the_seed():
+    from disha_bench.running.cost import interleaved
+
+    suite, _ = load_suite(SMOKE, ["seeds=[0,1]"])
+    runs = [r for r in expand_runs(suite) if r.task.name == "synthetic-sentiment" and not r.is_unadapted]
+    for seed in (0, 1):
+        members = [r for r in runs if r.seed == seed]
+        order = [r.method.label for r in interleaved(members, 4, "synthetic-sentiment", seed)]
+        rounds = [order[i : i + 3] for i in range(0, 12, 3)]
+        assert all(sorted(r) == ["bat", "bone", "lora"] for r in rounds)  # A B C, A B C: each method once a round
+        assert order == [r.method.label for r in interleaved(members, 4, "synthetic-sentiment", seed)]
+        assert len({tuple(r) for r in rounds}) > 1  # the order is drawn again each round
+    orders = {s: [r.method.label for r in interleaved([r for r in runs if r.seed == s], 4, "synthetic-sentiment", s)]
+              for s in (0, 1)}
+    assert orders[0] != orders[1]

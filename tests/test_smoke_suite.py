@@ -51,6 +51,13 @@ def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch
             assert len(per_example["prediction"]) == len(per_example["label"]) == len(per_example["ids"])
             point = r.heldout.points[-1]  # classification: the held-out loss is the mean of the examples'
             assert sum(point.per_example) / len(ids) == pytest.approx(point.loss, rel=1e-5)
+    # The cost phase: every trained run has its 3 interleaved repeats, each method once per round.
+    for task in ("synthetic-arith", "synthetic-sentiment"):
+        costs = {r.run.method: r.cost for r in trained if r.run.task == task}
+        assert all(len(c.repeats) == 3 and all(x.steps == 4 and x.peak_mb > 0 and x.step_time_s > 0 for x in c.repeats)
+                   for c in costs.values()), costs
+        rounds = [sorted(m for m, c in costs.items() for x in c.repeats if x.position // 3 == k) for k in range(3)]
+        assert rounds == [["bat", "bone", "lora"]] * 3
     sentiment = next(r for r in trained if r.run.task == "synthetic-sentiment")
     assert sentiment.evaluation["majority_class"]["accuracy"] <= 0.7  # balanced generated labels
     lora = next(r for r in results if r.run.method == "lora")
