@@ -31,13 +31,20 @@ def test_schedule_is_dense_first_then_spaced_and_heldout_every_still_works():
     assert [s for s in range(1, 31) if uniform.is_due(s)] == [10, 20, 30]
 
 
-def test_heldout_dense_steps_is_validated(tmp_path):
+def test_new_suite_fields_are_validated(tmp_path):
     from disha_bench.errors import UserError
 
     with pytest.raises(UserError, match="evaluation.heldout_dense_steps"):
         load_suite(SMOKE, ["evaluation.heldout_dense_steps=-1"])
     with pytest.raises(UserError, match="evaluation.heldout_dense_steps"):
         load_suite(SMOKE, ["evaluation.heldout_dense_steps=many"])
+    with pytest.raises(UserError, match="cost.repeats"):
+        load_suite(SMOKE, ["cost.repeats=-1"])
+    with pytest.raises(UserError, match="cost.steps"):
+        load_suite(SMOKE, ["cost.steps=1"])  # the first step is warm-up: at least one more is measured
+    with pytest.raises(UserError, match="tasks\\[0\\].sample_seed"):
+        load_suite(SMOKE, ["tasks.0.sample_seed=true"])
+    assert load_suite(SMOKE, ["cost.repeats=0"])[0].cost.repeats == 0
 
 
 def test_example_losses_are_the_rows_of_the_models_mean_loss():
