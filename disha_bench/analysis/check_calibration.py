@@ -5,8 +5,8 @@ tolerances, constant metrics, and which configuration keys changed.
     python -m pytest -q tests/test_check.py
 
 - **Cost** (`cost_summary`, `cost_rows`): from the cost phase's interleaved repeats
-  (running/cost.py), each run's fastest repeat's median step time and its smallest peak memory,
-  as a ratio to the reference method's of the same task and seed. The fastest repeat is the one the
+  (running/cost.py), each run's fastest step over all its repeats and its smallest peak memory,
+  as a ratio to the reference method's of the same task and seed. The fastest step is the one the
   machine disturbed least (noise only ever adds time), and both methods were measured in the same
   rounds, so the ratio is what the code costs, not what the machine did. A method whose step became
   1.5x slower moves its ratio 1.5x; the tolerance (x1.25 by default) sits between that and noise.
@@ -45,14 +45,18 @@ def _key(r: RunResult) -> Key:
     return r.run.task, r.run.method, r.run.seed
 
 
+def _fastest(repeat) -> float | None:
+    return repeat.min_step_time_s or repeat.step_time_s
+
+
 def _own_cost(r: RunResult) -> dict[str, Any] | None:
     repeats = r.cost.repeats if r.cost else []
-    times = [x.step_time_s for x in repeats if x.step_time_s]
+    times = [t for x in repeats if (t := _fastest(x))]
     peaks = [x.peak_mb for x in repeats if x.peak_mb]
     if not times:
         return None
     return {"step_time_s": min(times), "peak_mb": min(peaks) if peaks else None, "repeats": len(repeats),
-            "rounds": [x.step_time_s for x in sorted(repeats, key=lambda x: x.position)]}
+            "rounds": [_fastest(x) for x in sorted(repeats, key=lambda x: x.position)]}
 
 
 def cost_summary(results: list[RunResult], reference: str | None) -> dict[Key, dict[str, Any]]:

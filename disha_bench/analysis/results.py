@@ -219,6 +219,9 @@ class CostRepeat:
     """Median tokens/s over the repeat's steps after the first (all ranks)."""
     step_time_s: float | None = None
     """Median step time over the repeat's steps after the first."""
+    min_step_time_s: float | None = None
+    """Fastest of those steps: the one the machine disturbed least (noise only adds time); what
+    `check` compares."""
 
 
 @dataclass

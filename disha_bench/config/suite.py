@@ -170,6 +170,10 @@ class CostConfig(_Strict):
     (reports then use each run's single reading)."""
     steps: int = Field(6, ge=2)
     """Optimizer steps per repeat; the first is left out of the medians (allocator and JIT warm-up)."""
+    threads: Optional[int] = Field(None, gt=0)
+    """CPU threads of each repeat (OMP_NUM_THREADS); null: as the training runs. On a shared CPU,
+    1 keeps OpenMP threads from waiting on each other, so a step's time says what the method costs
+    rather than what the neighbours do."""
 
 
 class OutputConfig(_Strict):

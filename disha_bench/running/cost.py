@@ -41,9 +41,10 @@ def interleaved(members: list[RunSpec], repeats: int, task: str, seed: int) -> l
 
 
 def protocol(suite: Suite) -> str:
+    threads = f", {suite.cost.threads} CPU thread(s)" if suite.cost.threads else ""
     return (f"{suite.cost.repeats} repeats of {suite.cost.steps} steps per method (first step left out of the medians), "
             f"methods interleaved round by round in an order drawn from the seed, each repeat a fresh process, "
-            f"on {socket.gethostname()}")
+            f"on {socket.gethostname()}{threads}")
 
 
 def pending_groups(runs: list[RunSpec], results_dir: Path) -> dict[tuple[str, int], list[RunSpec]]:
@@ -70,7 +71,8 @@ def run_cost_phase(suite: Suite, runs: list[RunSpec], results_dir: Path, data_di
               f"({' '.join(r.method.label for r in schedule)})", flush=True)
         measured: dict[str, list[CostRepeat]] = {r.run_id: [] for r in members}
         for position, run in enumerate(schedule):
-            repeat = measure_once(run, position, suite.cost.steps, results_dir, data_dir, nproc, hostfile, fork)
+            repeat = measure_once(run, position, suite.cost.steps, results_dir, data_dir, nproc, hostfile, fork,
+                                  suite.cost.threads)
             if repeat is not None:
                 measured[run.run_id].append(repeat)
         for run_id, repeats in measured.items():
@@ -79,7 +81,7 @@ def run_cost_phase(suite: Suite, runs: list[RunSpec], results_dir: Path, data_di
 
 
 def measure_once(run: RunSpec, position: int, steps: int, results_dir: Path, data_dir: str | None, nproc: int,
-                 hostfile: str | None, fork: bool) -> CostRepeat | None:
+                 hostfile: str | None, fork: bool, threads: int | None = None) -> CostRepeat | None:
     """One repeat in a fresh worker; None (and a line saying why) when it failed."""
     from disha_bench.running.runner import _kill_tree, start_worker
 
@@ -92,7 +94,10 @@ def measure_once(run: RunSpec, position: int, steps: int, results_dir: Path, dat
     spec_path = work / f"{stem}.spec.json"
     write_json_atomic(spec_path, spec.model_dump(mode="json"))
     with open(work / f"{stem}.log", "w", buffering=1) as log:
-        proc = start_worker([str(spec_path.resolve())], distributed.launch_env(nproc), nproc, hostfile, fork)
+        env = distributed.launch_env(nproc)
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        proc = start_worker([str(spec_path.resolve())], env, nproc, hostfile, fork)
         worker.RUNNING.add(proc)
         try:
             for line in proc.stdout:

@@ -44,6 +44,7 @@ def measure(spec: RunSpec) -> CostRepeat:
         position=-1, steps=len(state.steps), peak_mb=peak, increment_mb=peak - setup.loaded_mb,
         tokens_per_s=statistics.median(s.tokens / s.step_time_s for s in steady),
         step_time_s=statistics.median(s.step_time_s for s in steady),
+        min_step_time_s=min(s.step_time_s for s in steady),
     )
 
 
