@@ -163,11 +163,12 @@ class AnalysisConfig(_Strict):
 
 
 class CostConfig(_Strict):
-    repeats: int = Field(3, ge=0)
+    repeats: int = Field(0, ge=0)
     """Cost phase: after training, each method's peak memory and throughput are measured again in
-    this many short repeats per task and seed, each in a fresh process, methods interleaved
-    (A B C A B C) in an order drawn from the seed (`disha_bench/running/cost.py`); 0 turns it off
-    (reports then use each run's single reading)."""
+    this many short repeats per task and seed (3 is a good start), each in a fresh process, methods
+    interleaved (A B C A B C) in an order drawn from the seed (`disha_bench/running/cost.py`). 0
+    (default, so that ad-hoc and test suites stay quick; every committed benchmark suite sets it):
+    off, and reports use each run's single reading."""
     steps: int = Field(6, ge=2)
     """Optimizer steps per repeat; the first is left out of the medians (allocator and JIT warm-up)."""
     threads: Optional[int] = Field(None, gt=0)
