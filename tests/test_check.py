@@ -2,7 +2,9 @@
 
     pytest tests/test_check.py -q
 
-The real cases (one module-scoped set of tiny runs, marked slow): an unchanged fresh run passes, a
+The real cases (one module-scoped set of tiny runs, marked slow; the baseline's curve tolerances
+calibrated on a 1-thread replicate): unchanged fresh runs on 2 and 1 threads pass, Bat's step made
+1.5x slower (the training loop's test hook, below the configuration) fails on its step time only, a
 halved learning rate fails, and Bat silently built as Bone (injected below the configuration by
 tests/fixtures/bat_built_as_bone/sitecustomize.py) fails on its curve rows.
 """
