@@ -54,7 +54,7 @@ def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch
     # The cost phase: every trained run has its 3 interleaved repeats, each method once per round.
     for task in ("synthetic-arith", "synthetic-sentiment"):
         costs = {r.run.method: r.cost for r in trained if r.run.task == task}
-        assert all(len(c.repeats) == 3 and all(x.steps == 40 and x.peak_mb > 0 and x.step_time_s > 0 for x in c.repeats)
+        assert all(len(c.repeats) == 3 and all(x.steps == 12 and x.peak_mb > 0 and x.step_time_s > 0 for x in c.repeats)
                    for c in costs.values()), costs
         rounds = [sorted(m for m, c in costs.items() for x in c.repeats if x.position // 3 == k) for k in range(3)]
         assert rounds == [["bat", "bone", "lora"]] * 3

@@ -5,10 +5,11 @@ tolerances, constant metrics, and which configuration keys changed.
     python -m pytest -q tests/test_check.py
 
 - **Cost** (`cost_summary`, `cost_rows`): from the cost phase's interleaved repeats
-  (running/cost.py), each run's fastest step over all its repeats and its smallest peak memory,
-  as a ratio to the reference method's of the same task and seed. The fastest step is the one the
-  machine disturbed least (noise only ever adds time), and both methods were measured in the same
-  rounds, so the ratio is what the code costs, not what the machine did. A method whose step became
+  (running/cost.py), each run's step cost (on CPU the process's CPU time per step, which does not
+  grow while other processes hold the cores; on GPUs the fastest step's wall time, noise only ever
+  adding time), the smallest over its repeats, and its smallest peak memory, as a ratio to the
+  reference method's of the same task and seed, measured in the same rounds: what the code costs,
+  not what the machine did. A method whose step became
   1.5x slower moves its ratio 1.5x; the tolerance (x1.25 by default) sits between that and noise.
   The spread of the per-round ratios is stored beside the figure (its repeatability).
 - **Curve tolerances** (`calibrate_curves`): the largest difference between the baseline's runs and
@@ -46,7 +47,9 @@ def _key(r: RunResult) -> Key:
 
 
 def _fastest(repeat) -> float | None:
-    return repeat.min_step_time_s or repeat.step_time_s
+    """A repeat's step cost: its CPU time per step on CPU (contention does not add to it), else its
+    fastest step's wall time."""
+    return repeat.cpu_time_s or repeat.min_step_time_s or repeat.step_time_s
 
 
 def _own_cost(r: RunResult) -> dict[str, Any] | None:

@@ -220,8 +220,10 @@ class CostRepeat:
     step_time_s: float | None = None
     """Median step time over the repeat's steps after the first."""
     min_step_time_s: float | None = None
-    """Fastest of those steps: the one the machine disturbed least (noise only adds time); what
-    `check` compares."""
+    """Fastest of those steps: the one the machine disturbed least (noise only adds time)."""
+    cpu_time_s: float | None = None
+    """CPU runs: median CPU time of the process per step after the first (all its threads). Unlike
+    wall time it does not grow while other processes hold the cores; what `check` compares on CPU."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import statistics
+import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
@@ -36,15 +37,19 @@ def measure(spec: RunSpec) -> CostRepeat:
     sampler = GlobalBatches(len(setup.data.features), spec.training.batch_size, distributed.world_size(),
                             distributed.rank(), spec.seed)
     training = spec.training.model_copy(update={"max_steps": steps, "max_time": None})
+    cpu_marks = [time.process_time()]  # after each step, outside its timed part
     state = fit(setup.engine, setup.data.features, setup.data.tokenizer.pad_token_id, FitState(sampler), training,
-                setup.device, f"{spec.run_id} (cost)")
+                setup.device, f"{spec.run_id} (cost)", between_steps=lambda _: cpu_marks.append(time.process_time()))
     peak = setup.memory.absolute_peak_mb()
     steady = state.steps[WARMUP_STEPS:] or state.steps
+    cpu_steps = [b - a for a, b in zip(cpu_marks, cpu_marks[1:])]
+    cpu_steady = cpu_steps[WARMUP_STEPS:] or cpu_steps
     return CostRepeat(
         position=-1, steps=len(state.steps), peak_mb=peak, increment_mb=peak - setup.loaded_mb,
         tokens_per_s=statistics.median(s.tokens / s.step_time_s for s in steady),
         step_time_s=statistics.median(s.step_time_s for s in steady),
         min_step_time_s=min(s.step_time_s for s in steady),
+        cpu_time_s=statistics.median(cpu_steady) if setup.device.type == "cpu" and cpu_steady else None,
     )
 
 

@@ -25,8 +25,9 @@ from disha_bench.training.sampler import GlobalBatches
 
 SLOWDOWN_ENV = "DISHA_BENCH_TEST_SLOWDOWN"
 """Test hook, below the configuration: `<method label>=<factor>` (e.g. `bat=1.5`) makes every
-training step of that method's runs `factor` times as long (a sleep inside the timed step), so that
-tests can prove `check` sees a slower method. Never set it outside tests."""
+training step of that method's runs `factor` times as long, as slower code would: busy work inside
+the timed step until the step's CPU time is `factor` times what it was (on one thread its wall time
+too), so that tests can prove `check` sees a slower method. Never set it outside tests."""
 _slowdown = 1.0
 
 
@@ -99,7 +100,7 @@ def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
     """One optimizer step over the micro-batches (gradient accumulation), logged across ranks. The
     loss is the mean over the micro-batches that have a supervised token: one without any (only
     possible with hand-made features; encoding drops such examples) adds a zero gradient and no NaN."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     lr = engine.get_lr()[0]
     loss_sum, tokens, counted = 0.0, 0, 0
     for batch in micro_batches:
@@ -119,7 +120,9 @@ def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     if _slowdown > 1.0:
-        time.sleep((time.perf_counter() - start) * (_slowdown - 1.0))
+        until = time.process_time() + (time.process_time() - cpu_start) * (_slowdown - 1.0)
+        while time.process_time() < until:
+            pass
     norm = engine.get_global_grad_norm()
     return StepLog(step, loss_sum / counted, lr, float(norm) if norm is not None else None, int(tokens), time.perf_counter() - start)
 
