@@ -6,8 +6,8 @@ tolerances, constant metrics, and which configuration keys changed.
 
 - **Cost** (`cost_summary`, `cost_rows`): from the cost phase's interleaved repeats
   (running/cost.py), each run's step cost (on CPU the process's CPU time per step, which does not
-  grow while other processes hold the cores; on GPUs the fastest step's wall time, noise only ever
-  adding time), the smallest over its repeats, and its smallest peak memory, as a ratio to the
+  grow while other processes hold the cores, the median over its repeats; on GPUs the fastest
+  step's wall time, noise only ever adding time), and its smallest peak memory, as a ratio to the
   reference method's of the same task and seed, measured in the same rounds: what the code costs,
   not what the machine did. A method whose step became
   1.5x slower moves its ratio 1.5x; the tolerance (x1.25 by default) sits between that and noise.
@@ -25,6 +25,7 @@ tolerances, constant metrics, and which configuration keys changed.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -58,7 +59,10 @@ def _own_cost(r: RunResult) -> dict[str, Any] | None:
     peaks = [x.peak_mb for x in repeats if x.peak_mb]
     if not times:
         return None
-    return {"step_time_s": min(times), "peak_mb": min(peaks) if peaks else None, "repeats": len(repeats),
+    # CPU time resists descheduling but not cache contention: the median repeat; wall time: the fastest.
+    on_cpu = all(x.cpu_time_s for x in repeats)
+    return {"step_time_s": statistics.median(times) if on_cpu else min(times), "peak_mb": min(peaks) if peaks else None,
+            "repeats": len(repeats),
             "rounds": [_fastest(x) for x in sorted(repeats, key=lambda x: x.position)]}
 
 
