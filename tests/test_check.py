@@ -2,7 +2,9 @@
 
     pytest tests/test_check.py -q
 
-The real cases (one module-scoped set of tiny runs, marked slow): an unchanged fresh run passes, a
+The real cases (one module-scoped set of tiny runs, marked slow; the baseline's curve tolerances
+calibrated on a 1-thread replicate): unchanged fresh runs on 2 and 1 threads pass, Bat's step made
+1.5x slower (the training loop's test hook, below the configuration) fails on its step time only, a
 halved learning rate fails, and Bat silently built as Bone (injected below the configuration by
 tests/fixtures/bat_built_as_bone/sitecustomize.py) fails on its curve rows.
 """
@@ -19,6 +21,8 @@ import pytest
 
 from disha_bench.analysis import check
 from disha_bench.errors import UserError
+from disha_bench.analysis.check_calibration import CURVE_FLOOR
+from disha_bench.training.loop import SLOWDOWN_ENV
 from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput,
                                           Training, write_json_atomic)
 
@@ -27,7 +31,7 @@ TAU = {"bone": 3.0, "lora": 12.0}
 
 
 def make(method, seed, lr_factor=1.0, wobble=0.0, status="complete", task="t", config_hash="aaaa", memory=None,
-         speed=None, accuracy_shift=0.0):
+         speed=None, accuracy_shift=0.0, lr=1e-3):
     """A deterministic run: loss 0.5 + 2 exp(-lr_factor t / tau) + a seed ripple; `wobble`: last-bit-like noise."""
     def loss(t):
         return (0.5 + 2.0 * math.exp(-lr_factor * t / TAU[method]) + 0.02 * ((seed + t) % 3)) * (1 + wobble * math.sin(t))
@@ -36,7 +40,8 @@ def make(method, seed, lr_factor=1.0, wobble=0.0, status="complete", task="t", c
     return RunResult(
         run=RunInfo(run_id=f"{task}-{method}-s{seed}-{config_hash}", suite="synth", task=task, method=method,
                     seed=seed, status=status, error="loss is NaN" if status == "diverged" else None,
-                    analysis={"reference": "lora", "targets": []}),
+                    analysis={"reference": "lora", "targets": []},
+                    config={"method": {"name": method}, "training": {"lr": lr, "max_steps": 30}, "seed": seed}),
         training=Training(trainable_params=1, total_params=2, steps=[
             StepLog(step=t, loss=loss(t), lr=1e-3, grad_norm=1.0, tokens=64, step_time_s=0.1) for t in range(1, 31)]),
         heldout=HeldOut(n_examples=32, source="validation split", every=5, points=[
@@ -68,8 +73,8 @@ def test_baseline_file_holds_every_seed_on_one_line_per_curve(baseline):
     _, path = baseline
     text = path.read_text()
     data = json.loads(text)
-    assert data["format"] == check.FORMAT and data["version"] == 2 and data["reference"] == "lora"
-    assert data["tolerances"] == check.DEFAULT_TOLERANCES
+    assert data["format"] == check.FORMAT and data["version"] == 3 and data["reference"] == "lora"
+    assert data["tolerances"] == {**check.DEFAULT_TOLERANCES, **check.COST_TOLERANCES}
     bone = next(e for e in data["runs"] if (e["method"], e["seed"]) == ("bone", 1))
     assert bone["heldout"]["steps"] == [0, 5, 10, 15, 20, 25, 30] and len(bone["train_loss"]["loss"]) == 30
     assert bone["metrics"]["accuracy"] == pytest.approx(0.81)
@@ -96,9 +101,14 @@ def test_any_seed_whose_curve_moves_fails_naming_run_and_figure(baseline, tmp_pa
 
 def test_pairing_is_by_task_method_seed_not_run_id(baseline, tmp_path, capsys):
     _, path = baseline
+    # Another run id with the same configuration (e.g. other package versions): paired, no note.
     runs = [make(m, s, config_hash="bbbb") for m in TAU for s in (0, 1, 2)]
     assert check.check(write(tmp_path / "ids", runs), path) == 0
-    assert "configuration changed" in _verdicts(capsys)
+    assert "configuration changed" not in _verdicts(capsys)
+    # A changed configuration is named by its keys (the curves here are the same, so it passes).
+    runs = [make(m, s, config_hash="cccc", lr=2e-3) for m in TAU for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "lr", runs), path) == 0
+    assert "configuration changed: training.lr" in _verdicts(capsys)
 
 
 def test_metric_tolerance_is_about_one_example(baseline, tmp_path, capsys):
@@ -120,6 +130,70 @@ def test_memory_and_throughput_ratios_are_loose_and_directional(baseline, tmp_pa
     slower = [make(m, s, speed=100.0 if m == "bone" else None) for m in TAU for s in (0, 1, 2)]
     assert check.check(write(tmp_path / "slow", slower), path) == 1
     assert "tokens/s / lora's" in _verdicts(capsys)
+
+
+def with_cost(result, step_time, peak=500.0, noise=()):
+    """Three interleaved cost repeats of `step_time` (times 1 + noise[i]) and `peak` MB."""
+    from disha_bench.analysis.results import Cost, CostRepeat
+
+    factors = list(noise) or [0.0, 0.0, 0.0]
+    result.cost = Cost(protocol="3 repeats", repeats=[
+        CostRepeat(position=3 * i, steps=4, peak_mb=peak, increment_mb=10.0, tokens_per_s=64 / (step_time * (1 + f)),
+                   step_time_s=step_time * (1 + f)) for i, f in enumerate(factors)])
+    return result
+
+
+def costed(tmp_path, name, bone_time=0.1, bone_peak=500.0, noise=()):
+    runs = [with_cost(make(m, s), bone_time if m == "bone" else 0.1, bone_peak if m == "bone" else 500.0,
+                      noise if m == "bone" else ()) for m in TAU for s in (0, 1, 2)]
+    folder = tmp_path / name
+    folder.mkdir()
+    for r in runs:  # as the cost phase stores them: beside the result, attached on load
+        cost, r.cost = r.cost, None
+        write_json_atomic(folder / f"{r.run.run_id}.json", r.to_dict())
+        write_json_atomic(folder / "cost" / f"{r.run.run_id}.json", {"protocol": cost.protocol,
+                          "repeats": [vars(x) for x in cost.repeats]})
+    return folder
+
+
+def test_cost_repeats_catch_a_1_5x_slower_step_and_pass_machine_noise(tmp_path, capsys):
+    path = check.write_baseline(costed(tmp_path, "base"), tmp_path / "b.json")
+    entry = next(e for e in json.loads(path.read_text())["runs"] if e["method"] == "bone")
+    assert entry["cost"]["time_ratio"] == pytest.approx(1.0) and entry["cost"]["repeats"] == 3
+    # Machine noise: some repeats disturbed by up to 2x; the fastest repeat is not.
+    assert check.check(costed(tmp_path, "noisy", noise=(0.0, 1.0, 0.4)), path) == 0, _verdicts(capsys)
+    assert check.check(costed(tmp_path, "slow", bone_time=0.15), path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "t/bone/s0: step time / lora's (cost phase) 1× -> 1.5×" in out and "t/lora/" not in out
+    assert check.check(costed(tmp_path, "fat", bone_peak=550.0), path) == 1
+    assert "peak memory / lora's (cost phase)" in _verdicts(capsys)
+
+
+def test_metrics_constant_in_every_run_are_not_compared(tmp_path, capsys):
+    runs = [make(m, s) for m in TAU for s in (0, 1, 2)]
+    for r in runs:
+        r.evaluation["exact_match"] = 0.0
+    path = check.write_baseline(write(tmp_path / "zero", runs), tmp_path / "z.json")
+    assert json.loads(path.read_text())["constant_metrics"] == {"t": {"exact_match": 0.0}}
+    assert check.check(tmp_path / "zero", path) == 0
+    out = _verdicts(capsys)
+    assert "exact_match" in out and "0 in every run of the task: says nothing" in out
+    assert all("exact_match" not in line or "not compared" in line for line in out.splitlines())
+
+
+def test_curve_tolerance_is_calibrated_on_replicates(tmp_path, capsys):
+    base = write(tmp_path / "base", [make(m, s) for m in TAU for s in (0, 1, 2)])
+    replicate = write(tmp_path / "rep", [make(m, s, wobble=1e-6) for m in TAU for s in (0, 1, 2)])
+    path = check.write_baseline(base, tmp_path / "cal.json", replicates=[replicate])
+    data = json.loads(path.read_text())
+    assert data["tolerances"]["curve_abs"] == CURVE_FLOOR and "replicate runs" in data["curve_calibration"]
+    assert check.check(replicate, path) == 0
+    # 0.2% off: inside the default tolerance, outside the calibrated one.
+    drifted = write(tmp_path / "drift", [make(m, s, wobble=2e-3 if (m, s) == ("bone", 1) else 0.0) for m in TAU for s in (0, 1, 2)])
+    assert check.check(drifted, path) == 1
+    assert "t/bone/s1: held-out loss" in _verdicts(capsys)
+    with pytest.raises(UserError, match="--replicate"):
+        check.write_baseline(base, tmp_path / "none.json", replicates=[write(tmp_path / "other", [make("bone", 0, task="x")])])
 
 
 def test_a_seed_that_no_longer_completes_is_a_regression(baseline, tmp_path, capsys):
@@ -148,7 +222,7 @@ def test_bad_baseline_files_are_user_errors(baseline, tmp_path):
     with pytest.raises(UserError, match="not a disha-bench baseline"):
         check.check(results, tmp_path / "other.json")
     (tmp_path / "v1.json").write_text('{"format": "disha-bench-baseline", "version": 1, "entries": []}')
-    with pytest.raises(UserError, match="expected 2: regenerate it"):
+    with pytest.raises(UserError, match="expected 3: regenerate it"):
         check.check(results, tmp_path / "v1.json")
 
 
@@ -181,16 +255,24 @@ def smoke_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("smoke-check")
     folders = {}
-    for name, only, overrides in (("base", ONLY, []), ("same", ONLY, []),
-                                  ("half_lr", ["synthetic-sentiment/bat"], ["training.lr=1e-3"])):
+    no_cost = "cost.repeats=0"  # these two fail on their curves; their cost would only cost time
+    for name, only, overrides, env in (
+            ("base", ONLY, [], {}), ("same", ONLY, [], {}), ("one_thread", ONLY, [], {"OMP_NUM_THREADS": "1"}),
+            # Bat's step made 1.5x slower below the configuration (the training loop's test hook).
+            ("slow_bat", ONLY, [], {SLOWDOWN_ENV: "bat=1.5"}),
+            ("half_lr", ["synthetic-sentiment/bat"], ["training.lr=1e-3", no_cost], {})):
         folders[name] = root / name
-        assert run_suite(SMOKE, out=str(folders[name]), only=only, overrides=["output.report=false", *overrides]) == 0
+        with pytest.MonkeyPatch.context() as patch_env:
+            for key, value in env.items():
+                patch_env.setenv(key, value)
+            assert run_suite(SMOKE, out=str(folders[name]), only=only, overrides=["output.report=false", *overrides]) == 0
     folders["swap"] = root / "swap"
     patch = ROOT / "tests" / "fixtures" / "bat_built_as_bone"
-    done = _cli_run(folders["swap"], ["--only", "synthetic-sentiment/bat"],
+    done = _cli_run(folders["swap"], ["--only", "synthetic-sentiment/bat", "--set", no_cost],
                     {"DISHA_BENCH_FORK": "0", "PYTHONPATH": f"{patch}{os.pathsep}{os.environ.get('PYTHONPATH', ROOT)}"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    path = check.write_baseline(folders["base"], root / "baseline.json", reference="lora")
+    # Curve tolerances calibrated on a replicate at another thread count, as the committed baseline's.
+    path = check.write_baseline(folders["base"], root / "baseline.json", reference="lora", replicates=[folders["one_thread"]])
     return folders, path
 
 
@@ -198,6 +280,22 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_unchanged_fresh_run_passes(smoke_runs, capsys):
     folders, path = smoke_runs
     assert check.check(folders["same"], path) == 0, _verdicts(capsys)
+
+
+@pytest.mark.slow
+def test_smoke_fresh_run_on_one_thread_passes(smoke_runs, capsys):
+    folders, path = smoke_runs
+    assert json.loads(path.read_text())["tolerances"]["curve_abs"] < 0.005  # calibrated, tighter than the default
+    assert check.check(folders["one_thread"], path) == 0, _verdicts(capsys)
+
+
+@pytest.mark.slow
+def test_smoke_one_method_made_1_5x_slower_fails_on_its_step_time(smoke_runs, capsys):
+    folders, path = smoke_runs
+    assert check.check(folders["slow_bat"], path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "synthetic-sentiment/bat/s0: step time / lora's (cost phase)" in out
+    assert "loss" not in out and "accuracy" not in out  # only its speed changed
 
 
 @pytest.mark.slow

@@ -98,6 +98,10 @@ def test_one_rank_and_two_ranks_give_the_same_curve(tmp_path, stage):
     # The held-out curve is the same on 2 ranks (each evaluates its shard) as on one.
     (single,) = load_results(tmp_path / "one")
     assert [p.loss for p in result.heldout.points] == pytest.approx([p.loss for p in single.heldout.points], rel=1e-5)
+    # ... and so is every example's own loss, gathered back into the set's order.
+    assert result.heldout.example_ids == single.heldout.example_ids
+    for two_ranks, one_rank in zip(result.heldout.points, single.heldout.points):
+        assert two_ranks.per_example == pytest.approx(one_rank.per_example, rel=1e-4)
     if stage == 3:
         _assert_adapter_reloads_to_trained_loss(tmp_path / "two", result)
 

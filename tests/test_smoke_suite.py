@@ -38,7 +38,26 @@ def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch
         (point,) = unadapted.heldout.points
         for r in (r for r in trained if r.run.task == unadapted.run.task):  # adapters start as the identity
             assert r.heldout.points[0].loss == pytest.approx(point.loss, rel=1e-4), r.run.method
-        assert [p.step for p in trained[0].heldout.points] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
+        assert [p.step for p in trained[0].heldout.points] == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
+    # Schema v3: every held-out point has each example's loss, every evaluation each example's score.
+    for r in results:
+        ids = r.heldout.example_ids
+        assert len(ids) == r.heldout.n_examples and all(len(p.per_example) == len(ids) for p in r.heldout.points)
+        per_example = r.evaluation["per_example"]
+        assert len(per_example["ids"]) == r.evaluation["n_examples"] == len(per_example[r.evaluation["primary_metric"]])
+        assert sum(per_example[r.evaluation["primary_metric"]]) / len(per_example["ids"]) == pytest.approx(
+            r.evaluation[r.evaluation["primary_metric"]])
+        if r.run.task == "synthetic-sentiment":
+            assert len(per_example["prediction"]) == len(per_example["label"]) == len(per_example["ids"])
+            point = r.heldout.points[-1]  # classification: the held-out loss is the mean of the examples'
+            assert sum(point.per_example) / len(ids) == pytest.approx(point.loss, rel=1e-5)
+    # The cost phase: every trained run has its 3 interleaved repeats, each method once per round.
+    for task in ("synthetic-arith", "synthetic-sentiment"):
+        costs = {r.run.method: r.cost for r in trained if r.run.task == task}
+        assert all(len(c.repeats) == 3 and all(x.steps == 12 and x.peak_mb > 0 and x.step_time_s > 0 for x in c.repeats)
+                   for c in costs.values()), costs
+        rounds = [sorted(m for m, c in costs.items() for x in c.repeats if x.position // 3 == k) for k in range(3)]
+        assert rounds == [["bat", "bone", "lora"]] * 3
     sentiment = next(r for r in trained if r.run.task == "synthetic-sentiment")
     assert sentiment.evaluation["majority_class"]["accuracy"] <= 0.7  # balanced generated labels
     lora = next(r for r in results if r.run.method == "lora")

@@ -13,14 +13,22 @@ silently built wrong) is still paired with the run it should reproduce. Per pair
   below; a halved learning rate or another adapter goes far above);
 - every evaluation metric: more than max(metric_abs, metric_examples / n_examples) apart (proportions
   on a few examples move by whole examples);
-- peak memory and tokens/s as a ratio to the reference method's run of the same seed in the same
-  results (machine speed cancels out): regression when the ratio grew (memory) by more than 25% or
-  shrank (throughput) to less than a third. Loose on purpose: on a shared 2-core machine the
-  tokens/s ratio of two tiny smoke runs moved by 2x between two runs of the same commit;
+- step time and peak memory from the cost phase's interleaved repeats (running/cost.py), as a ratio
+  to the reference method's of the same seed: regression when the step-time ratio grew by more than
+  25% (a 1.5x slower step exceeds it, machine noise does not: check_calibration.py) or the memory
+  ratio by more than 5%;
+- without cost repeats on both sides, peak memory and tokens/s of the runs' single readings as a
+  ratio to the reference's: regression when the ratio grew (memory) by more than 25% or shrank
+  (throughput) to less than a third. Loose on purpose: on a shared 2-core machine the tokens/s ratio
+  of two tiny smoke runs moved by 2x between two runs of the same commit;
+- a metric with one value in every run of its task, in the baseline and now (exact match 0
+  everywhere), is reported as not compared;
 - a run that completed in the baseline and did not now is a regression.
 
-Tolerances are stored in the baseline file (`tolerances`; edit them there). Runs present on only one
-side are listed and do not fail.
+Curve tolerances are calibrated on replicate runs when the baseline is written with `--replicate`
+(check_calibration.py). Tolerances are stored in the baseline file (`tolerances`; edit them there).
+Runs present on only one side are listed and do not fail. "configuration changed" names the keys of
+the resolved run configuration that differ (library versions are not configuration).
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from disha_bench.analysis import measures
+from disha_bench.analysis.check_calibration import (
+    COST_TOLERANCES, calibrate_curves, config_changes, constant_metrics, cost_rows, cost_summary,
+)
 from disha_bench.analysis.compare import latest_per_seed
 from disha_bench.analysis.measures import load_checked
 from disha_bench.analysis.convergence import heldout_points
@@ -40,7 +51,9 @@ from disha_bench.errors import UserError
 from disha_bench.analysis.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult, atomic_write_text
 
 FORMAT = "disha-bench-baseline"
-VERSION = 2
+VERSION = 3
+READABLE_VERSIONS = (2, 3)
+"""Version 2 baselines (no cost figures, no configurations) are still compared on what they hold."""
 DEFAULT_TOLERANCES = {
     "curve_abs": 0.005,
     "curve_rel": 0.002,
@@ -59,7 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, help="baseline file to write (JSON)")
     p.add_argument("--reference", help="method the memory and throughput ratios are taken against "
                    "(default: the suite's analysis.reference recorded in the results)")
-    p.set_defaults(func=lambda a: (print(f"wrote {write_baseline(a.results_dir, a.out, a.reference)}"), 0)[1])
+    p.add_argument("--replicate", action="append", default=[], metavar="DIR",
+                   help="results folder of a replicate run of the same suite (e.g. another thread count): "
+                        "curve tolerances are calibrated on its differences (repeatable)")
+    p.set_defaults(func=lambda a: (print(f"wrote {write_baseline(a.results_dir, a.out, a.reference, a.replicate)}"), 0)[1])
     p = subparsers.add_parser("check", help="compare a results folder with a baseline; exit 1 on a regression")
     p.add_argument("results_dir", help="folder of result files, e.g. results/smoke")
     p.add_argument("--baseline", required=True, help="file written by `disha-bench baseline`")
@@ -84,7 +100,7 @@ def _ratios(results: list[RunResult], reference: str | None) -> dict[Key, dict[s
     return out
 
 
-def _entry(r: RunResult, ratios: dict[str, float | None]) -> dict[str, Any]:
+def _entry(r: RunResult, ratios: dict[str, float | None], cost: dict[str, Any] | None) -> dict[str, Any]:
     points = heldout_points(r)
     steps = r.training.steps if r.training else []
     return {
@@ -94,26 +110,46 @@ def _entry(r: RunResult, ratios: dict[str, float | None]) -> dict[str, Any]:
         "metrics": measures.numeric_metrics(r) if r.run.status in EVALUATED_STATUSES else {},
         "n_examples": r.evaluation.get("n_examples"),
         "ratios_to_reference": ratios,
+        "cost": cost,
+        "config": r.run.config,
     }
 
 
-def build_baseline(results: list[RunResult], reference: str | None = None) -> dict[str, Any]:
+def build_baseline(results: list[RunResult], reference: str | None = None,
+                   replicates: list[list[RunResult]] = ()) -> dict[str, Any]:
     results, _ = latest_per_seed(results)
     reference = reference or _reference(results)
     ratios = _ratios(results, reference)
-    runs = [_entry(r, ratios[(r.run.task, r.run.method, r.run.seed)]) for r in results if r.run.status in TRAINED_STATUSES]
+    costs = cost_summary(results, reference)
+    runs = [_entry(r, ratios[key], costs.get(key)) for r in results if r.run.status in TRAINED_STATUSES
+            for key in [(r.run.task, r.run.method, r.run.seed)]]
     if not runs:
         raise UserError("no trained run to take a baseline from")
     meta = results[0].meta
+    tolerances = {**DEFAULT_TOLERANCES, **COST_TOLERANCES}
+    calibration = calibrate_curves(results, [latest_per_seed(r)[0] for r in replicates])
+    if replicates and calibration is None:
+        raise UserError("--replicate: no run of the replicate folder has the same task, method and seed as a baseline run")
+    if calibration is not None:
+        tolerances.update({k: v for k, v in calibration.items() if k != "calibration"})
     return {"format": FORMAT, "version": VERSION,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "suite": results[0].run.suite, "git_commit": meta.git_commit, "git_dirty": meta.git_dirty,
-            "reference": reference, "tolerances": dict(DEFAULT_TOLERANCES),
+            "reference": reference, "tolerances": tolerances,
+            "curve_calibration": calibration["calibration"] if calibration else "none: default curve tolerances",
+            "constant_metrics": constant_metrics(results),
             "runs": sorted(runs, key=lambda e: (e["task"], e["method"], e["seed"]))}
 
 
-def write_baseline(results_dir: str | Path, out: str | Path, reference: str | None = None) -> Path:
-    text = json.dumps(build_baseline(load_checked(results_dir), reference), indent=2)
+def write_baseline(results_dir: str | Path, out: str | Path, reference: str | None = None,
+                   replicates: list[str | Path] = ()) -> Path:
+    data = build_baseline(load_checked(results_dir), reference, [load_checked(d) for d in replicates])
+    configs = {}
+    for i, e in enumerate(data["runs"]):  # each run's configuration on one line of its own
+        configs[f'"@config{i}@"'], e["config"] = json.dumps(e["config"], sort_keys=True), f"@config{i}@"
+    text = json.dumps(data, indent=2)
+    for placeholder, config in configs.items():
+        text = text.replace(placeholder, config)
     # One line per list of numbers (curves), so the file stays readable and diffable.
     text = re.sub(r"\[([^\[\]{}\"]*)\]", lambda m: "[" + ", ".join(p.strip() for p in m.group(1).split(",") if p.strip()) + "]", text)
     out = Path(out)
@@ -133,7 +169,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read ({err})", file=str(path)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"not a disha-bench baseline (expected \"format\": \"{FORMAT}\")", file=str(path))
-    if data.get("version") != VERSION or not isinstance(data.get("runs"), list):
+    if data.get("version") not in READABLE_VERSIONS or not isinstance(data.get("runs"), list):
         raise UserError(f"baseline version {data.get('version')!r}, expected {VERSION}: regenerate it with "
                         f"`disha-bench baseline RESULTS_DIR -o {path}`", file=str(path))
     try:
@@ -170,13 +206,16 @@ def _curve_row(e: dict, name: str, base: dict, steps: list[int], losses: list[fl
                 f"±{tol:.3g}", WORSE if outside else OK, note)
 
 
-def _metric_rows(e: dict, r: RunResult, tols: dict) -> list[dict]:
+def _metric_rows(e: dict, r: RunResult, tols: dict, constant: dict[str, float]) -> list[dict]:
     rows, current = [], measures.numeric_metrics(r)
     n = e.get("n_examples") or r.evaluation.get("n_examples")
     for name, b in sorted(e["metrics"].items()):
         c = current.get(name)
         if c is None:
             rows.append(_row(e, name, _f(b), "–", "", "", WORSE, "metric missing now"))
+            continue
+        if name in constant and c == b:
+            rows.append(_row(e, name, _f(b), _f(c), "", "", INFO, f"{_f(b)} in every run of the task: says nothing"))
             continue
         tol = max(tols["metric_abs"], tols["metric_examples"] / n if n and measures.is_proportion(name) else 0.0)
         rows.append(_row(e, name, _f(b), _f(c), f"{c - b:+.3g}", f"±{tol:.3g}", WORSE if abs(c - b) > tol else OK))
@@ -211,6 +250,11 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
     reference = baseline.get("reference") or _reference(results)
     current = {(r.run.task, r.run.method, r.run.seed): r for r in results}
     ratios = _ratios(results, reference)
+    costs = cost_summary(results, reference)
+    # Constant in the baseline and still constant now: compared, it would only say "0 == 0".
+    now_constant = constant_metrics(results)
+    constant = {task: {m: v for m, v in metrics.items() if now_constant.get(task, {}).get(m) == v}
+                for task, metrics in (baseline.get("constant_metrics") or {}).items()}
     rows = []
     for e in baseline["runs"]:
         key = (e["task"], e["method"], int(e["seed"]))
@@ -218,7 +262,7 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
         if r is None:
             rows.append(_row(e, "run", e["status"], "none", "", "", INFO, "in the baseline, not in these results (not a failure)"))
             continue
-        note = "" if r.run.run_id == e.get("run_id") else f"run id {r.run.run_id} (baseline {e.get('run_id')}): configuration changed"
+        note = _config_note(e, r)
         if r.run.status not in TRAINED_STATUSES or (e["metrics"] and r.run.status not in EVALUATED_STATUSES):
             rows.append(_row(e, "status", e["status"], r.run.status, "", "", WORSE, r.run.error or note))
             continue
@@ -230,12 +274,23 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
         if curves and note:
             curves[0]["note"] = "; ".join(x for x in (curves[0]["note"], note) if x)
         rows += curves
-        rows += _metric_rows(e, r, tols)
-        rows += _ratio_rows(e, ratios.get(key, {}), tols, reference)
+        rows += _metric_rows(e, r, tols, constant.get(e["task"], {}))
+        if e.get("cost") and key in costs and e["method"] != reference:
+            rows += cost_rows(e, costs[key], tols, str(reference), _row)
+        else:
+            rows += _ratio_rows(e, ratios.get(key, {}), tols, reference)
     for (task, method, seed), r in sorted(current.items()):
         rows.append(_row({"task": task, "method": method, "seed": seed}, "run", "none", r.run.status, "", "", INFO,
                          "not in the baseline (not a failure)"))
     return rows
+
+
+def _config_note(e: dict, r: RunResult) -> str:
+    """"configuration changed" with the keys that changed; by run id only for a v2 baseline."""
+    if "config" in e:
+        changed = config_changes(e["config"], r.run.config)
+        return f"configuration changed: {', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}" if changed else ""
+    return "" if r.run.run_id == e.get("run_id") else f"run id {r.run.run_id} (baseline {e.get('run_id')}): configuration changed"
 
 
 def check(results_dir: str | Path, baseline_path: str | Path) -> int:
@@ -249,7 +304,8 @@ def check(results_dir: str | Path, baseline_path: str | Path) -> int:
     bad = [r for r in rows if r["verdict"] == WORSE]
     unmatched = [r for r in rows if r["verdict"] == INFO]
     if unmatched:
-        print(f"\n{len(unmatched)} row(s) not compared (missing from one side): reported, not failures.")
+        print(f"\n{len(unmatched)} row(s) not compared (missing from one side, or constant in every run): "
+              "reported, not failures.")
     if bad:
         print(f"\nREGRESSION against {baseline_path}:")
         for r in bad:

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# v3 (all additions optional, so v2 files still load with them absent): per-example held-out losses and
+# example ids, the held-out schedule, per-example evaluation scores, and the cost phase's repeats.
 
 # The run-status model, shared by the recipe, the runner, report, check and status:
 # - complete:            trained for the whole budget and evaluated.
@@ -88,6 +90,9 @@ class HeldOutPoint:
     """Seconds of training up to this step, held-out evaluation excluded (what a user pays)."""
     tokens: int
     """Training tokens processed up to this step (all ranks)."""
+    per_example: list[float] | None = None
+    """v3: each held-out example's loss at this step, in the order of `HeldOut.example_ids`
+    (token-weighted within an example for generation tasks); null in v2 results."""
 
 
 @dataclass
@@ -100,11 +105,17 @@ class HeldOut:
     """Where they come from, e.g. `validation split`, `training pool outside the training subset`,
     `canonical solutions`."""
     every: int
-    """Measured every this many optimizer steps (plus step 0 and the last step)."""
+    """Measured every this many optimizer steps (plus step 0 and the last step); from v3 the spacing
+    after the dense start named by `schedule`."""
     points: list[HeldOutPoint] = field(default_factory=list)
-    """The curve, ordered by step, starting at step 0."""
+    """The curve, ordered by step, starting at step 0 (the steps are whatever the schedule gave)."""
     eval_time_s: float = 0.0
     """Total seconds spent on held-out evaluation (excluded from training time and throughput)."""
+    example_ids: list[str] | None = None
+    """v3: the held-out examples' stable ids, in the order of every point's `per_example`."""
+    schedule: str | None = None
+    """v3: the measuring schedule in words, e.g. `every step to 10, then every 3, and the last step`;
+    null in v2 results (then `every` alone describes it)."""
 
 
 @dataclass
@@ -193,6 +204,44 @@ class Throughput:
 
 
 @dataclass
+class CostRepeat:
+    """One short repeat of the cost phase: a fresh process that trains a few steps and measures."""
+
+    position: int
+    """Order of this repeat in the interleaved schedule of its task and seed (0 = first)."""
+    steps: int
+    """Optimizer steps the repeat trained."""
+    peak_mb: float | None = None
+    """Absolute peak memory of the repeat's process on rank 0 (like `Memory.peak_mb`)."""
+    increment_mb: float | None = None
+    """peak_mb minus the usage with the model and adapter loaded (like `Memory.increment_mb`)."""
+    tokens_per_s: float | None = None
+    """Median tokens/s over the repeat's steps after the first (all ranks)."""
+    step_time_s: float | None = None
+    """Median step time over the repeat's steps after the first."""
+    min_step_time_s: float | None = None
+    """Fastest of those steps: the one the machine disturbed least (noise only adds time)."""
+    cpu_time_s: float | None = None
+    """CPU runs: median CPU time of the process per step after the first (all its threads). Unlike
+    wall time it does not grow while other processes hold the cores; what `check` compares on CPU."""
+
+
+@dataclass
+class Cost:
+    """v3: cost measured like a benchmark, several short interleaved repeats per method
+    (`disha_bench/running/cost.py`); stored in `<results>/cost/<run-id>.json` and attached on load."""
+
+    protocol: str
+    """One line: repeats, steps per repeat, warm-up steps left out, order."""
+    repeats: list[CostRepeat] = field(default_factory=list)
+    """The repeats of this run's task, method and seed, in the order they ran."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Cost":
+        return cls(protocol=data["protocol"], repeats=[CostRepeat(**r) for r in data.get("repeats", [])])
+
+
+@dataclass
 class Meta:
     versions: dict[str, str] = field(default_factory=dict)
     """Versions of python, torch, transformers, peft, deepspeed, disha-bench."""
@@ -225,6 +274,10 @@ class RunResult:
     """The held-out loss curve from step 0; null when the run failed before training."""
     meta: Meta = field(default_factory=Meta)
     """Provenance: library versions, git state, hardware, command."""
+    cost: Cost | None = None
+    """v3: the cost phase's repeated measurements, attached by `load_results` from
+    `<results>/cost/<run-id>.json`; null when the suite measured none (and in v2 results): analysis
+    then falls back to the run's single reading in `memory` and `throughput`."""
     schema_version: int = SCHEMA_VERSION
     """Version of this schema; bumped on incompatible changes."""
 
@@ -245,6 +298,7 @@ class RunResult:
             throughput=Throughput(**data["throughput"]) if data.get("throughput") else None,
             heldout=_heldout(data.get("heldout")),
             meta=Meta(**data.get("meta", {})),
+            cost=Cost.from_dict(data["cost"]) if data.get("cost") else None,
             schema_version=data.get("schema_version", SCHEMA_VERSION),
         )
 
@@ -310,6 +364,28 @@ def read_result(path: Path) -> RunResult | None:
 
 
 def load_results(results_dir: Path) -> list[RunResult]:
-    """Every readable result file directly in `results_dir`, sorted by run id."""
+    """Every readable result file directly in `results_dir`, sorted by run id, each with its cost
+    repeats attached when `results_dir/cost/<run-id>.json` holds them."""
     found = (read_result(p) for p in sorted(Path(results_dir).glob("*.json")))
-    return sorted((r for r in found if r is not None), key=lambda r: r.run.run_id)
+    results = sorted((r for r in found if r is not None), key=lambda r: r.run.run_id)
+    for result in results:
+        result.cost = result.cost or read_cost(cost_path(Path(results_dir), result.run.run_id))
+    return results
+
+
+COST_DIR = "cost"
+"""Sub-folder of a results folder holding the cost phase's files, one per run id."""
+
+
+def cost_path(results_dir: Path, run_id: str) -> Path:
+    """Where the cost phase stores the repeats of one run (never inside the run's own result file,
+    which is written once)."""
+    return Path(results_dir) / COST_DIR / f"{run_id}.json"
+
+
+def read_cost(path: Path) -> Cost | None:
+    """The cost file at `path`, or None when it is missing or unreadable."""
+    try:
+        return Cost.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

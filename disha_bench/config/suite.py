@@ -43,8 +43,10 @@ class TaskConfig(StrictModel):
     """Use at most this many training examples (a seeded random subset); null for all."""
     eval_limit: Optional[int] = Field(None, gt=0)
     """Evaluate on at most this many examples (a seeded random subset); null for all."""
-    sample_seed: int = 0
-    """Seed of the subsets above: the same for every run, so all methods and seeds see the same data."""
+    sample_seed: Optional[StrictInt] = None
+    """Seed of the training subset, the held-out set and the evaluation sample. null (default): the
+    run seed, so every seed draws its own examples (all methods of one seed see the same ones); a
+    number fixes them for every seed."""
     source: Literal["auto", "hub", "local"] = "auto"
     """Where the data comes from: `local` files (data_files or the data directory), the `hub`, or
     `auto` (local when found, else the hub)."""
@@ -126,8 +128,13 @@ class EvaluationConfig(_Strict):
     heldout_examples: int = Field(64, gt=0)
     """Examples in the held-out loss set: the same for every method and seed, never trained on."""
     heldout_every: Optional[int] = Field(None, gt=0)
-    """Measure the held-out loss every this many optimizer steps (plus step 0 and the last step);
-    null: max_steps // 10, so the curve has at least 10 points after step 0."""
+    """After the dense start (`heldout_dense_steps`), measure the held-out loss every this many
+    optimizer steps (plus step 0 and the last step); null: max_steps // 10, so the curve has at least
+    10 points after step 0."""
+    heldout_dense_steps: Optional[int] = Field(None, ge=0)
+    """Measure the held-out loss after every one of the first this many optimizer steps, where early
+    convergence targets are crossed (then every `heldout_every`); null: one `heldout_every` interval;
+    0: no dense start (the evenly spaced curve of schema v2)."""
     lm_eval: list[LmEvalTaskConfig] = Field(default_factory=list)
     """lm-evaluation-harness tasks run on the trained in-memory model after the task's own metric."""
     engine: Literal["hf", "vllm"] = "hf"
@@ -153,6 +160,21 @@ class AnalysisConfig(_Strict):
     unadapted: bool = True
     """Add one reference run per task, label `unadapted`: the base model evaluated as it is (held-out
     loss at step 0, task metric), nothing trained, run once (with the first seed)."""
+
+
+class CostConfig(_Strict):
+    repeats: int = Field(0, ge=0)
+    """Cost phase: after training, each method's peak memory and throughput are measured again in
+    this many short repeats per task and seed (3 is a good start), each in a fresh process, methods
+    interleaved (A B C A B C) in an order drawn from the seed (`disha_bench/running/cost.py`). 0
+    (default, so that ad-hoc and test suites stay quick; every committed benchmark suite sets it):
+    off, and reports use each run's single reading."""
+    steps: int = Field(6, ge=2)
+    """Optimizer steps per repeat; the first is left out of the medians (allocator and JIT warm-up)."""
+    threads: Optional[int] = Field(None, gt=0)
+    """CPU threads of each repeat (OMP_NUM_THREADS); null: as the training runs. On a shared CPU,
+    1 keeps OpenMP threads from waiting on each other, so a step's time says what the method costs
+    rather than what the neighbours do."""
 
 
 class OutputConfig(_Strict):
@@ -194,6 +216,8 @@ class Suite(_Strict):
     """How runs become comparisons: the reference method."""
     output: OutputConfig = Field(default_factory=OutputConfig)
     """What to write besides the result files."""
+    cost: CostConfig = Field(default_factory=CostConfig)
+    """Repeated, interleaved cost measurements after training (not part of any run id)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,12 +376,17 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
                 if method.name == UNADAPTED and seed != suite.seeds[0]:
                     continue  # nothing is trained: one run per task says it all
                 spec = RunSpec(
-                    suite=suite.name, model=suite.model, task=task, method=method, training=training,
+                    suite=suite.name, model=suite.model, task=sampled(task, seed), method=method, training=training,
                     evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
                     convergence=suite.convergence, analysis=analysis,
                 )
                 runs.append(spec.with_id())
     return runs
+
+
+def sampled(task: TaskConfig, seed: int) -> TaskConfig:
+    """The task of one run: its `sample_seed` resolved to the run seed unless the suite fixed it."""
+    return task if task.sample_seed is not None else task.model_copy(update={"sample_seed": seed})
 
 
 def reference_label(suite: Suite) -> str:

@@ -26,7 +26,8 @@ from disha_bench.tasks.data import resolve_data_dir
 from disha_bench.errors import UserError
 from disha_bench.running.ownership import RunLock, lock_path
 from disha_bench.analysis.results import (
-    BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result,
+    BUDGET_STOPPED, COMPLETE, COST_DIR, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, cost_path, read_result,
+    write_json_atomic, write_result,
 )
 from disha_bench.config.suite import Suite, expand_runs, load_suite
 from disha_bench.training.spec import RunSpec
@@ -74,6 +75,9 @@ def run_suite(
     outcomes = [_run_one(run, f"[{index}/{len(runs)}]", suite, results_dir, data_dir, command, nproc, hostfile, fork)
                 for index, run in enumerate(runs, 1)]
     display.close()
+    from disha_bench.running.cost import run_cost_phase
+
+    run_cost_phase(suite, runs, results_dir, data_dir, nproc, hostfile, fork)
     if suite.output.report and write_report:
         _write_report(suite, results_dir, command, full_run=not only)
     failed = [s for s in outcomes if s not in (COMPLETE, BUDGET_STOPPED, ELSEWHERE)]
@@ -154,16 +158,7 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
     args, env = [str(spec_path.resolve())], distributed.launch_env(nproc)
     started = time.time()
     with open(log_path, "w", buffering=1) as log:  # line-buffered: tail -f works
-        if fork:
-            from disha_bench.training import launch
-
-            proc = worker.ForkedWorker(launch.main, args, env)
-        else:
-            # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
-            proc = subprocess.Popen(
-                distributed.launch_command(WORKER_MODULE, args, nproc, hostfile), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, preexec_fn=worker.die_with_parent,
-            )
+        proc = start_worker(args, env, nproc, hostfile, fork)
         worker.RUNNING.add(proc)
         try:
             for line in proc.stdout:
@@ -182,6 +177,20 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
     if display is not None:
         display.run_finished(status)
     return status
+
+
+def start_worker(args: list[str], env: dict[str, str], nproc: int, hostfile: str | None, fork: bool):
+    """A worker process running `python -m disha_bench.training ARGS` (forked from the fork server
+    when `fork`): a Popen-like object with stdout lines."""
+    if fork:
+        from disha_bench.training import launch
+
+        return worker.ForkedWorker(launch.main, args, env)
+    # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
+    return subprocess.Popen(
+        distributed.launch_command(WORKER_MODULE, args, nproc, hostfile), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, preexec_fn=worker.die_with_parent,
+    )
 
 
 def _recorded_status(spec: RunSpec, results_dir: Path, log_path: Path, started: float, returncode: int | None) -> str:
@@ -258,6 +267,10 @@ def _set_aside(results_dir: Path, run_ids: list[str] | None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for path in existing:
         path.rename(target / path.name)
+        cost = cost_path(results_dir, path.stem)  # its cost repeats go with it: a re-run measures anew
+        if cost.exists():
+            (target / COST_DIR).mkdir(exist_ok=True)
+            cost.rename(target / COST_DIR / cost.name)
     print(f"--fresh: {len(existing)} earlier results moved to {target}", flush=True)
 
 

@@ -14,6 +14,8 @@ Two kinds of model head exist: `causal_lm` (generation tasks, loss on the answer
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -84,7 +86,8 @@ class Task:
 
     def heldout(self, n: int) -> list[dict]:
         """After `load`: `n` labelled records for the held-out loss curve, never trained on and the
-        same for every method and run seed (they depend on the data and `sample_seed` only)."""
+        same for every method (they depend on the data and `sample_seed` only, which is the run
+        seed unless the suite fixes it)."""
         if self._heldout_pool is None:
             raise RuntimeError(f"{self.name}: call load() before heldout()")
         return self._heldout_pool[:n]
@@ -101,6 +104,46 @@ class Task:
     def score(self, predictions: list[dict]) -> dict[str, float]:
         """Metrics over all predictions; must contain `primary_metric`."""
         raise NotImplementedError
+
+    example_metrics: ClassVar[tuple[str, ...]] = ()
+    """Metrics that are a mean over examples (exact match, pass@1): `score_examples` lists each
+    example's own value, so analysis can pair methods example by example and resample examples."""
+
+    def score_examples(self, predictions: list[dict]) -> tuple[dict[str, float], dict[str, list]]:
+        """(metrics, per-example columns): `score`, plus each example's value of every
+        `example_metrics` metric and, for classification predictions, `prediction` and `label` (corpus
+        metrics such as MCC or F1 are recomputed from them on resamples). Tasks whose scoring is costly
+        (the sandbox) override it to score once."""
+        metrics = self.score(predictions)
+        columns: dict[str, list] = {}
+        if predictions and "label" in predictions[0] and "prediction" in predictions[0]:
+            columns["prediction"] = [p["prediction"] for p in predictions]
+            columns["label"] = [p["label"] for p in predictions]
+            if "accuracy" in metrics:
+                columns["accuracy"] = [float(p["prediction"] == p["label"]) for p in predictions]
+        for name in self.example_metrics:
+            columns[name] = [float(self.score([p])[name]) for p in predictions]
+        return metrics, columns
+
+
+def example_id(record: dict) -> str:
+    """A stable id of a raw record: its own `id` / `task_id` when it has one, else a digest of its
+    content (the same on every machine, for every method and seed)."""
+    own = record.get("id", record.get("task_id"))
+    if own is not None:
+        return str(own)
+    return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def example_ids(records: Sequence[dict]) -> list[str]:
+    """`example_id` of each record; a repeated one (generated data repeats itself) gets `#2`, `#3`, ..."""
+    seen: dict[str, int] = {}
+    ids = []
+    for record in records:
+        base = example_id(record)
+        seen[base] = seen.get(base, 0) + 1
+        ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return ids
 
 
 def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> dict[str, list[int]] | None:
@@ -148,10 +191,11 @@ def collate(features: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def subsample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
-    """A seeded random subset of at most `limit` records (all of them, shuffled, when limit is None)."""
+def subsample(records: list[dict], limit: int | None, seed: int | None) -> list[dict]:
+    """A seeded random subset of at most `limit` records (all of them, shuffled, when limit is None).
+    A seed of None (a suite's `sample_seed` not yet resolved to the run seed) means 0, never a random draw."""
     records = list(records)
-    random.Random(seed).shuffle(records)
+    random.Random(seed or 0).shuffle(records)
     return records[:limit] if limit is not None else records
 
 

@@ -253,7 +253,7 @@ class HumanEval(Task):
         try:
             # A private RNG stream: the same seed gives the same samples, whatever ran before.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(self._config.get("sample_seed", 0))
+                torch.manual_seed(self._config.get("sample_seed") or 0)
                 per_call = max(1, settings.batch_size // n)
                 for start in range(0, len(prompts), per_call):
                     enc = tokenizer(prompts[start : start + per_call], return_tensors="pt", padding=True).to(device)
@@ -272,6 +272,20 @@ class HumanEval(Task):
         return results
 
     def score(self, predictions: list[dict]) -> dict[str, float]:
+        return self.score_examples(predictions)[0]
+
+    def score_examples(self, predictions: list[dict]) -> tuple[dict[str, float], dict[str, list]]:
+        """pass@k over the problems, and each problem's own pass@1 (the share of its completions
+        that passed), from one sandbox pass."""
+        from disha_bench.tasks import humaneval
+
+        per_problem = self._passed(predictions)
+        metrics = humaneval.mean_pass_at_k(per_problem, PASS_KS) if per_problem else {}
+        metrics.setdefault("pass@1", 0.0)
+        return metrics, {"pass@1": [sum(passed) / len(passed) if passed else 0.0 for passed in per_problem]}
+
+    def _passed(self, predictions: list[dict]) -> list[list[bool]]:
+        """For every problem, whether each of its completions passed its tests in the sandbox."""
         from disha_bench.tasks import humaneval
 
         jobs = [(p["problem"], c) for p in predictions for c in p["completions"]]
@@ -285,7 +299,4 @@ class HumanEval(Task):
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             passed = iter(list(pool.map(judge, jobs)))
-        per_problem = [[next(passed) for _ in p["completions"]] for p in predictions]
-        metrics = humaneval.mean_pass_at_k(per_problem, PASS_KS) if per_problem else {}
-        metrics.setdefault("pass@1", 0.0)
-        return metrics
+        return [[next(passed) for _ in p["completions"]] for p in predictions]

@@ -164,6 +164,7 @@ class GSM8K(Task):
     name = "gsm8k"
     head = "causal_lm"
     primary_metric = "exact_match_strict"
+    example_metrics = ("exact_match_strict", "exact_match_flexible")
     description = "GSM8K grade-school math, greedy generation, lm-eval strict/flexible match (hub openai/gsm8k or gsm8k/*.jsonl)"
     Options = GSM8KOptions
     heldout_source = "test split (never trained on)"
@@ -206,7 +207,7 @@ class GSM8K(Task):
             # data_files.train names the MetaMathQA file then, so look GSM8K train up without it.
             config = {**self._config, "data_files": {}}
             self._gsm8k_train = load_gsm8k_split(config, self._data_dir, "train")
-        return random.Random(self._config.get("sample_seed", 0) if self._config else 0).sample(self._gsm8k_train, k)
+        return random.Random((self._config.get("sample_seed") if self._config else 0) or 0).sample(self._gsm8k_train, k)
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         if self.paper_prompt:

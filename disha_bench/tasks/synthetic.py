@@ -2,7 +2,8 @@
 
 `synthetic-sentiment` is NLU-style (a two-class head); `synthetic-arith` is NLG-style (short
 arithmetic word problems answered in GSM8K's `#### n` format and scored by exact match).
-The data is generated from a fixed seed, so every run of every method sees the same examples.
+The data is generated from fixed seeds; the suite's `sample_seed` (by default the run seed) draws
+the training subset, the held-out set and the evaluation sample from it.
 """
 
 from __future__ import annotations
@@ -68,12 +69,13 @@ class GeneratedOptions(TaskOptions):
 def _generated(task: Task, make: Callable[..., list[dict]], config: dict[str, Any], key: str) -> tuple[list[dict], list[dict]]:
     """Train and evaluation records from `make(n, seed=...)` (fixed seeds 1 and 2, so both splits
     are the same on every machine), each subsampled by the suite's limits; the held-out pool (seed 3)
-    without the examples that training also holds (the templates repeat)."""
+    without the examples that training also holds (the templates repeat), in the sample seed's order
+    (so each sample seed holds out its own examples)."""
     train = make(config["train_size"], seed=1)
     evaluation = make(config["eval_size"], seed=2)
     seed = config["sample_seed"]
     train = subsample(train, config["train_limit"], seed)
-    task._heldout_pool = unseen(make(HELDOUT_SIZE, seed=3), train, key)
+    task._heldout_pool = subsample(unseen(make(HELDOUT_SIZE, seed=3), train, key), None, seed)
     return train, subsample(evaluation, config["eval_limit"], seed)
 
 
@@ -134,6 +136,7 @@ class SyntheticArith(GeneratedTask):
     name = "synthetic-arith"
     head = "causal_lm"
     primary_metric = "exact_match"
+    example_metrics = ("exact_match",)
     description = "generated addition word problems in GSM8K format (smoke test, offline)"
     Options = ArithOptions
     generate_records, text_key = staticmethod(_arith_records), "question"

@@ -18,7 +18,7 @@ from disha_bench.running import distributed
 from disha_bench.running.memory import PeakMemory
 from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, Memory, RunResult, Training, read_result
 from disha_bench.training.evaluation import evaluate_into
-from disha_bench.training.heldout import HeldOutCurve, default_every
+from disha_bench.training.heldout import HeldOutCurve, Schedule
 from disha_bench.training.saving import discard_saved, load_trained
 from disha_bench.training.setup import init_process, load_base_model, load_task_data
 from disha_bench.training.spec import RunSpec
@@ -33,7 +33,8 @@ def unadapted(spec: RunSpec, started: float) -> RunResult:
     model = load_base_model(spec, data.task, data.tokenizer).to(device)
     loaded_mb = memory.usage_mb()
     curve = HeldOutCurve(model, data.heldout_features, data.tokenizer.pad_token_id, device, batch_size=spec.training.batch_size,
-                         every=default_every(spec.training.max_steps), max_steps=0, source=data.task.heldout_source)
+                         schedule=Schedule.of(spec.evaluation, spec.training.max_steps), max_steps=0,
+                         source=data.task.heldout_source, example_ids=data.heldout_ids)
     curve.measure(0, train_time_s=0.0, tokens=0)
     total = sum(p.numel() for p in model.parameters())
     peak = memory.absolute_peak_mb()

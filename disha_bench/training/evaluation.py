@@ -18,13 +18,14 @@ from disha_bench.running import distributed
 from disha_bench.running.memory import PeakMemory
 from disha_bench.analysis.results import EVAL_FAILED, RunResult, Throughput
 from disha_bench.config.suite import EvaluationConfig
-from disha_bench.tasks.base import EvalSettings, Task
+from disha_bench.tasks.base import EvalSettings, Task, example_ids
 from disha_bench.training.setup import TaskData
 
 
 def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: EvaluationConfig, synced_gpus: bool) -> dict[str, Any]:
-    """Metrics of `task` on `records`, with `primary_metric` and `n_examples` (complete on rank 0
-    only: scoring, e.g. running code in the sandbox, happens once). Shards are padded to equal
+    """Metrics of `task` on `records`, with `primary_metric`, `n_examples` and `per_example` (the
+    examples' ids and per-example scores, `Task.score_examples`; complete on rank 0 only: scoring,
+    e.g. running code in the sandbox, happens once). Shards are padded to equal
     length: ZeRO-3 needs every rank in every forward. With `engine: vllm` rank 0 generates for all
     records: one merged checkpoint written, not one per rank."""
     rank = distributed.rank()
@@ -40,8 +41,12 @@ def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: Eval
     keyed = list(zip(padded[: len(indices)], predictions[: len(indices)]))
     merged = sorted((pair for shard in distributed.gather_objects(keyed) for pair in shard), key=lambda p: p[0])
     ordered = [prediction for _, prediction in merged]
-    metrics = task.score(ordered) if ordered and rank == 0 else {}
-    return {**metrics, "primary_metric": task.primary_metric, "n_examples": len(ordered)}
+    if not ordered or rank != 0:
+        return {"primary_metric": task.primary_metric, "n_examples": len(ordered)}
+    metrics, columns = task.score_examples(ordered)
+    ids = example_ids(records)
+    per_example = {"ids": [ids[index] for index, _ in merged], **columns}
+    return {**metrics, "primary_metric": task.primary_metric, "n_examples": len(ordered), "per_example": per_example}
 
 
 def majority_class(task: Task, records: list[dict], label: Any) -> dict[str, Any]:
@@ -87,5 +92,5 @@ def evaluate_into(result: RunResult, model, data: TaskData, evaluation: Evaluati
         if result.memory is not None:
             result.memory.eval_peak_mb = memory.peak_mb()
     result.evaluation = metrics
-    distributed.log(f"{result.run.run_id}: {metrics}")
+    distributed.log(f"{result.run.run_id}: { {k: v for k, v in metrics.items() if k != 'per_example'} }")
     return True

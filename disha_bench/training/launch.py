@@ -35,6 +35,10 @@ def main(argv: list[str]) -> int:
     # DeepSpeed picks its accelerator when first imported: only now may the recipe import it.
     from disha_bench.training import recipe
 
+    if spec.cost_repeat_path:  # a repeat of the cost phase: measures, writes no result
+        from disha_bench.training import cost_repeat
+
+        return cost_repeat.main(spec)
     try:
         result = recipe.run(spec, started)
         code = 0

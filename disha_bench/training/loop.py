@@ -8,6 +8,7 @@ log, outcome, training time), so a checkpoint of the state plus the engine conti
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +21,21 @@ from disha_bench.analysis.results import COMPLETE, DIVERGED, StepLog
 from disha_bench.config.suite import TrainingConfig
 from disha_bench.tasks.base import IGNORE_INDEX, collate
 from disha_bench.training.sampler import GlobalBatches
+
+
+SLOWDOWN_ENV = "DISHA_BENCH_TEST_SLOWDOWN"
+"""Test hook, below the configuration: `<method label>=<factor>` (e.g. `bat=1.5`) makes every
+training step of that method's runs `factor` times as long, as slower code would: busy work inside
+the timed step until the step's CPU time is `factor` times what it was (on one thread its wall time
+too), so that tests can prove `check` sees a slower method. Never set it outside tests."""
+_slowdown = 1.0
+
+
+def set_test_slowdown(method_label: str) -> None:
+    """Read SLOWDOWN_ENV for this process's method (called once per worker at set-up)."""
+    global _slowdown
+    label, _, factor = os.environ.get(SLOWDOWN_ENV, "").partition("=")
+    _slowdown = float(factor) if label == method_label and factor else 1.0
 
 
 @dataclass
@@ -84,7 +100,7 @@ def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
     """One optimizer step over the micro-batches (gradient accumulation), logged across ranks. The
     loss is the mean over the micro-batches that have a supervised token: one without any (only
     possible with hand-made features; encoding drops such examples) adds a zero gradient and no NaN."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     lr = engine.get_lr()[0]
     loss_sum, tokens, counted = 0.0, 0, 0
     for batch in micro_batches:
@@ -103,6 +119,10 @@ def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
         raise ValueError(f"step {step}: no supervised token in any micro-batch of any rank")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    if _slowdown > 1.0:
+        until = time.process_time() + (time.process_time() - cpu_start) * (_slowdown - 1.0)
+        while time.process_time() < until:
+            pass
     norm = engine.get_global_grad_norm()
     return StepLog(step, loss_sum / counted, lr, float(norm) if norm is not None else None, int(tokens), time.perf_counter() - start)
 

@@ -31,8 +31,8 @@ from disha_bench.analysis.results import TRAINED_STATUSES, HeldOut, Memory, RunR
 from disha_bench.training import evaluate_only
 from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.evaluation import evaluate_into
-from disha_bench.training.heldout import HeldOutCurve, default_every
-from disha_bench.training.loop import FitState, fit
+from disha_bench.training.heldout import HeldOutCurve, Schedule
+from disha_bench.training.loop import FitState, fit, set_test_slowdown
 from disha_bench.training.resume import FitControl
 from disha_bench.training.sampler import GlobalBatches
 from disha_bench.training.saving import discard_saved, save_trained
@@ -84,6 +84,7 @@ def run(spec: RunSpec, started: float) -> RunResult:
 def set_up(spec: RunSpec) -> Setup:
     """Seeds, the process group, data, model, adapter and the DeepSpeed engine, in this order."""
     device = init_process(spec.seed)
+    set_test_slowdown(spec.method.label)
     memory = PeakMemory(device)
     data = load_task_data(spec)
     if not data.features:
@@ -135,8 +136,8 @@ def build_engine(model, spec: RunSpec, method: methods.Method):
 
 
 def train(spec: RunSpec, setup: Setup) -> tuple[FitState, HeldOut]:
-    """The fit loop, with the held-out curve measured at step 0 (the unadapted model), every
-    `heldout_every` steps and at the last step."""
+    """The fit loop, with the held-out curve measured at step 0 (the unadapted model), at the steps
+    of its schedule (heldout.Schedule) and at the last step."""
     # The imports left hundreds of thousands of long-lived objects; a full garbage collection
     # walks them all (seconds on a slow CPU) and would land inside a timed step.
     gc.freeze()
@@ -145,8 +146,8 @@ def train(spec: RunSpec, setup: Setup) -> tuple[FitState, HeldOut]:
     sampler = GlobalBatches(len(data.features), spec.training.batch_size, distributed.world_size(), distributed.rank(), spec.seed)
     curve = HeldOutCurve(
         setup.engine.module, data.heldout_features, data.tokenizer.pad_token_id, setup.device,
-        batch_size=spec.training.batch_size, every=spec.evaluation.heldout_every or default_every(spec.training.max_steps),
-        max_steps=spec.training.max_steps, source=data.task.heldout_source,
+        batch_size=spec.training.batch_size, schedule=Schedule.of(spec.evaluation, spec.training.max_steps),
+        max_steps=spec.training.max_steps, source=data.task.heldout_source, example_ids=data.heldout_ids,
     )
     control = FitControl.for_run(spec, setup.engine, setup.device, curve.curve)
     state, trained = control.start(sampler)  # the last checkpoint's state (and curve), or a fresh one

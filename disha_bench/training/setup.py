@@ -22,7 +22,7 @@ from deepspeed.accelerator import get_accelerator
 from disha_bench.running import distributed
 from disha_bench import models, tasks
 from disha_bench.tasks.feature_cache import cached_features
-from disha_bench.tasks.base import Task
+from disha_bench.tasks.base import Task, example_ids
 from disha_bench.training.spec import RunSpec
 
 
@@ -36,6 +36,8 @@ class TaskData:
     """Encoded training examples (those whose answer fits in max_length)."""
     heldout_features: list[dict]
     """Encoded held-out examples: the convergence curve."""
+    heldout_ids: list[str]
+    """Stable ids of the held-out examples kept (those that fit in max_length), in order."""
     eval_records: list[dict]
     """Raw evaluation records."""
     majority_label: Any
@@ -65,9 +67,12 @@ def load_task_data(spec: RunSpec) -> TaskData:
         tokenizer = models.load_tokenizer(spec.model.name)
     encoded = cached_features(tokenizer, task, spec.task.model_dump(), spec.training.max_length, train_records)
     features = [f for f in encoded if f is not None]
-    heldout = [task.encode(r, tokenizer, spec.training.max_length) for r in task.heldout(spec.evaluation.heldout_examples)]
+    heldout_records = task.heldout(spec.evaluation.heldout_examples)
+    heldout = [task.encode(r, tokenizer, spec.training.max_length) for r in heldout_records]
+    kept = [(i, f) for i, f in zip(example_ids(heldout_records), heldout) if f is not None]
     return TaskData(
-        task=task, tokenizer=tokenizer, features=features, heldout_features=[f for f in heldout if f is not None],
+        task=task, tokenizer=tokenizer, features=features, heldout_features=[f for _, f in kept],
+        heldout_ids=[i for i, _ in kept],
         eval_records=eval_records, majority_label=majority_label(task, train_records), dropped=len(encoded) - len(features),
         data_dir=spec.data_dir,
     )

@@ -106,6 +106,11 @@ class RunSpec(BaseModel):
     when a stop signal arrives."""
     command: str = ""
     """The command line that started the suite."""
+    cost_repeat_path: Optional[str] = None
+    """Set by the cost phase (running/cost.py): instead of the run, train `cost_steps` steps in this
+    fresh process, measure peak memory and throughput, and write them to this file (no result)."""
+    cost_steps: Optional[int] = None
+    """Optimizer steps of that cost repeat."""
 
     def config(self) -> dict[str, Any]:
         """The resolved run configuration: hashed into the run id, recorded as RunInfo.config."""
