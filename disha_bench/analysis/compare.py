@@ -9,8 +9,10 @@ with censoring, and each method compared with the reference method, paired by se
 (held-out loss at the budget and steps to the first target, each method against the reference) and
 the cost one (peak memory, tokens/s, training time). Only their comparisons get a verdict
 (disha_bench.analysis.verdicts: adjusted interval and margin); every other figure is descriptive.
-A cost difference must also exceed the cost's repeatability: measured from the repeats of the cost
-phase (`result.cost.repeats`, median per run) when every run has them, else the single reading's.
+A cost is known per run only within its repeatability - the range of the cost phase's repeats
+(`result.cost.repeats`, median as the value) when the run has them, else its single reading within
+the re-run repeatability of issue 21 - and compared as such an interval (interval-censored, like
+steps to target); a cost difference must also exceed the repeatability and the margin.
 
 The unadapted reference runs (label `unadapted`, method `none`) and a task's majority-class score
 (`evaluation["majority_class"]`, a number or {metric: value}, or `majority_class_<metric>` keys)
@@ -165,16 +167,23 @@ def step_time_s(r: RunResult) -> float | None:
     return statistics.median(times) if times else None
 
 
-def _cost_values(r: RunResult) -> dict[str, float | None]:
-    """Peak memory, tokens/s and training time: medians of the cost repeats when the run has them."""
+def _cost_values(r: RunResult) -> tuple[dict[str, float | None], dict[str, tuple[float, float] | None]]:
+    """Peak memory, tokens/s and training time, and where each can lie: the median and range of the
+    cost repeats when the run has them; else the single reading, within its re-run repeatability
+    (verdicts.SINGLE_READING_REPEATABILITY), so that no verdict rests on one reading's noise."""
     values = {name: measures.value_of(r, name) for name in COST_FAMILY}
     repeats = cost_repeats(r)
-    if repeats:
-        steps = len(r.training.steps) if r.training else 0
-        per_step = _median_of(repeats, "step_time_s")
-        values.update({"peak_mb": _median_of(repeats, "peak_mb"), "tokens_per_s": _median_of(repeats, "tokens_per_s"),
-                       "train_time_s": per_step * steps if per_step is not None and steps else None})
-    return values
+    if not repeats:
+        spread = verdicts.SINGLE_READING_REPEATABILITY
+        return values, {k: (v / (1 + spread[k]), v * (1 + spread[k])) if v else None for k, v in values.items()}
+    steps = len(r.training.steps) if r.training else 0
+    bounds: dict[str, tuple[float, float] | None] = {}
+    for key, name, scale in (("peak_mb", "peak_mb", 1), ("tokens_per_s", "tokens_per_s", 1),
+                             ("train_time_s", "step_time_s", steps)):
+        measured = stats.finite(_field(x, name) for x in repeats)
+        values[key] = statistics.median(measured) * scale if measured and scale else None
+        bounds[key] = (min(measured) * scale, max(measured) * scale) if values[key] else None
+    return values, bounds
 
 
 def _run_values(r: RunResult, targets: list[tuple[Any, float | None]], ema: float) -> tuple[dict, dict, dict]:
@@ -185,7 +194,9 @@ def _run_values(r: RunResult, targets: list[tuple[Any, float | None]], ema: floa
         values.update({f"metric:{k}": v for k, v in measures.numeric_metrics(r).items() if not k.startswith("majority")})
     if r.run.status in TRAINED_STATUSES:
         values.update({name: measures.value_of(r, name) for name in ("heldout_final", "params")})
-        values.update(_cost_values(r))
+        costs, cost_bounds = _cost_values(r)
+        values.update(costs)
+        bounds.update(cost_bounds)
         steps = r.training.steps if r.training else []
         if steps:
             values["train_loss_final"] = convergence.smooth([s.loss for s in steps], ema)[-1]
@@ -343,7 +354,47 @@ def _compare(a: TaskAnalysis) -> dict[tuple[str, str], stats.Paired]:
     for keys in (a.family, a.cost_family):
         decide_family(a, [(a.endpoint(k), base, a.methods[l], comparisons[(l, k)])
                           for l in a.methods if l != a.reference for k in keys if (l, k) in comparisons])
+    require_stable_costs(a, a.reference, {k: c for k, c in comparisons.items() if k[1] in a.cost_family})
     return comparisons
+
+
+def _moved(figures: MethodFigures, seed: int, factors: dict[str, float]) -> MethodFigures:
+    """A copy of `figures` with one seed's cost figures (value and bounds) multiplied by `factors`."""
+    values = {k: dict(v) for k, v in figures.values.items()}
+    bounds = {k: dict(v) for k, v in figures.bounds.items()}
+    for key, f in factors.items():
+        if values.get(key, {}).get(seed) is not None:
+            values[key][seed] *= f
+        if bounds.get(key, {}).get(seed) is not None:
+            low, high = bounds[key][seed]
+            bounds[key][seed] = (low * f, high * f)
+    return MethodFigures(figures.label, figures.runs, values, figures.reached, bounds)
+
+
+def require_stable_costs(a: TaskAnalysis, base: str, comparisons: dict[tuple[str, str], stats.Paired]) -> None:
+    """A cost verdict stands only if no single run's cost reading, moved up or down by its
+    repeatability, changes it (issue 21: one re-run flipped three findings); else "not resolved".
+    `comparisons`: (label, key) -> `label` against `base`, decided as one family (in place)."""
+    decided = {(l, k): c for (l, k), c in comparisons.items() if k in a.cost_family and c.verdict}
+    if not decided:
+        return
+    rep = {k: a.repeatability.get(k, (0.0, ""))[0] for k in a.cost_family}
+    unstable: set[tuple[str, str]] = set()
+    for label in {base, *(l for l, _ in decided)}:
+        figures = a.methods[label]
+        for seed in {s for k in a.cost_family for s in figures.values.get(k, {})}:
+            for sign in (1, -1):
+                factors = {"peak_mb": 1 + sign * rep.get("peak_mb", 0), "tokens_per_s": 1 + sign * rep.get("tokens_per_s", 0),
+                           "train_time_s": 1 / (1 + sign * rep.get("tokens_per_s", 0))}
+                methods = {l: (_moved(f, seed, factors) if l == label else f) for l, f in a.methods.items()}
+                family = [(a.endpoint(k), methods[base], methods[l], compare_pair(a.endpoint(k), methods[base], methods[l]))
+                          for (l, k) in decided]
+                decide_family(a, family)
+                unstable |= {key for key, (*_, c) in zip(decided, family) if c.verdict != decided[key].verdict}
+    for key in unstable:
+        if decided[key].verdict != verdicts.UNRESOLVED:
+            decided[key].verdict = verdicts.UNRESOLVED
+            decided[key].extra["unstable"] = True
 
 
 def compare_pair(e: Endpoint, base: MethodFigures, other: MethodFigures) -> stats.Paired:
@@ -355,7 +406,8 @@ def compare_pair(e: Endpoint, base: MethodFigures, other: MethodFigures) -> stat
         # A seed that never reached the target has no finite time: no paired difference is claimed.
         return stats.Paired([], [], None, None, None, None, e.ratio, extra={"censored": True})
     if e.key in base.bounds and e.key in other.bounds:
-        return stats.paired_censored(base.bounds[e.key], other.bounds[e.key])
+        known = lambda bounds: {s: b for s, b in bounds.items() if b is not None}  # noqa: E731
+        return stats.paired_censored(known(base.bounds[e.key]), known(other.bounds[e.key]))
     c = stats.paired(a, b, ratio=e.ratio, domain=e.domain)
     if e.key.startswith("metric:") and measures.is_count(e.key[len("metric:"):]):
         n = base.n_examples

@@ -19,7 +19,7 @@ import math
 
 from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis import stats, verdicts
-from disha_bench.analysis.compare import TaskAnalysis, compare_pair, decide_family
+from disha_bench.analysis.compare import TaskAnalysis, compare_pair, decide_family, require_stable_costs
 
 def protocol(results: list) -> str:
     """The training protocol as the results record it: one shared learning rate (as the paper) or not."""
@@ -103,6 +103,7 @@ def _pairs(a: TaskAnalysis, base: str, other: str, keys: list[str]) -> list[stat
         if e is not None:
             family.append((e, a.methods[base], a.methods[other], compare_pair(e, a.methods[base], a.methods[other])))
     decide_family(a, family)
+    require_stable_costs(a, base, {(other, e.key): c for e, _, _, c in family})
     found = {e.key: c for e, _, _, c in family}
     return [found.get(k) or stats.Paired([], [], None, None, None, None, False) for k in keys]
 
@@ -115,7 +116,8 @@ def _shown(a: TaskAnalysis, key: str, c: stats.Paired) -> str:
         return fmt.DASH + (" (censored: a seed missed the target)" if c.extra.get("censored") else "")
     text = fmt.ratio(c.estimate, low, high) if c.ratio else fmt.difference(c.estimate, low, high, e.unit)
     p = f", adj. p {c.p_holm:.2g}" if c.p_holm is not None else ""
-    return f"{text}{p}, margin {margin_text(e, c.margin)}"
+    unstable = "; one run re-read within its repeatability flips it" if c.extra.get("unstable") else ""
+    return f"{text}{p}, margin {margin_text(e, c.margin)}{unstable}"
 
 
 def _lower(c: stats.Paired) -> str:
@@ -187,10 +189,8 @@ def minimum_detectable_lines(analyses: list[TaskAnalysis]) -> list[str]:
             spreads, n = [], 0
             for (label, k), c in a.comparisons.items():
                 configs = c.extra.get("configs")
-                if k == key and configs and c.n >= 2:
-                    centre = [sum(v) / len(v) for v in zip(*configs)]
-                    mean = sum(centre) / len(centre)
-                    spreads.append(sum((x - mean) ** 2 for x in centre) / (len(centre) - 1))
+                if k == key and configs and c.n >= 2:  # the widest configuration (interval-censored: the weaker)
+                    spreads.append(max(sum((x - sum(d) / len(d)) ** 2 for x in d) / (len(d) - 1) for d in configs))
                     n = max(n, c.n)
             if not spreads:
                 continue
@@ -199,7 +199,7 @@ def minimum_detectable_lines(analyses: list[TaskAnalysis]) -> list[str]:
             if not mde:  # identical per seed: only the sign test can speak, 2^(1-n) < alpha / size
                 shown = f"identical per seed, detectable from {math.ceil(1 + math.log2(size / stats.ALPHA) + 1e-9)} seeds (sign test)"
             else:
-                shown = f"{math.exp(-mde):.2f}× (or {math.exp(mde):.2f}×)" if e.ratio else f"{mde:.3g}"
+                shown = f"{math.exp(-mde):.3g}× (or {math.exp(mde):.3g}×)" if e.ratio else f"{mde:.3g}"
             parts.append(f"{e.title} {shown}")
         if parts:
             lines.append(f"- {a.task}: {'; '.join(parts)} (n={n} seeds, {verdicts.POWER:.0%} power, Holm's first level "

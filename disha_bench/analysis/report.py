@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from disha_bench.analysis import compare as an
-from disha_bench.analysis import findings, measures, plots, report_tables
+from disha_bench.analysis import findings, measures, plots, report_tables, verdicts
 from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis.compare import TaskAnalysis
 from disha_bench.analysis.convergence import DEFAULT_EMA
@@ -206,8 +206,6 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
 
 def _rules(analyses: list[TaskAnalysis]) -> list[str]:
     """How every verdict above was reached, and what these seeds could have detected."""
-    from disha_bench.analysis import verdicts
-
     margins = analyses[0].margins if analyses else verdicts.DEFAULT_MARGINS
     lines = [f"Verdicts: 'better'/'worse' need the Holm-adjusted interval clear of no difference and the estimate beyond "
              f"the margin (a cost's: beyond its repeatability too); 'matches' needs that interval inside ±margin; else "
@@ -216,7 +214,9 @@ def _rules(analyses: list[TaskAnalysis]) -> list[str]:
              f"comparisons. Margins (suite `analysis.margins`): held-out loss {margins['heldout_loss']:g}, proportions the "
              f"larger of {margins['proportion'] * 100:g} pp and one example, other metrics {margins['metric']:g}, memory "
              f"{margins['memory']:.0%}, tokens/s {margins['speed']:.0%}, time {margins['time']:.0%}, steps to target "
-             f"{margins['steps']:.0%}. Steps to target: the first held-out point at or below the target whose next point "
+             f"{margins['steps']:.0%}. A cost is known per run within its repeatability (the range of its repeated "
+             f"measurements, else a single reading's re-run change) and compared as that interval; a cost verdict stands "
+             f"only if moving any one run's reading by its repeatability leaves it unchanged. Steps to target: the first held-out point at or below the target whose next point "
              f"is too (a single dip does not count); the crossing lies after the previous point and is compared as that "
              f"interval (both extremes tested, the weaker counts), never interpolated."]
     mde = findings.minimum_detectable_lines(analyses)
@@ -252,7 +252,7 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
                              _g(c.estimate) if c else "", _g(c.ci_low) if c else "", _g(c.ci_high) if c else "",
                              _g(c.p_value) if c else "", _g(c.p_holm) if c else "", (c.significant if c and c.p_holm is not None else ""),
                              _g(c.adj_low) if c else "", _g(c.adj_high) if c else "", _g(c.margin) if c else "",
-                             (c.verdict or "") if c else ""])
+                             verdicts.verdict_text(c) if c else ""])
         for name, values in a.reference_rows.items():  # unadapted model, majority class: one value each
             for key, value in values.items():
                 e = a.endpoint(key)
@@ -262,7 +262,9 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
 
 
 def _g(x: float | None) -> str:
-    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.6g}"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.6g}"  # an unbounded interval end reads inf / -inf
 
 
 def complete_runs_of(path: Path) -> int | None:

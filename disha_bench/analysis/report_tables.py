@@ -130,7 +130,7 @@ def repeatability_note(analyses: list[TaskAnalysis]) -> str:
 
 def _per_seed(figures: an.MethodFigures, key: str, unit: str) -> str:
     values = figures.values.get(key, {})
-    bounds = figures.bounds.get(key)
+    bounds = figures.bounds.get(key) if key.startswith(an.CONVERGENCE_KEYS) else None
     if bounds:  # interval-censored: where the crossing can lie
         return " ".join("miss" if b is None else fmt.plain(b[1], unit) if fmt.plain(b[0], unit) == fmt.plain(b[1], unit)
                         else f"{fmt.plain(b[0], unit)}-{fmt.plain(b[1], unit)}" for _, b in sorted(bounds.items()))
@@ -186,7 +186,9 @@ def _decision(row: dict) -> tuple[str, str]:
     c = row["comparison"]
     if c is None or c.verdict is None:
         return "", ""
-    return (fmt.DASH if c.p_holm is None else f"{c.p_holm:.2g}"), c.verdict
+    from disha_bench.analysis.verdicts import verdict_text
+
+    return (fmt.DASH if c.p_holm is None else f"{c.p_holm:.2g}"), verdict_text(c)
 
 
 def details(a: TaskAnalysis, marks: dict[str, str] | None = None) -> list[str]:

@@ -15,7 +15,8 @@ Rules the report and the check rely on (tests/test_stats.py checks each on const
   (Bonferroni's for the smallest p), which excludes "no difference" exactly when p_Holm < alpha, so a
   verdict can be read off the interval beside it (`apply_holm`). Everything else gets its interval only.
 - Identical differences in every seed have no spread to test against: their p-value is the exact
-  sign test's, 2^(1-n) (never 0), and their interval is the point only where that test rejects.
+  sign test's, 2^(1-n) (never 0), and their interval is the point where that test rejects, else
+  unbounded (clipped to the domain of a bounded difference).
 - Values known only up to an interval (steps to a target between two held-out points) are compared
   as interval-censored (`paired_censored`): the test is run at both extremes the intervals allow and
   the weaker result counts; the interval is the hull of both.
@@ -141,7 +142,7 @@ def _t_test(diffs: list[float], confidence: float) -> tuple[float, float | None,
     sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
     if sd == 0:  # identical differences: nothing to test against, so the sign test (never p = 0)
         p = 1.0 if mean == 0 else min(1.0, 2.0 ** (1 - n))
-        return (mean, mean, mean, p) if p < 1 - confidence else (mean, None, None, p)
+        return (mean, mean, mean, p) if p < 1 - confidence else (mean, -math.inf, math.inf, p)
     half = _t_quantile(confidence, n - 1) * sd / math.sqrt(n)
     return mean, mean - half, mean + half, _t_pvalue(mean / (sd / math.sqrt(n)), n - 1)
 

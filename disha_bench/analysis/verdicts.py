@@ -81,7 +81,8 @@ def decide(c: stats.Paired, margin: float | None, better: str | None) -> str:
     if c.adj_low is None or c.adj_high is None or c.estimate is None or margin is None or better is None:
         return UNRESOLVED
     if c.ratio:
-        low, high, estimate, bound = math.log(c.adj_low), math.log(c.adj_high), math.log(c.estimate), math.log1p(margin)
+        low, high = (math.log(x) if x > 0 else -math.inf for x in (c.adj_low, c.adj_high))
+        estimate, bound = math.log(c.estimate), math.log1p(margin)
     else:
         low, high, estimate, bound = c.adj_low, c.adj_high, c.estimate, margin
     if (low > 0 and estimate > bound) or (high < 0 and estimate < -bound):
@@ -89,6 +90,13 @@ def decide(c: stats.Paired, margin: float | None, better: str | None) -> str:
     if -bound <= low and high <= bound:
         return MATCHES
     return UNRESOLVED
+
+
+def verdict_text(c: stats.Paired) -> str:
+    """The verdict as tables print it (a cost verdict one re-reading would flip says so)."""
+    if c.verdict is None:
+        return ""
+    return c.verdict + (" (one run re-read within its repeatability flips it)" if c.extra.get("unstable") else "")
 
 
 def minimum_detectable(spread: float, n_seeds: int, family_size: int) -> float | None:
