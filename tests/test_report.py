@@ -284,3 +284,22 @@ def test_headline_of_a_glue_sized_suite_stays_within_160_characters(tmp_path):
     headline, cost = _tables(text)[:2]
     assert headline[0].count("|") - 1 == 7  # method, 5 tasks, average
     assert all(len(re.sub(r"\s*\|\s*", "|", row)) <= 160 for row in headline + cost)
+
+
+def test_suite_margins_reach_the_verdicts(tmp_path):
+    from disha_bench.config.suite import expand_runs
+
+    # The suite's analysis.margins travel with every run (not into its id) and decide its verdicts.
+    wide, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"), ["analysis.margins.heldout_loss=5"])
+    default, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"))
+    assert [r.run_id for r in expand_runs(default)] == [r.run_id for r in expand_runs(wide)]
+    recorded = expand_runs(wide)[0].analysis.margins
+    assert recorded["heldout_loss"] == 5 and recorded["memory"] == 0.03
+    runs = [r for r in all_results() if r.run.task == "synth-gen"]
+    before = compare.analyze_suite(runs)[0]
+    assert before.comparisons[("bone", "heldout_final")].verdict == "better"
+    for r in runs:
+        r.run.analysis = {**r.run.analysis, "margins": recorded}
+    after = compare.analyze_suite(runs)[0]
+    assert after.margins["heldout_loss"] == 5
+    assert after.comparisons[("bone", "heldout_final")].verdict == "matches"  # 0.34 lower, well inside ±5
