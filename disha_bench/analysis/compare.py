@@ -98,6 +98,8 @@ class MethodFigures:
     """`steps_to_target:i` / `time_to_target:i` / ... -> convergence.censored_summary."""
     bounds: dict[str, dict[int, tuple[float, float] | None]] = field(default_factory=dict)
     """Interval-censored endpoints (`steps_to_target:i`, ...) -> {seed: (low, high)}, None when missed."""
+    examples: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    """Endpoint key -> {seed: {example id: score}} when the runs stored per-example outputs (schema v3)."""
 
     @property
     def n_examples(self) -> int | None:
@@ -184,6 +186,25 @@ def _cost_values(r: RunResult) -> tuple[dict[str, float | None], dict[str, tuple
         values[key] = statistics.median(measured) * scale if measured and scale else None
         bounds[key] = (min(measured) * scale, max(measured) * scale) if values[key] else None
     return values, bounds
+
+
+def per_example(r: RunResult) -> dict[str, dict[str, float]]:
+    """Endpoint key -> {example id: score} of a run's per-example outputs (schema v3; {} for v2):
+    every mean-over-examples metric of `evaluation["per_example"]`, and the held-out loss at the budget
+    from the last held-out point's `per_example` with `heldout.example_ids`."""
+    out: dict[str, dict[str, float]] = {}
+    stored = r.evaluation.get("per_example") if r.run.status in EVALUATED_STATUSES else None
+    if isinstance(stored, dict) and stored.get("ids"):
+        ids = [str(i) for i in stored["ids"]]
+        for name, scores in stored.items():
+            if name not in ("ids", "prediction", "label") and isinstance(scores, list) and len(scores) == len(ids):
+                out[f"metric:{name}"] = {i: float(v) for i, v in zip(ids, scores) if v is not None}
+    points = convergence.heldout_points(r)
+    ids = _field(r.heldout, "example_ids") if r.heldout is not None else None
+    last = _field(points[-1], "per_example") if len(points) >= 2 else None
+    if r.run.status in TRAINED_STATUSES and ids and last and len(ids) == len(last):
+        out["heldout_final"] = {str(i): float(v) for i, v in zip(ids, last)}
+    return out
 
 
 def _run_values(r: RunResult, targets: list[tuple[Any, float | None]], ema: float) -> tuple[dict, dict, dict]:
@@ -305,6 +326,8 @@ def _figures(label: str, compared: list[RunResult], targets: list, ema: float) -
             figures.values.setdefault(key, {})[r.run.seed] = value
         for key, value in bounds.items():
             figures.bounds.setdefault(key, {})[r.run.seed] = value
+        for key, scores in per_example(r).items():
+            figures.examples.setdefault(key, {})[r.run.seed] = scores
         for i, hit in crossings.items():
             statuses.setdefault(i, []).append(hit["status"])
     trained = [r for r in figures.runs if r.run.status in TRAINED_STATUSES]
@@ -398,13 +421,20 @@ def require_stable_costs(a: TaskAnalysis, base: str, comparisons: dict[tuple[str
 
 
 def compare_pair(e: Endpoint, base: MethodFigures, other: MethodFigures) -> stats.Paired:
-    """`other` against `base` on endpoint `e`, paired by seed. Steps, tokens and time to a target are
+    """`other` against `base` on endpoint `e`, paired by seed (and by example where the runs stored
+    per-example outputs: `stats.paired_examples`). Steps, tokens and time to a target are
     interval-censored (`stats.paired_censored`); count metrics (accuracy, exact match, pass@k) on one
     evaluation set also carry that set's sampling error (`stats.with_sampling_error`)."""
     a, b = base.values.get(e.key, {}), other.values.get(e.key, {})
     if e.key.startswith(CONVERGENCE_KEYS) and (None in a.values() or None in b.values()):
         # A seed that never reached the target has no finite time: no paired difference is claimed.
         return stats.Paired([], [], None, None, None, None, e.ratio, extra={"censored": True})
+    if e.key in base.examples and e.key in other.examples and set(base.examples[e.key]) >= set(a) \
+            and set(other.examples[e.key]) >= set(b):
+        # Per-example outputs: same-example differences, two-way bootstrap over seeds and examples.
+        c = stats.paired_examples(base.examples[e.key], other.examples[e.key])
+        c.extra["width"] = e.domain[1] - e.domain[0]
+        return c
     if e.key in base.bounds and e.key in other.bounds:
         known = lambda bounds: {s: b for s, b in bounds.items() if b is not None}  # noqa: E731
         return stats.paired_censored(known(base.bounds[e.key]), known(other.bounds[e.key]))

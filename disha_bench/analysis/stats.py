@@ -23,6 +23,10 @@ Rules the report and the check rely on (tests/test_stats.py checks each on const
 - A non-significant difference is never called "equal": the interval of the difference is shown.
 - Proportions pooled over seeds (k correct of n examples x seeds) get a Wilson score interval,
   which stays inside [0, 1] and is not degenerate at 0/n (0/48 -> [0, 0.074]).
+- When runs store per-example scores (schema v3), a difference is estimated from same-example
+  differences (McNemar-style pairing: only examples the two methods score differently move it), with
+  a two-way bootstrap over seeds and examples (`paired_examples`): crossed when every seed scored the
+  same examples, nested when each seed drew its own. This replaces the rule below for such results.
 - A difference of two such proportions measured on one evaluation set of n examples also carries
   that set's sampling error, which seeds cannot show (every seed scores the same examples: two
   methods at 0/16 in every seed differ by exactly 0 across seeds). Its interval is the hull of the
@@ -160,9 +164,63 @@ def _test_configs(configs: list[list[float]], confidence: float) -> tuple[float 
     return min(lows), max(highs), p
 
 
+BOOTSTRAP_REPLICATES = 4000
+
+
+def paired_examples(reference: Mapping[int, Mapping[str, float]], method: Mapping[int, Mapping[str, float]],
+                    confidence: float = CONFIDENCE, replicates: int = BOOTSTRAP_REPLICATES) -> Paired:
+    """`method` - `reference` from per-example scores ({seed: {example id: score}}), paired by seed
+    and by example; interval and p from a two-way bootstrap (seeds, and examples: one draw of example
+    ids shared by every seed when all seeds scored the same ids, else drawn within each seed). The
+    bootstrap's generator is seeded, so a report is reproducible; p is never below 2/(replicates+1)."""
+    seeds = [s for s in sorted(set(reference) & set(method))]
+    diffs = {s: {i: float(method[s][i]) - float(reference[s][i]) for i in sorted(set(reference[s]) & set(method[s]))}
+             for s in seeds}
+    seeds = [s for s in seeds if diffs[s]]
+    if not seeds:
+        return Paired([], [], None, None, None, None, False)
+    per_seed = [math.fsum(diffs[s].values()) / len(diffs[s]) for s in seeds]
+    estimate = math.fsum(per_seed) / len(seeds)
+    c = Paired(seeds, per_seed, estimate, None, None, None, False)
+    if len(seeds) >= 2:
+        import numpy as np
+
+        rng = np.random.default_rng(12345)
+        crossed = len({tuple(diffs[s]) for s in seeds}) == 1
+        draws = []
+        for _ in range(0, replicates, 200):  # in blocks: seeds x examples x replicates stays small
+            chosen = rng.integers(0, len(seeds), size=(200, len(seeds)))
+            if crossed:
+                grid = np.array([list(diffs[s].values()) for s in seeds])
+                sample = rng.integers(0, grid.shape[1], size=(200, grid.shape[1]))
+                draws += [float(grid[row][:, cols].mean()) for row, cols in zip(chosen, sample)]
+            else:
+                own = [np.array(list(diffs[s].values())) for s in seeds]
+                draws += [float(np.mean([own[k][rng.integers(0, len(own[k]), len(own[k]))].mean() for k in row]))
+                          for row in chosen]
+        draws.sort()
+        c.extra["bootstrap"] = draws
+        c.extra["discordant"] = {"method_only": sum(d > 0 for s in seeds for d in diffs[s].values()),
+                                 "reference_only": sum(d < 0 for s in seeds for d in diffs[s].values()),
+                                 "examples": sum(len(diffs[s]) for s in seeds)}
+        c.ci_low, c.ci_high, c.p_value = interval_at(c, confidence)
+    return c
+
+
+def _bootstrap(draws: list[float], confidence: float) -> tuple[float, float, float]:
+    """Percentile interval and two-sided p (never 0) of sorted bootstrap draws."""
+    n = len(draws)
+    tail = (1 - confidence) / 2
+    low, high = draws[min(n - 1, int(math.floor(tail * n)))], draws[max(0, int(math.ceil((1 - tail) * n)) - 1)]
+    below, above = sum(d <= 0 for d in draws), sum(d >= 0 for d in draws)
+    return low, high, min(1.0, 2 * (min(below, above) + 1) / (n + 1))
+
+
 def interval_at(c: Paired, confidence: float) -> tuple[float | None, float | None, float | None]:
     """(low, high, p) of a comparison at another confidence level, in its display units (ratios
     exponentiated, differences clipped to the domain, a proportion's sampling error included)."""
+    if "bootstrap" in c.extra:
+        return _bootstrap(c.extra["bootstrap"], confidence)
     configs = c.extra.get("configs")
     if not configs:
         return None, None, None
