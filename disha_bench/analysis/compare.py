@@ -22,11 +22,11 @@ become reference rows; they are never compared or ranked.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from disha_bench.analysis import convergence, measures, stats, verdicts
+from disha_bench.analysis.costs import field_of, cost_values, repeatability, step_time_s
 from disha_bench.analysis.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult
 
 UNADAPTED_LABEL, UNADAPTED_METHOD = "unadapted", "none"
@@ -143,51 +143,6 @@ def _target_text(spec: Any, value: float | None) -> str:
     return f"held-out loss ≤ {shown}" + ("" if isinstance(spec, (int, float)) else f" ({spec})")
 
 
-def _field(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-
-def cost_repeats(r: RunResult) -> list[Any]:
-    """The run's repeated cost measurements (schema v3 `cost.repeats`); [] for single readings."""
-    cost = getattr(r, "cost", None)
-    return list(_field(cost, "repeats") or []) if cost is not None else []
-
-
-def _median_of(repeats: list[Any], name: str) -> float | None:
-    values = stats.finite(_field(x, name) for x in repeats)
-    return statistics.median(values) if values else None
-
-
-def step_time_s(r: RunResult) -> float | None:
-    """The run's robust per-step time: the cost repeats' median, else the median steady-state step."""
-    repeated = _median_of(cost_repeats(r), "step_time_s")
-    if repeated is not None:
-        return repeated
-    if r.throughput and r.throughput.step_time_s:
-        return r.throughput.step_time_s
-    times = stats.finite(s.step_time_s for s in (r.training.steps if r.training else []))
-    return statistics.median(times) if times else None
-
-
-def _cost_values(r: RunResult) -> tuple[dict[str, float | None], dict[str, tuple[float, float] | None]]:
-    """Peak memory, tokens/s and training time, and where each can lie: the median and range of the
-    cost repeats when the run has them; else the single reading, within its re-run repeatability
-    (verdicts.SINGLE_READING_REPEATABILITY), so that no verdict rests on one reading's noise."""
-    values = {name: measures.value_of(r, name) for name in COST_FAMILY}
-    repeats = cost_repeats(r)
-    if not repeats:
-        spread = verdicts.SINGLE_READING_REPEATABILITY
-        return values, {k: (v / (1 + spread[k]), v * (1 + spread[k])) if v else None for k, v in values.items()}
-    steps = len(r.training.steps) if r.training else 0
-    bounds: dict[str, tuple[float, float] | None] = {}
-    for key, name, scale in (("peak_mb", "peak_mb", 1), ("tokens_per_s", "tokens_per_s", 1),
-                             ("train_time_s", "step_time_s", steps)):
-        measured = stats.finite(_field(x, name) for x in repeats)
-        values[key] = statistics.median(measured) * scale if measured and scale else None
-        bounds[key] = (min(measured) * scale, max(measured) * scale) if values[key] else None
-    return values, bounds
-
-
 def per_example(r: RunResult) -> dict[str, dict[str, float]]:
     """Endpoint key -> {example id: score} of a run's per-example outputs (schema v3; {} for v2):
     every mean-over-examples metric of `evaluation["per_example"]`, and the held-out loss at the budget
@@ -200,8 +155,8 @@ def per_example(r: RunResult) -> dict[str, dict[str, float]]:
             if name not in ("ids", "prediction", "label") and isinstance(scores, list) and len(scores) == len(ids):
                 out[f"metric:{name}"] = {i: float(v) for i, v in zip(ids, scores) if v is not None}
     points = convergence.heldout_points(r)
-    ids = _field(r.heldout, "example_ids") if r.heldout is not None else None
-    last = _field(points[-1], "per_example") if len(points) >= 2 else None
+    ids = field_of(r.heldout, "example_ids") if r.heldout is not None else None
+    last = field_of(points[-1], "per_example") if len(points) >= 2 else None
     if r.run.status in TRAINED_STATUSES and ids and last and len(ids) == len(last):
         out["heldout_final"] = {str(i): float(v) for i, v in zip(ids, last)}
     return out
@@ -215,7 +170,7 @@ def _run_values(r: RunResult, targets: list[tuple[Any, float | None]], ema: floa
         values.update({f"metric:{k}": v for k, v in measures.numeric_metrics(r).items() if not k.startswith("majority")})
     if r.run.status in TRAINED_STATUSES:
         values.update({name: measures.value_of(r, name) for name in ("heldout_final", "params")})
-        costs, cost_bounds = _cost_values(r)
+        costs, cost_bounds = cost_values(r)
         values.update(costs)
         bounds.update(cost_bounds)
         steps = r.training.steps if r.training else []
@@ -234,27 +189,6 @@ def _run_values(r: RunResult, targets: list[tuple[Any, float | None]], ema: floa
             bounds[f"time_to_target:{i}"] = (hit["step_low"] * per_step, hit["step"] * per_step) \
                 if reached and per_step else None
     return values, crossings, bounds
-
-
-def _repeatability(runs: list[RunResult]) -> dict[str, tuple[float, str]]:
-    """Each cost's relative repeatability: the median over runs of the repeats' range / median when
-    every run has repeats, else the single reading's (verdicts.SINGLE_READING_REPEATABILITY)."""
-    trained = [r for r in runs if r.run.status in TRAINED_STATUSES and not is_unadapted(r)]
-    out = {}
-    for key, single in verdicts.SINGLE_READING_REPEATABILITY.items():
-        name = {"train_time_s": "step_time_s"}.get(key, key)
-        spreads = []
-        for r in trained:
-            values = stats.finite(_field(x, name) for x in cost_repeats(r))
-            if len(values) < 2 or statistics.median(values) <= 0:
-                break
-            spreads.append((max(values) - min(values)) / statistics.median(values))
-        else:
-            if spreads:
-                out[key] = (statistics.median(spreads), f"measured: median range of the runs' {len(values)} repeats")
-                continue
-        out[key] = (single, "single reading: a re-run's change (issue 21)")
-    return out
 
 
 def _reference_rows(runs: list[RunResult], primary: str | None) -> dict[str, dict[str, float]]:
@@ -311,7 +245,7 @@ def analyze_task(task: str, runs: list[RunResult], reference: str | None, specs:
     analysis = TaskAnalysis(task, reference, methods, endpoints, [k for k in PRIMARY_FAMILY if k in keys], {},
                             primary, targets, _reference_rows(runs, primary),
                             cost_family=[k for k in COST_FAMILY if k in keys], margins=verdicts.margins_from(runs),
-                            repeatability=_repeatability(compared))
+                            repeatability=repeatability(compared))
     analysis.comparisons = _compare(analysis)
     return analysis
 
