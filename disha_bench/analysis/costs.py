@@ -82,5 +82,5 @@ def repeatability(runs: list[RunResult]) -> dict[str, tuple[float, str]]:
             if spreads:
                 out[key] = (statistics.median(spreads), f"measured: median range of the runs' {len(values)} repeats")
                 continue
-        out[key] = (single, "single reading: a re-run's change (issue 21)")
+        out[key] = (single, "single reading: what a re-run moved it")
     return out

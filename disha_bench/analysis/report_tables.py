@@ -121,7 +121,8 @@ def repeatability_note(analyses: list[TaskAnalysis]) -> str:
     """Where each cost figure comes from, with its repeatability (a cost difference must exceed it)."""
     parts = []
     for a in analyses:
-        cells = [f"{key.replace('_', ' ')} {value:.1%} ({source})" for key, (value, source) in a.repeatability.items()]
+        cells = [f"{(a.endpoint(key).title if a.endpoint(key) else key)} {value:.1%} ({source})"
+                 for key, (value, source) in a.repeatability.items()]
         if cells:
             parts.append(f"{a.task}: " + ", ".join(cells))
     return ("Repeatability of the cost figures (a cost difference is claimed only beyond it and the margin): "
