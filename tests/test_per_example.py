@@ -65,3 +65,18 @@ def test_heldout_loss_per_example_is_paired_by_example():
     c = a.comparisons[("bone", "heldout_final")]
     assert "bootstrap" in c.extra and c.estimate == pytest.approx(-0.05, abs=0.02) and c.ci_high < 0
     assert c.verdict == "better"
+
+
+def test_the_details_show_a_seeds_by_examples_interval_instead_of_pooled_counts(tmp_path):
+    from disha_bench.analysis import report
+
+    from report_fixtures import write
+
+    runs = _runs({"lora": 0.70, "bone": 0.80})
+    for r in runs:  # a tiny evaluation set, where v2 results show pooled counts (k/48)
+        scores = r.evaluation["per_example"]["accuracy"][:16]
+        r.evaluation["per_example"] = {"ids": r.evaluation["per_example"]["ids"][:16], "accuracy": scores}
+        r.evaluation.update(accuracy=sum(scores) / 16, n_examples=16)
+    text = report.write_report(write(tmp_path / "r", runs), tmp_path / "r.md", "x", draw=False).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| bone | accuracy |")]
+    assert rows and "(seeds x examples)" in rows[0] and "/48" not in rows[0]

@@ -161,6 +161,13 @@ def _mean_cell(row: dict, a: TaskAnalysis) -> str:
     if row["reached"]:
         s = row["reached"]
         return fmt.censored(s["median"], s["censored"], s["budget"], row["unit"]) + " (median)"
+    scores = a.methods[row["method"]].examples.get(row["key"])
+    if scores and set(scores) >= {s for s, v in row["per_seed"].items() if v is not None}:
+        # Per-example outputs: the mean with a two-way bootstrap interval over seeds and examples
+        # (not counts pooled over seeds, which would treat every seed's examples as new ones).
+        c = stats.paired_examples({s: dict.fromkeys(v, 0.0) for s, v in scores.items()}, scores)
+        low, high = stats.clip(c.ci_low, c.ci_high, a.endpoint(row["key"]).domain)
+        return fmt.mean_ci(c.estimate, low, high, row["unit"]) + " (seeds x examples)"
     n_examples = a.methods[row["method"]].n_examples if row["key"].startswith("metric:") and measures.is_count(row["key"][7:]) else None
     if n_examples and n_examples < TINY_EVAL:
         correct = [round(v * n_examples) for v in row["per_seed"].values() if v is not None]
