@@ -80,3 +80,17 @@ def test_every_primary_row_shows_its_adjusted_interval_and_p_and_no_verdict_cont
             assert -margin <= low and high <= margin, row
         elif "repeatability" not in row["verdict"]:  # a cost verdict one re-reading would flip is withheld
             assert not (clear and abs(estimate) > margin) and not (-margin <= low and high <= margin), row
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_primary_row_of_the_markdown_carries_adjusted_p_and_verdict(suite):
+    lines = (REPORTS / f"{suite}.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| method | figure |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[5:8] == ["vs lora", "adj. p", "verdict"]
+    primary = [[c.strip() for c in line.strip("|").split("|")] for line in lines
+               if line.startswith("| ") and "◆" in line and not line.startswith("| lora |")]
+    assert primary
+    for cells in primary:
+        assert cells[7] in ("better", "worse", "matches", "not resolved"), cells
+        assert cells[6] or cells[5] == "censored", cells  # the adjusted p beside every testable row

@@ -16,6 +16,10 @@ other metrics (MCC, correlations, losses) 0.01; proportions (accuracy, exact mat
 larger of 1 percentage point and one example of the evaluation set; memory, throughput, time and
 steps/tokens to target 3% (ratios: outside [1/1.03, 1.03]).
 
+Costs are known per run only within their repeatability (disha_bench.analysis.costs) and compared as
+such intervals; a cost verdict also stands only if moving any one run's reading by its repeatability
+leaves it unchanged (compare.require_stable_costs), else it is "not resolved" and says why.
+
 Single cost readings (results before the cost phase of schema v3) have a repeatability measured by
 re-running one run (issue 21: `gsm8k-lora-s0` re-run with bit-identical losses moved its peak memory
 by 3.4% and its tokens/s by 14%); that is the repeatability used for them, and said.
