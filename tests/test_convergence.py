@@ -82,13 +82,20 @@ def test_resolve_heldout_targets():
                    pytest.approx(1.8)]
 
 
-def test_crossing_interpolates_between_measured_points():
+def test_crossing_is_the_interval_between_measured_points():
+    # Issue 21 changed this on purpose: a crossing is the interval between the last point above and the
+    # first point below (not a point interpolated as if exact); the wall-clock figure stays interpolated.
     points = _result("x", [2.0, 1.6, 1.0, 0.9])["heldout"]["points"]  # steps 0, 10, 20, 30
     hit = convergence.crossing(points, 1.3)
-    # 1.6 at step 10 -> 1.0 at step 20: 1.3 is halfway, step 15, 7.5 s of training, 1500 tokens.
-    assert hit == {"target": 1.3, "status": "reached", "step": pytest.approx(15.0), "time_s": pytest.approx(7.5),
-                   "tokens": pytest.approx(1500.0)}
-    assert convergence.crossing(points, 1.0)["step"] == pytest.approx(20.0)  # exactly on a point
+    # 1.6 at step 10 -> 1.0 at step 20: somewhere in steps 11..20, tokens 1100..2000; 7.5 s interpolated.
+    assert hit == {"target": 1.3, "status": "reached", "step": 20.0, "step_low": 11.0, "tokens": 2000.0,
+                   "tokens_low": pytest.approx(1100.0), "time_s": pytest.approx(7.5)}
+    assert convergence.crossing(points, 1.0)["step"] == 20.0  # exactly on a point
+    # A single dip below the target, followed by a rise, does not count: the curve must stay below.
+    noisy = _result("x", [2.0, 1.2, 1.5, 1.1, 1.0])["heldout"]["points"]
+    assert (convergence.crossing(noisy, 1.3)["step_low"], convergence.crossing(noisy, 1.3)["step"]) == (21.0, 30.0)
+    # Below only at the last point: that point (nothing measured after it says otherwise).
+    assert convergence.crossing(noisy, 1.05)["step"] == 40.0
     assert convergence.crossing(points, 0.5)["status"] == "not_reached"
     # At or above the unadapted model's loss a target says nothing about training: invalid, never reached.
     assert convergence.crossing(points, 2.0)["status"] == "invalid"

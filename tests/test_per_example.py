@@ -1,113 +1,82 @@
-"""Schema v3 production pieces: the held-out schedule, per-example losses and scores, example ids,
-per-seed sampling and the cost phase's order. (The real tiny runs that carry them end to end:
-tests/test_smoke_suite.py.)
-
-    python -m pytest -q tests/test_per_example.py
-"""
+"""Per-example outputs (schema v3): same-example differences with a two-way bootstrap over seeds and
+examples replace the Newcombe hull; v2 results keep it."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import random
 
 import pytest
-import torch
-import torch.nn.functional as F
 
-from disha_bench import tasks
-from disha_bench.config.suite import EvaluationConfig, expand_runs, load_suite
-from disha_bench.tasks.base import IGNORE_INDEX, example_ids
-from disha_bench.training.heldout import Schedule, example_losses
+from disha_bench.analysis import compare, stats
 
-SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
+from report_fixtures import make
+
+N = 200
 
 
-def test_schedule_is_dense_first_then_spaced_and_heldout_every_still_works():
-    default = Schedule.of(EvaluationConfig(), max_steps=30)
-    assert [s for s in range(1, 31) if default.is_due(s)] == [1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
-    assert default.describe() == "step 0, every step to 3, then every 3, and the last step"
-    dense = Schedule.of(EvaluationConfig(heldout_every=10, heldout_dense_steps=5), max_steps=30)
-    assert [s for s in range(1, 31) if dense.is_due(s)] == [1, 2, 3, 4, 5, 10, 20, 30]
-    uniform = Schedule.of(EvaluationConfig(heldout_every=10, heldout_dense_steps=0), max_steps=30)
-    assert [s for s in range(1, 31) if uniform.is_due(s)] == [10, 20, 30]
+def _runs(rate: dict[str, float], shared_ids: bool = True, heldout: bool = False) -> list:
+    """synth-cls runs scored on N examples each, every example right with probability rate[method];
+    the two methods agree on the examples both get right (same draw), as close methods do."""
+    runs = []
+    for seed in range(3):
+        rng = random.Random(seed)
+        ids = [f"{'' if shared_ids else f's{seed}-'}ex{i}" for i in range(N)]
+        draws = [rng.random() for _ in ids]
+        for method in ("lora", "bone"):
+            r = make("synth-cls", method, seed)
+            scores = [float(u < rate[method]) for u in draws]
+            r.evaluation.update(accuracy=sum(scores) / N, n_examples=N, per_example={"ids": ids, "accuracy": scores})
+            if heldout:
+                r.heldout.example_ids = ids
+                r.heldout.points[-1].per_example = [1.0 - 0.5 * s + 0.01 * seed for s in scores]
+            runs.append(r)
+    return runs
 
 
-def test_new_suite_fields_are_validated(tmp_path):
-    from disha_bench.errors import UserError
-
-    with pytest.raises(UserError, match="evaluation.heldout_dense_steps"):
-        load_suite(SMOKE, ["evaluation.heldout_dense_steps=-1"])
-    with pytest.raises(UserError, match="evaluation.heldout_dense_steps"):
-        load_suite(SMOKE, ["evaluation.heldout_dense_steps=many"])
-    with pytest.raises(UserError, match="cost.repeats"):
-        load_suite(SMOKE, ["cost.repeats=-1"])
-    with pytest.raises(UserError, match="cost.steps"):
-        load_suite(SMOKE, ["cost.steps=1"])  # the first step is warm-up: at least one more is measured
-    with pytest.raises(UserError, match="tasks\\[0\\].sample_seed"):
-        load_suite(SMOKE, ["tasks.0.sample_seed=true"])
-    assert load_suite(SMOKE, ["cost.repeats=0"])[0].cost.repeats == 0
-
-
-def test_example_losses_are_the_rows_of_the_models_mean_loss():
-    torch.manual_seed(0)
-    logits = torch.randn(3, 6, 11)
-    labels = torch.randint(0, 11, (3, 6))
-    labels[:, :2] = IGNORE_INDEX  # the prompt
-    labels[2, 2:4] = IGNORE_INDEX  # a shorter answer
-    rows = example_losses(logits, labels)
-    for row, (lg, lb) in enumerate(zip(logits, labels)):
-        assert rows[row] == pytest.approx(float(F.cross_entropy(lg[:-1], lb[1:], ignore_index=IGNORE_INDEX)), rel=1e-6)
-    classes = torch.randn(4, 3)
-    targets = torch.tensor([0, 2, 1, 2])
-    assert sum(example_losses(classes, targets)) / 4 == pytest.approx(float(F.cross_entropy(classes, targets)), rel=1e-6)
-    scores, gold = torch.randn(4, 1), torch.randn(4)
-    assert sum(example_losses(scores, gold)) / 4 == pytest.approx(float(F.mse_loss(scores[:, 0], gold)), rel=1e-6)
+def test_same_example_differences_replace_the_newcombe_hull():
+    (a,) = compare.analyze_suite(_runs({"lora": 0.70, "bone": 0.80}))
+    c = a.comparisons[("bone", "metric:accuracy")]
+    assert "bootstrap" in c.extra and "n_examples" not in c.extra  # no Newcombe hull, no pooled counts
+    # Bone is right wherever LoRA is, plus about 10% more: every discordant example favours Bone.
+    assert c.extra["discordant"]["reference_only"] == 0 and c.extra["discordant"]["method_only"] > 0
+    assert c.estimate == pytest.approx(0.10, abs=0.03) and 0 < c.ci_low < c.estimate < c.ci_high
+    assert c.p_value >= 2 / (stats.BOOTSTRAP_REPLICATES + 1)  # never 0
+    # v2 results (no per-example outputs) keep the seeds-plus-Newcombe rule.
+    for r in (old := _runs({"lora": 0.70, "bone": 0.80})):
+        del r.evaluation["per_example"]
+    (v2,) = compare.analyze_suite(old)
+    assert v2.comparisons[("bone", "metric:accuracy")].extra["n_examples"] == N
 
 
-def test_example_ids_are_stable_and_unique():
-    records = [{"q": "a"}, {"q": "b"}, {"q": "a"}, {"task_id": "HumanEval/3"}]
-    ids = example_ids(records)
-    assert ids == example_ids([dict(r) for r in records])  # content, not identity or order of creation
-    assert len(set(ids)) == 4 and ids[2] == ids[0] + "#2" and ids[3] == "HumanEval/3"
+def test_each_seed_drawing_its_own_examples_is_bootstrapped_within_seeds():
+    (a,) = compare.analyze_suite(_runs({"lora": 0.70, "bone": 0.80}, shared_ids=False))
+    c = a.comparisons[("bone", "metric:accuracy")]
+    assert "bootstrap" in c.extra and c.ci_low < c.estimate < c.ci_high
 
 
-def test_each_seed_draws_its_own_sample_unless_the_suite_fixes_it():
-    suite, _ = load_suite(SMOKE, ["seeds=[0,1]"])
-    by_seed = {(r.seed, r.method.label): r.task.sample_seed for r in expand_runs(suite) if r.task.name == "synthetic-sentiment"}
-    assert by_seed[(0, "bone")] == 0 and by_seed[(1, "bone")] == 1 and by_seed[(1, "lora")] == 1
-    fixed, _ = load_suite(SMOKE, ["seeds=[0,1]", "tasks.0.sample_seed=7"])
-    assert {r.task.sample_seed for r in expand_runs(fixed) if r.task.name == "synthetic-sentiment"} == {7}
-
-    def drawn(seed):
-        task = tasks.get("synthetic-arith")
-        config = {**task.options, "name": task.name, "train_limit": 32, "eval_limit": 8, "sample_seed": seed}
-        train, evaluation = task.load(config, None)
-        return example_ids(train), example_ids(task.heldout(8)), example_ids(evaluation)
-
-    assert drawn(0) == drawn(0)
-    assert all(a != b for a, b in zip(drawn(0), drawn(1)))  # training subset, held-out set, evaluation sample
+def test_a_method_against_itself_example_by_example_is_not_a_difference():
+    (a,) = compare.analyze_suite(_runs({"lora": 0.75, "bone": 0.75}))
+    c = a.comparisons[("bone", "metric:accuracy")]
+    assert c.estimate == 0 and c.p_value == 1.0
 
 
-def test_per_example_scores_hold_what_corpus_metrics_need():
-    sentiment = tasks.get("synthetic-sentiment")
-    metrics, columns = sentiment.score_examples([{"label": 1, "prediction": 1}, {"label": 0, "prediction": 1}])
-    assert metrics["accuracy"] == 0.5 and columns == {"prediction": [1, 1], "label": [1, 0], "accuracy": [1.0, 0.0]}
-    arith = tasks.get("synthetic-arith")
-    metrics, columns = arith.score_examples([{"target": "5", "output": " 2 + 3 = 5\n#### 5"}, {"target": "4", "output": "#### 3"}])
-    assert metrics["exact_match"] == 0.5 and columns == {"exact_match": [1.0, 0.0]}
+def test_heldout_loss_per_example_is_paired_by_example():
+    (a,) = compare.analyze_suite(_runs({"lora": 0.70, "bone": 0.80}, heldout=True))
+    c = a.comparisons[("bone", "heldout_final")]
+    assert "bootstrap" in c.extra and c.estimate == pytest.approx(-0.05, abs=0.02) and c.ci_high < 0
+    assert c.verdict == "better"
 
 
-def test_cost_phase_interleaves_methods_in_rounds_drawn_from_the_seed():
-    from disha_bench.running.cost import interleaved
+def test_the_details_show_a_seeds_by_examples_interval_instead_of_pooled_counts(tmp_path):
+    from disha_bench.analysis import report
 
-    suite, _ = load_suite(SMOKE, ["seeds=[0,1]"])
-    runs = [r for r in expand_runs(suite) if r.task.name == "synthetic-sentiment" and not r.is_unadapted]
-    for seed in (0, 1):
-        members = [r for r in runs if r.seed == seed]
-        order = [r.method.label for r in interleaved(members, 4, "synthetic-sentiment", seed)]
-        rounds = [order[i : i + 3] for i in range(0, 12, 3)]
-        assert all(sorted(r) == ["bat", "bone", "lora"] for r in rounds)  # A B C, A B C: each method once a round
-        assert order == [r.method.label for r in interleaved(members, 4, "synthetic-sentiment", seed)]
-        assert len({tuple(r) for r in rounds}) > 1  # the order is drawn again each round
-    orders = {s: [r.method.label for r in interleaved([r for r in runs if r.seed == s], 4, "synthetic-sentiment", s)]
-              for s in (0, 1)}
-    assert orders[0] != orders[1]
+    from report_fixtures import write
+
+    runs = _runs({"lora": 0.70, "bone": 0.80})
+    for r in runs:  # a tiny evaluation set, where v2 results show pooled counts (k/48)
+        scores = r.evaluation["per_example"]["accuracy"][:16]
+        r.evaluation["per_example"] = {"ids": r.evaluation["per_example"]["ids"][:16], "accuracy": scores}
+        r.evaluation.update(accuracy=sum(scores) / 16, n_examples=16)
+    text = report.write_report(write(tmp_path / "r", runs), tmp_path / "r.md", "x", draw=False).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| bone | accuracy |")]
+    assert rows and "(seeds x examples)" in rows[0] and "/48" not in rows[0]

@@ -12,6 +12,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from disha_bench.analysis import verdicts  # noqa: E402
 from disha_bench.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,11 @@ def test_offline_plan_of_the_paper_suite(capsys, tmp_path):
     assert len(rows) == 32 and len(unadapted) == 2 and all(int(row[1]) == 0 for row in unadapted)
     for run_id, steps, epochs, bound, *_ in (row for row in rows if row not in unadapted):
         assert int(steps) == 1562 and epochs == "1.00" and int(bound.replace(",", "")) == 1562 * 64 * 512
-    assert out.splitlines()[-1].split()[1:3] == ["46860", f"{30 * 1562 * 64 * 512:,}"]
+    *table, power = out.splitlines()
+    assert table[-1].split()[1:3] == ["46860", f"{30 * 1562 * 64 * 512:,}"]
+    # 3 seeds, 4 methods against LoRA (8 primary comparisons): what they can detect, from the stated prior.
+    assert power.startswith("Minimum detectable effect with 3 seeds (80% power, Holm's first level over 8 primary")
+    assert f"held-out loss {verdicts.minimum_detectable(0.025, 3, 8):.3g}," in power
 
 
 def test_measured_plan_of_the_smoke_suite(capsys):

@@ -8,6 +8,7 @@ over 5 seeds must be claimed in at least 90% of repeats.
 """
 
 import math
+import statistics
 import random
 
 import pytest
@@ -57,9 +58,12 @@ def test_paired_edge_cases():
     one = stats.paired({0: 1.0}, {0: 2.0})
     assert one.estimate == 1.0 and one.ci_low is None and one.p_value is None  # one seed: no interval, no test
     assert stats.paired({}, {0: 1.0}).estimate is None
-    # The same difference in every seed (a deterministic quantity): exact, significant.
+    # The same difference in every seed: no spread to test against, so the exact sign test, never p = 0
+    # (issue 21: identical per-seed differences gave p = 0), and a point interval only where it rejects.
     same = stats.paired({0: 1.0, 1: 2.0}, {0: 2.0, 1: 3.0})
-    assert same.p_value == 0.0 and same.ci_low == same.ci_high == 1.0
+    assert same.p_value == 0.5 and (same.ci_low, same.ci_high) == (-math.inf, math.inf)
+    six = stats.paired({s: 1.0 for s in range(6)}, {s: 1.001 for s in range(6)})
+    assert six.p_value == pytest.approx(2 ** -5) and six.ci_low == six.ci_high == pytest.approx(0.001)
     assert stats.paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).p_value == 1.0
 
 
@@ -118,9 +122,10 @@ def test_a_proportion_difference_carries_the_evaluation_sets_sampling_error():
     zeros = {0: 0.0, 1: 0.0, 2: 0.0}
     c = stats.with_sampling_error(stats.paired(zeros, zeros), zeros, 8)
     assert c.estimate == 0 and c.ci_low < -0.3 and c.ci_high > 0.3 and c.p_value == 1.0
-    # One more problem solved in every seed of 16: seeds alone would say p = 0; the set says otherwise.
+    # One more problem solved in every seed of 16: seeds alone give only the sign test's 0.25; the set
+    # says more (issue 21 changed the seeds' p from 0 to the sign test's).
     seeds_only = stats.paired(zeros, {0: 1 / 16, 1: 1 / 16, 2: 1 / 16})
-    assert seeds_only.p_value == 0.0
+    assert seeds_only.p_value == 0.25
     c = stats.with_sampling_error(seeds_only, zeros, 16)
     assert c.p_value > 0.2 and c.ci_low < 0 < c.ci_high and c.per_seed == seeds_only.per_seed
     # A large evaluation set: the seeds' own spread decides.
@@ -192,3 +197,38 @@ def test_no_interval_leaves_its_domain():
         k = rng.randint(0, 48)
         lo, hi = stats.wilson(k, 48)
         assert 0.0 <= lo <= k / 48 <= hi <= 1.0
+
+
+def test_adjusted_interval_excludes_zero_exactly_when_holm_rejects():
+    rng = random.Random(5)
+    for _ in range(200):
+        family = []
+        for _ in range(rng.randint(1, 4)):
+            ref = {s: rng.gauss(0, 1) for s in range(rng.randint(2, 6))}
+            family.append(stats.paired(ref, {s: v + rng.gauss(rng.choice([0, 1, 3]), 1) for s, v in ref.items()},
+                                       ratio=False))
+        for c in stats.apply_holm(family):
+            excludes = c.adj_low > 0 or c.adj_high < 0
+            assert excludes == c.significant, c
+            assert c.adj_low <= c.ci_low <= c.ci_high <= c.adj_high  # adjusted: never narrower
+
+
+def test_adjusted_interval_of_the_smallest_p_is_bonferronis():
+    a = stats.paired({0: 1.0, 1: 2.0, 2: 1.5}, {0: 1.6, 1: 2.5, 2: 2.2})
+    b = stats.paired({0: 1.0, 1: 2.0, 2: 1.5}, {0: 0.0, 1: 3.0, 2: 1.0})
+    stats.apply_holm([a, b])
+    diffs = [0.6, 0.5, 0.7]
+    half = scipy_stats.t.ppf(1 - 0.05 / 4, 2) * statistics.stdev(diffs) / math.sqrt(3)
+    assert (a.adj_low, a.adj_high) == pytest.approx((0.6 - half, 0.6 + half))
+
+
+def test_interval_censored_ratio_takes_the_weaker_extreme():
+    # The reference crosses between steps 4-6 or 7-9, the method between 1 and 3: faster at either extreme.
+    ref = {s: (4.0, 6.0) if s % 2 == 0 else (7.0, 9.0) for s in range(5)}
+    fast = stats.paired_censored(ref, {s: (1.0, 3.0) for s in range(5)})
+    unfavourable = [math.log(3 / ref[s][0]) for s in range(5)]
+    assert fast.p_value == pytest.approx(scipy_stats.ttest_1samp(unfavourable, 0).pvalue)
+    assert fast.ci_high < 1 and fast.p_value < 0.05
+    # Overlapping intervals: the data allow no difference, so nothing is claimed.
+    same = stats.paired_censored({s: (4.0, 6.0) for s in range(3)}, {0: (3.0, 6.0), 1: (4.0, 7.0), 2: (4.0, 6.0)})
+    assert same.ci_low < 1 < same.ci_high and same.p_value == 1.0

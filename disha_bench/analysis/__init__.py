@@ -5,6 +5,6 @@
 
 `results.py` (the result-file schema and atomic writes), `measures.py` (loading checked results, metric
 domains), `convergence.py`, `stats.py`, `compare.py` (one task's per-seed figures and paired comparisons
-against the reference), `findings.py`, `report.py` with `report_format.py` / `report_tables.py`,
+against the reference), `verdicts.py` (margins and the better / worse / matches rule), `findings.py`, `report.py` with `report_format.py` / `report_tables.py`,
 `plots.py`, and `check.py` (the convergence regression check).
 """

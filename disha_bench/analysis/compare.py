@@ -5,9 +5,14 @@
 Per task: every method's per-seed figures (`ENDPOINTS` and every evaluation metric), the held-out
 targets resolved once per task (disha_bench.analysis.convergence), steps and training time to each target
 with censoring, and each method compared with the reference method, paired by seed
-(disha_bench.analysis.stats). The declared family of primary endpoints - held-out loss at the budget,
-training time to the first target, the primary task metric, peak memory and tokens/s, each method
-against the reference - is Holm-corrected per task; only those comparisons can be significant.
+(disha_bench.analysis.stats). Two declared families per task, each Holm-corrected: the primary one
+(held-out loss at the budget and steps to the first target, each method against the reference) and
+the cost one (peak memory, tokens/s, training time). Only their comparisons get a verdict
+(disha_bench.analysis.verdicts: adjusted interval and margin); every other figure is descriptive.
+A cost is known per run only within its repeatability - the range of the cost phase's repeats
+(`result.cost.repeats`, median as the value) when the run has them, else its single reading within
+the re-run repeatability of issue 21 - and compared as such an interval (interval-censored, like
+steps to target); a cost difference must also exceed the repeatability and the margin.
 
 The unadapted reference runs (label `unadapted`, method `none`) and a task's majority-class score
 (`evaluation["majority_class"]`, a number or {metric: value}, or `majority_class_<metric>` keys)
@@ -20,7 +25,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from disha_bench.analysis import convergence, measures, stats
+from disha_bench.analysis import convergence, measures, stats, verdicts
+from disha_bench.analysis.costs import field_of, cost_values, repeatability, step_time_s
 from disha_bench.analysis.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult
 
 UNADAPTED_LABEL, UNADAPTED_METHOD = "unadapted", "none"
@@ -64,9 +70,20 @@ def metric_endpoint(name: str) -> Endpoint:
                     domain=measures.metric_domain(name), unit=unit)
 
 
-def target_endpoints(i: int, text: str) -> tuple[Endpoint, Endpoint]:
+def target_endpoints(i: int, text: str) -> tuple[Endpoint, ...]:
     return (Endpoint(f"steps_to_target:{i}", f"steps to {text}", "low", ratio=True, domain=POSITIVE, unit="steps"),
-            Endpoint(f"time_to_target:{i}", f"training time to {text}", "low", ratio=True, domain=POSITIVE, unit="s"))
+            Endpoint(f"tokens_to_target:{i}", f"tokens to {text}", "low", ratio=True, domain=POSITIVE, unit="tokens"),
+            Endpoint(f"time_to_target:{i}", f"time to {text} (steps x median step time)", "low", ratio=True,
+                     domain=POSITIVE, unit="s"),
+            Endpoint(f"wallclock_to_target:{i}", f"wall-clock crossing of {text} (secondary)", "low", ratio=True,
+                     domain=POSITIVE, unit="s"))
+
+
+PRIMARY_FAMILY = ("heldout_final", "steps_to_target:0")
+"""At most two primary hypotheses per method against the reference."""
+COST_FAMILY = ("peak_mb", "tokens_per_s", "train_time_s")
+"""The cost family, Holm-corrected apart from the primary one."""
+CONVERGENCE_KEYS = ("steps_to_target", "tokens_to_target", "time_to_target", "wallclock_to_target")
 
 
 @dataclass
@@ -78,7 +95,11 @@ class MethodFigures:
     values: dict[str, dict[int, float | None]] = field(default_factory=dict)
     """Endpoint key -> {seed: value} over the runs where the figure is usable."""
     reached: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """`steps_to_target:i` / `time_to_target:i` -> convergence.censored_summary."""
+    """`steps_to_target:i` / `time_to_target:i` / ... -> convergence.censored_summary."""
+    bounds: dict[str, dict[int, tuple[float, float] | None]] = field(default_factory=dict)
+    """Interval-censored endpoints (`steps_to_target:i`, ...) -> {seed: (low, high)}, None when missed."""
+    examples: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    """Endpoint key -> {seed: {example id: score}} when the runs stored per-example outputs (schema v3)."""
 
     @property
     def n_examples(self) -> int | None:
@@ -106,6 +127,12 @@ class TaskAnalysis:
     """(spec, resolved held-out loss) of each target."""
     reference_rows: dict[str, dict[str, float]] = field(default_factory=dict)
     """`unadapted model` / `majority class` -> {endpoint key: value}."""
+    cost_family: list[str] = field(default_factory=list)
+    """Keys of the cost family (Holm-corrected apart from the primary one)."""
+    margins: dict[str, float] = field(default_factory=dict)
+    """Smallest effect of interest per kind of quantity (verdicts.DEFAULT_MARGINS and the suite's)."""
+    repeatability: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Cost key -> (relative repeatability, where it comes from)."""
 
     def endpoint(self, key: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.key == key), None)
@@ -116,24 +143,52 @@ def _target_text(spec: Any, value: float | None) -> str:
     return f"held-out loss ≤ {shown}" + ("" if isinstance(spec, (int, float)) else f" ({spec})")
 
 
-def _run_values(r: RunResult, targets: list[tuple[Any, float | None]], ema: float) -> tuple[dict, dict]:
-    """Figures of one run and the crossing of each target."""
+def per_example(r: RunResult) -> dict[str, dict[str, float]]:
+    """Endpoint key -> {example id: score} of a run's per-example outputs (schema v3; {} for v2):
+    every mean-over-examples metric of `evaluation["per_example"]`, and the held-out loss at the budget
+    from the last held-out point's `per_example` with `heldout.example_ids`."""
+    out: dict[str, dict[str, float]] = {}
+    stored = r.evaluation.get("per_example") if r.run.status in EVALUATED_STATUSES else None
+    if isinstance(stored, dict) and stored.get("ids"):
+        ids = [str(i) for i in stored["ids"]]
+        for name, scores in stored.items():
+            if name not in ("ids", "prediction", "label") and isinstance(scores, list) and len(scores) == len(ids):
+                out[f"metric:{name}"] = {i: float(v) for i, v in zip(ids, scores) if v is not None}
+    points = convergence.heldout_points(r)
+    ids = field_of(r.heldout, "example_ids") if r.heldout is not None else None
+    last = field_of(points[-1], "per_example") if len(points) >= 2 else None
+    if r.run.status in TRAINED_STATUSES and ids and last and len(ids) == len(last):
+        out["heldout_final"] = {str(i): float(v) for i, v in zip(ids, last)}
+    return out
+
+
+def _run_values(r: RunResult, targets: list[tuple[Any, float | None]], ema: float) -> tuple[dict, dict, dict]:
+    """Figures of one run, the crossing of each target, and the interval of each censored figure."""
     values: dict[str, float | None] = {}
-    crossings = {}
+    crossings, bounds = {}, {}
     if r.run.status in EVALUATED_STATUSES:
         values.update({f"metric:{k}": v for k, v in measures.numeric_metrics(r).items() if not k.startswith("majority")})
     if r.run.status in TRAINED_STATUSES:
-        for name in ("heldout_final", "peak_mb", "tokens_per_s", "train_time_s", "params"):
-            values[name] = measures.value_of(r, name)
+        values.update({name: measures.value_of(r, name) for name in ("heldout_final", "params")})
+        costs, cost_bounds = cost_values(r)
+        values.update(costs)
+        bounds.update(cost_bounds)
         steps = r.training.steps if r.training else []
         if steps:
             values["train_loss_final"] = convergence.smooth([s.loss for s in steps], ema)[-1]
         points = convergence.heldout_points(r)
+        per_step = step_time_s(r)
         for i, (_, target) in enumerate(targets):
-            hit = convergence.crossing(points, target)
-            crossings[i] = hit
-            values[f"steps_to_target:{i}"], values[f"time_to_target:{i}"] = hit["step"], hit["time_s"]
-    return values, crossings
+            hit = crossings[i] = convergence.crossing(points, target)
+            reached = hit["status"] == "reached"
+            values[f"steps_to_target:{i}"], values[f"tokens_to_target:{i}"] = hit["step"], hit["tokens"]
+            values[f"wallclock_to_target:{i}"] = hit["time_s"]
+            values[f"time_to_target:{i}"] = hit["step"] * per_step if reached and per_step else None
+            bounds[f"steps_to_target:{i}"] = (hit["step_low"], hit["step"]) if reached else None
+            bounds[f"tokens_to_target:{i}"] = (hit["tokens_low"], hit["tokens"]) if reached else None
+            bounds[f"time_to_target:{i}"] = (hit["step_low"] * per_step, hit["step"] * per_step) \
+                if reached and per_step else None
+    return values, crossings, bounds
 
 
 def _reference_rows(runs: list[RunResult], primary: str | None) -> dict[str, dict[str, float]]:
@@ -179,61 +234,144 @@ def analyze_task(task: str, runs: list[RunResult], reference: str | None, specs:
     specs = list(specs) or ([DEFAULT_TARGET.format(reference=reference)] if reference else [f"frac:0.5:{convergence.WORST}"])
     targets = list(zip(specs, convergence.resolve_targets(specs, compared)))
     primary = measures.primary_metric([r for r in compared if r.run.status in EVALUATED_STATUSES])
-    methods = {}
-    for label in labels:
-        figures = MethodFigures(label, [r for r in compared if r.run.method == label])
-        statuses: dict[int, list[str]] = {}
-        for r in figures.runs:
-            values, crossings = _run_values(r, targets, ema)
-            for key, value in values.items():
-                figures.values.setdefault(key, {})[r.run.seed] = value
-            for i, hit in crossings.items():
-                statuses.setdefault(i, []).append(hit["status"])
-        for i in range(len(targets)):
-            trained = [r for r in figures.runs if r.run.status in TRAINED_STATUSES]
-            for kind, budget in (("steps", max((p.step for r in trained for p in convergence.heldout_points(r)), default=None)),
-                                 ("time", max((measures.train_time_s(r) or 0 for r in trained), default=None))):
-                key = f"{kind}_to_target:{i}"
-                seeds = [r.run.seed for r in trained]
-                figures.reached[key] = convergence.censored_summary(
-                    [figures.values.get(key, {}).get(s) for s in seeds], statuses.get(i, []), budget)
-        methods[label] = figures
+    methods = {label: _figures(label, compared, targets, ema) for label in labels}
     metric_names = sorted({k for f in methods.values() for k in f.values if k.startswith("metric:")},
                           key=lambda k: (k != f"metric:{primary}", k))
     endpoints = [metric_endpoint(k[7:]) for k in metric_names] + [HELDOUT_FINAL]
     for i, (spec, value) in enumerate(targets):
         endpoints += target_endpoints(i, _target_text(spec, value))
     endpoints += [PEAK, SPEED, TRAIN_TIME, PARAMS, TRAIN_LOSS]
-    family = ["heldout_final", "time_to_target:0", f"metric:{primary}" if primary else "", "peak_mb", "tokens_per_s"]
-    family = [k for k in family if k and any(e.key == k for e in endpoints)]
-    comparisons = _compare(methods, reference, endpoints, family)
-    return TaskAnalysis(task, reference, methods, endpoints, family, comparisons, primary, targets,
-                        _reference_rows(runs, primary))
+    keys = {e.key for e in endpoints}
+    analysis = TaskAnalysis(task, reference, methods, endpoints, [k for k in PRIMARY_FAMILY if k in keys], {},
+                            primary, targets, _reference_rows(runs, primary),
+                            cost_family=[k for k in COST_FAMILY if k in keys], margins=verdicts.margins_from(runs),
+                            repeatability=repeatability(compared))
+    analysis.comparisons = _compare(analysis)
+    return analysis
 
 
-def _compare(methods: dict[str, MethodFigures], reference: str | None, endpoints: list[Endpoint],
-             family: list[str]) -> dict[tuple[str, str], stats.Paired]:
-    """Every method against the reference on every ranked endpoint; Holm over the family."""
+def _figures(label: str, compared: list[RunResult], targets: list, ema: float) -> MethodFigures:
+    """One method's per-seed figures and the censoring summary of each convergence figure."""
+    figures = MethodFigures(label, [r for r in compared if r.run.method == label])
+    statuses: dict[int, list[str]] = {}
+    for r in figures.runs:
+        values, crossings, bounds = _run_values(r, targets, ema)
+        for key, value in values.items():
+            figures.values.setdefault(key, {})[r.run.seed] = value
+        for key, value in bounds.items():
+            figures.bounds.setdefault(key, {})[r.run.seed] = value
+        for key, scores in per_example(r).items():
+            figures.examples.setdefault(key, {})[r.run.seed] = scores
+        for i, hit in crossings.items():
+            statuses.setdefault(i, []).append(hit["status"])
+    trained = [r for r in figures.runs if r.run.status in TRAINED_STATUSES]
+    seeds = [r.run.seed for r in trained]
+    budget_steps = max((p.step for r in trained for p in convergence.heldout_points(r)), default=None)
+    budget_time = max((measures.train_time_s(r) or 0 for r in trained), default=None)
+    budget_tokens = max((convergence.heldout_points(r)[-1].tokens for r in trained if convergence.heldout_points(r)),
+                        default=None)
+    for i in range(len(targets)):
+        for kind, budget in (("steps", budget_steps), ("tokens", budget_tokens), ("time", budget_time),
+                             ("wallclock", budget_time)):
+            key = f"{kind}_to_target:{i}"
+            figures.reached[key] = convergence.censored_summary(
+                [figures.values.get(key, {}).get(s) for s in seeds], statuses.get(i, []), budget)
+    return figures
+
+
+def margin_for(a: TaskAnalysis, e: Endpoint, base: MethodFigures, other: MethodFigures) -> float | None:
+    """The margin a comparison is decided with; a cost's is at least its repeatability."""
+    count = e.key.startswith("metric:") and measures.is_count(e.key[len("metric:"):])
+    n = base.n_examples if base.n_examples == other.n_examples else None
+    margin = verdicts.margin_of(verdicts.margin_kind(e.key, count), a.margins, n)
+    if margin is not None and e.key in a.repeatability:
+        margin = max(margin, a.repeatability[e.key][0])
+    return margin
+
+
+def decide_family(a: TaskAnalysis, family: list[tuple[Endpoint, MethodFigures, MethodFigures, stats.Paired]]) -> None:
+    """Holm over one declared family, then each comparison's verdict (in place)."""
+    stats.apply_holm([c for *_, c in family])
+    for e, base, other, c in family:
+        c.margin = margin_for(a, e, base, other)
+        c.verdict = verdicts.decide(c, c.margin, e.better)
+
+
+def _compare(a: TaskAnalysis) -> dict[tuple[str, str], stats.Paired]:
+    """Every method against the reference on every ranked endpoint; Holm and verdicts per family."""
     comparisons: dict[tuple[str, str], stats.Paired] = {}
-    if reference is None:
+    if a.reference is None:
         return comparisons
-    for label, figures in methods.items():
-        if label == reference:
-            continue
-        for e in endpoints:
-            if e.better is not None:
-                comparisons[(label, e.key)] = compare_pair(e, methods[reference], figures)
-    stats.apply_holm([comparisons[(l, k)] for l in methods if l != reference for k in family if (l, k) in comparisons])
+    base = a.methods[a.reference]
+    for label, figures in a.methods.items():
+        if label != a.reference:
+            for e in a.endpoints:
+                if e.better is not None:
+                    comparisons[(label, e.key)] = compare_pair(e, base, figures)
+    for keys in (a.family, a.cost_family):
+        decide_family(a, [(a.endpoint(k), base, a.methods[l], comparisons[(l, k)])
+                          for l in a.methods if l != a.reference for k in keys if (l, k) in comparisons])
+    require_stable_costs(a, a.reference, {k: c for k, c in comparisons.items() if k[1] in a.cost_family})
     return comparisons
 
 
+def _moved(figures: MethodFigures, seed: int, factors: dict[str, float]) -> MethodFigures:
+    """A copy of `figures` with one seed's cost figures (value and bounds) multiplied by `factors`."""
+    values = {k: dict(v) for k, v in figures.values.items()}
+    bounds = {k: dict(v) for k, v in figures.bounds.items()}
+    for key, f in factors.items():
+        if values.get(key, {}).get(seed) is not None:
+            values[key][seed] *= f
+        if bounds.get(key, {}).get(seed) is not None:
+            low, high = bounds[key][seed]
+            bounds[key][seed] = (low * f, high * f)
+    return MethodFigures(figures.label, figures.runs, values, figures.reached, bounds)
+
+
+def require_stable_costs(a: TaskAnalysis, base: str, comparisons: dict[tuple[str, str], stats.Paired]) -> None:
+    """A cost verdict stands only if no single run's cost reading, moved up or down by its
+    repeatability, changes it (issue 21: one re-run flipped three findings); else "not resolved".
+    `comparisons`: (label, key) -> `label` against `base`, decided as one family (in place)."""
+    decided = {(l, k): c for (l, k), c in comparisons.items() if k in a.cost_family and c.verdict}
+    if not decided:
+        return
+    rep = {k: a.repeatability.get(k, (0.0, ""))[0] for k in a.cost_family}
+    unstable: set[tuple[str, str]] = set()
+    for label in {base, *(l for l, _ in decided)}:
+        figures = a.methods[label]
+        for seed in {s for k in a.cost_family for s in figures.values.get(k, {})}:
+            for sign in (1, -1):
+                factors = {"peak_mb": 1 + sign * rep.get("peak_mb", 0), "tokens_per_s": 1 + sign * rep.get("tokens_per_s", 0),
+                           "train_time_s": 1 / (1 + sign * rep.get("tokens_per_s", 0))}
+                methods = {l: (_moved(f, seed, factors) if l == label else f) for l, f in a.methods.items()}
+                family = [(a.endpoint(k), methods[base], methods[l], compare_pair(a.endpoint(k), methods[base], methods[l]))
+                          for (l, k) in decided]
+                decide_family(a, family)
+                unstable |= {key for key, (*_, c) in zip(decided, family) if c.verdict != decided[key].verdict}
+    for key in unstable:
+        if decided[key].verdict != verdicts.UNRESOLVED:
+            decided[key].verdict = verdicts.UNRESOLVED
+            decided[key].extra["unstable"] = True
+
+
 def compare_pair(e: Endpoint, base: MethodFigures, other: MethodFigures) -> stats.Paired:
-    """`other` against `base` on endpoint `e`, paired by seed. Count metrics (accuracy, exact match,
-    pass@k) on one evaluation set also carry that set's sampling error (`stats.with_sampling_error`)."""
+    """`other` against `base` on endpoint `e`, paired by seed (and by example where the runs stored
+    per-example outputs: `stats.paired_examples`). Steps, tokens and time to a target are
+    interval-censored (`stats.paired_censored`); count metrics (accuracy, exact match, pass@k) on one
+    evaluation set also carry that set's sampling error (`stats.with_sampling_error`)."""
     a, b = base.values.get(e.key, {}), other.values.get(e.key, {})
-    if e.key.startswith(("steps_to_target", "time_to_target")) and (None in a.values() or None in b.values()):
+    if e.key.startswith(CONVERGENCE_KEYS) and (None in a.values() or None in b.values()):
         # A seed that never reached the target has no finite time: no paired difference is claimed.
         return stats.Paired([], [], None, None, None, None, e.ratio, extra={"censored": True})
+    if e.key in base.examples and e.key in other.examples and set(base.examples[e.key]) >= set(a) \
+            and set(other.examples[e.key]) >= set(b):
+        # Per-example outputs: same-example differences, two-way bootstrap over seeds and examples.
+        c = stats.paired_examples(base.examples[e.key], other.examples[e.key])
+        c.extra["width"] = e.domain[1] - e.domain[0]
+        return c
+    if e.key in base.bounds and e.key in other.bounds:
+        known = lambda bounds: {s: b for s, b in bounds.items() if b is not None}  # noqa: E731
+        return stats.paired_censored(known(base.bounds[e.key]), known(other.bounds[e.key]))
     c = stats.paired(a, b, ratio=e.ratio, domain=e.domain)
     if e.key.startswith("metric:") and measures.is_count(e.key[len("metric:"):]):
         n = base.n_examples

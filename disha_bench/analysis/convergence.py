@@ -3,8 +3,9 @@
     python -c "from disha_bench.analysis.convergence import crossing; print(crossing([{'step': 0, 'loss': 2.0, 'train_time_s': 0, 'tokens': 0}, {'step': 10, 'loss': 1.0, 'train_time_s': 5, 'tokens': 800}], 1.5))"
 
 Convergence claims come from the held-out curve (`RunResult.heldout`: the same examples for every
-method and seed, measured from step 0): steps and training seconds to a target loss, interpolated
-between measured points (`crossing`), with runs that never reach it censored (`censored_summary`).
+method and seed, measured from step 0): steps (and tokens) to a target loss, known as the interval
+between two measured points and compared as such (`crossing`), with runs that never reach it censored
+(`censored_summary`); time to target is derived from steps and the run's median step time.
 Target syntax: see "Targets on the held-out curve" below.
 
 The training-loss summary (`summarize`, stored in every result) is secondary information: a loss
@@ -260,27 +261,35 @@ def resolve_targets(targets: Iterable[float | str], results_for_task: Sequence[A
 
 
 def crossing(points: Sequence[Any], target: float | None) -> dict[str, Any]:
-    """When a held-out curve first reaches `target` (loss <= target).
+    """When a held-out curve reaches `target` (loss <= target) and stays there.
 
     status: `reached`, `not_reached` (censored at the budget) or `invalid` (the target is at or above
-    the step-0 loss, so "reaching" it says nothing about training). The crossing is placed by linear
-    interpolation between the last measured point above the target and the first at or below it
-    (step, training seconds and tokens alike): the curve is measured every `heldout.every` steps,
-    and taking the first point at or below would round every crossing up to the next measurement.
-    Training time excludes held-out evaluation.
+    the step-0 loss, so "reaching" it says nothing about training). Stays-below rule: the curve has
+    reached the target at the first measured point at or below it whose next measured point (if any)
+    is also at or below it, so a noisy curve's single dip does not count. The crossing is then only
+    known to lie after the previous measured point: `step_low`..`step` (optimizer steps, integers:
+    previous point + 1 up to that point) and `tokens_low`..`tokens`, compared as intervals, never
+    interpolated as if exact. `time_s` is the wall-clock crossing, interpolated between the two points
+    (a secondary figure: training seconds vary with the machine's load). Training time excludes
+    held-out evaluation.
     """
-    entry = {"target": target, "status": "not_reached", "step": None, "time_s": None, "tokens": None}
+    entry = {"target": target, "status": "not_reached", "step": None, "time_s": None, "tokens": None,
+             "step_low": None, "tokens_low": None}
     if target is None or not points:
         return {**entry, "status": "unresolved"}
     rows = [(float(_get(p, "step")), float(_get(p, "loss")), float(_get(p, "train_time_s")), float(_get(p, "tokens")))
             for p in points]
     if not math.isfinite(rows[0][1]) or target >= rows[0][1]:
         return {**entry, "status": "invalid"}
-    for before, after in zip(rows, rows[1:]):
-        if math.isfinite(after[1]) and after[1] <= target:
-            w = (before[1] - target) / (before[1] - after[1])
-            step, _, time_s, tokens = (b + w * (a - b) for b, a in zip(before, after))
-            return {**entry, "status": "reached", "step": step, "time_s": time_s, "tokens": tokens}
+    below = [math.isfinite(r[1]) and r[1] <= target for r in rows]
+    for i in range(1, len(rows)):
+        if below[i] and (i + 1 == len(rows) or below[i + 1]):
+            before, after = rows[i - 1], rows[i]
+            w = (before[1] - target) / (before[1] - after[1]) if before[1] > after[1] else 1.0
+            per_step_tokens = (after[3] - before[3]) / max(1.0, after[0] - before[0])
+            return {**entry, "status": "reached", "step": after[0], "step_low": before[0] + 1,
+                    "tokens": after[3], "tokens_low": before[3] + per_step_tokens,
+                    "time_s": before[2] + w * (after[2] - before[2])}
     return entry
 
 

@@ -1,25 +1,25 @@
-"""The report's generated text: findings from significant comparisons, and the paper's four claims.
+"""The report's generated text: findings from decided comparisons, and the paper's four claims.
 
     python -c "from disha_bench.analysis import compare, findings, measures; print(findings.claims(compare.analyze_suite(measures.load_checked('results/smoke'))))"
 
-Findings list only the comparisons of the declared family (each method against the reference) that
-hold after Holm's correction. Each claim of the DiSHA paper gets one line per task: holds / does not
-hold / not resolved, with the interval that decides it (paired by seed, 95%, not in the Holm family
-unless it is a comparison with the reference). "Matches" holds only when the whole interval of the
-difference lies inside the stated equivalence margin; a non-significant difference is never "equal".
+One standard for every line (disha_bench.analysis.verdicts): a comparison is "better"/"worse" when
+its family-adjusted interval excludes no difference and its estimate lies beyond the quantity's
+margin (a cost's: beyond its repeatability too), "matches" when that interval lies inside ±margin,
+else "not resolved". Findings list the comparisons with the reference that are better or worse, from
+the primary family (held-out loss at budget, steps to target) and the cost family (peak memory,
+tokens/s, training time). Each claim of the DiSHA paper gets one line per task: holds / does not hold
+/ mixed / not resolved, with the adjusted interval that decides it: a comparison with the reference
+uses its family's adjustment; two other methods (Bat and Bone) form a family of the claim's own
+comparisons on that task.
 """
 
 from __future__ import annotations
 
+import math
+
 from disha_bench.analysis import report_format as fmt
-from disha_bench.analysis import stats
-from disha_bench.analysis.compare import TaskAnalysis, compare_pair
-
-MARGIN_PROPORTION = 0.01
-"""Equivalence margin of a proportion metric: 1 percentage point."""
-MARGIN_OTHER = 0.01
-"""Equivalence margin of other metrics (MCC, correlations) and of the held-out loss: 0.01."""
-
+from disha_bench.analysis import stats, verdicts
+from disha_bench.analysis.compare import TaskAnalysis, compare_pair, decide_family, require_stable_costs
 
 def protocol(results: list) -> str:
     """The training protocol as the results record it: one shared learning rate (as the paper) or not."""
@@ -40,31 +40,45 @@ def protocol(results: list) -> str:
     return f"Protocol: {lr}; the same budget and data for every method; comparisons paired by seed with the reference."
 
 
+def adjusted(c: stats.Paired) -> tuple[float | None, float | None]:
+    """The interval a verdict reads off: the family-adjusted one."""
+    return c.adj_low, c.adj_high
+
+
 def describe(a: TaskAnalysis, label: str, key: str, c: stats.Paired) -> str:
-    """One sentence for a comparison with the reference."""
+    """One sentence for a comparison with the reference (with its adjusted interval)."""
     e = a.endpoint(key)
     ref = a.reference
-    if key.startswith("time_to_target"):
-        return f"{label} reaches the held-out target in {fmt.ratio(c.estimate, c.ci_low, c.ci_high)} of {ref}'s training time on {a.task}"
+    low, high = adjusted(c)
     if key.startswith("steps_to_target"):
-        return f"{label} reaches the held-out target in {fmt.ratio(c.estimate, c.ci_low, c.ci_high)} of {ref}'s steps on {a.task}"
+        return f"{label} reaches the held-out target in {fmt.ratio(c.estimate, low, high)} of {ref}'s steps on {a.task}"
     if e.ratio:
-        return f"{label}'s {e.title} is {fmt.ratio(c.estimate, c.ci_low, c.ci_high)} of {ref}'s on {a.task}"
+        return f"{label}'s {e.title} is {fmt.ratio(c.estimate, low, high)} of {ref}'s on {a.task}"
     side = "higher" if c.estimate > 0 else "lower"
     # Written as a positive amount: "0.29 [0.14, 0.44] lower", the interval turned round with it.
-    amount = fmt.difference(abs(c.estimate), *sorted((abs(c.ci_low), abs(c.ci_high))), e.unit) if c.ci_low is not None \
+    amount = fmt.difference(abs(c.estimate), *sorted((abs(low), abs(high))), e.unit) if low is not None \
         else fmt.difference(abs(c.estimate), None, None, e.unit)
     return f"{label}'s {e.title} is {amount.lstrip('+').replace('[+', '[').replace(', +', ', ')} {side} than {ref}'s on {a.task}"
+
+
+def margin_text(e, margin: float | None) -> str:
+    if margin is None:
+        return fmt.DASH
+    if e.ratio:
+        return f"{margin:.1%}"
+    return f"{margin * 100:.3g} pp" if e.unit == "%" else f"{margin:g}"
 
 
 def findings(analyses: list[TaskAnalysis]) -> list[str]:
     lines = []
     for a in analyses:
         for (label, key), c in a.comparisons.items():
-            if c.significant:
-                lines.append(f"- {describe(a, label, key, c)} (n={c.n} seeds, Holm-adjusted p = {c.p_holm:.2g}).")
+            if c.verdict in (verdicts.BETTER, verdicts.WORSE):
+                family = "primary" if key in a.family else "cost"
+                lines.append(f"- {describe(a, label, key, c)} (n={c.n} seeds, {family} family, Holm-adjusted p = "
+                             f"{c.p_holm:.2g}, margin {margin_text(a.endpoint(key), c.margin)}).")
     if not lines:
-        lines.append("- No paired difference from the reference holds after Holm's correction over the primary endpoints.")
+        lines.append("- No comparison with the reference is better or worse beyond its margin after Holm's correction.")
     return lines
 
 
@@ -78,79 +92,116 @@ def _label(a: TaskAnalysis, name: str) -> str | None:
     return None
 
 
-def _pair(a: TaskAnalysis, base: str, other: str, key: str, ratio: bool) -> stats.Paired:
-    if base == a.reference and (other, key) in a.comparisons:
-        return a.comparisons[(other, key)]
+def _pairs(a: TaskAnalysis, base: str, other: str, keys: list[str]) -> list[stats.Paired]:
+    """`other` against `base` on `keys`, decided: the reference's families when `base` is the
+    reference, else Holm over these comparisons alone."""
+    if base == a.reference:
+        return [a.comparisons.get((other, k)) or stats.Paired([], [], None, None, None, None, False) for k in keys]
+    family = []
+    for k in keys:
+        e = a.endpoint(k)
+        if e is not None:
+            family.append((e, a.methods[base], a.methods[other], compare_pair(e, a.methods[base], a.methods[other])))
+    decide_family(a, family)
+    require_stable_costs(a, base, {(other, e.key): c for e, _, _, c in family})
+    found = {e.key: c for e, _, _, c in family}
+    return [found.get(k) or stats.Paired([], [], None, None, None, None, False) for k in keys]
+
+
+def _shown(a: TaskAnalysis, key: str, c: stats.Paired) -> str:
+    """`estimate [adjusted interval], adjusted p` of a comparison."""
     e = a.endpoint(key)
-    if e is None:
-        return stats.Paired([], [], None, None, None, None, ratio)
-    return compare_pair(e, a.methods[base], a.methods[other])
+    low, high = adjusted(c)
+    if e is None or c.estimate is None:
+        return fmt.DASH + (" (censored: a seed missed the target)" if c.extra.get("censored") else "")
+    text = fmt.ratio(c.estimate, low, high) if c.ratio else fmt.difference(c.estimate, low, high, e.unit)
+    p = f", adj. p {c.p_holm:.2g}" if c.p_holm is not None else ""
+    unstable = "; one run re-read within its repeatability flips it" if c.extra.get("unstable") else ""
+    return f"{text}{p}, margin {margin_text(e, c.margin)}{unstable}"
 
 
-def _below_one(c: stats.Paired) -> str:
-    """holds / does not hold / not resolved for "ratio < 1".
+def _lower(c: stats.Paired) -> str:
+    """holds / does not hold / not resolved for "lower than" (a cost, steps): better beyond the margin."""
+    return {verdicts.BETTER: "holds", verdicts.WORSE: "does not hold", verdicts.MATCHES: "does not hold"}.get(
+        c.verdict or "", "not resolved")
 
-    A comparison of the declared family (against the reference) decides by its Holm-corrected test, so
-    a claim never holds where the tables show no marker; any other pair by its 95% interval.
-    """
-    if c.p_holm is not None:
-        if not c.significant:
-            return "not resolved"
-        return "holds" if c.estimate < 1 else "does not hold"
-    if c.ci_high is None:
-        return "not resolved"
-    return "holds" if c.ci_high < 1 else "does not hold" if c.ci_low > 1 else "not resolved"
+
+def _combine(parts: list[str]) -> str:
+    """Both parts must hold; "mixed" when one holds and the other does not."""
+    if all(p == "holds" for p in parts):
+        return "holds"
+    if "holds" in parts and "does not hold" in parts:
+        return "mixed"
+    return "does not hold" if "does not hold" in parts and "holds" not in parts else "not resolved"
 
 
 def _claim_faster(a: TaskAnalysis, bone: str, lora: str) -> str:
-    c = _pair(a, lora, bone, "time_to_target:0", True)
-    return f"{_below_one(c)} on {a.task} (training time to target {bone}/{lora} {fmt.ratio(c.estimate, c.ci_low, c.ci_high)})"
+    (c,) = _pairs(a, lora, bone, ["steps_to_target:0"])
+    return f"{_lower(c)} on {a.task} (steps to target {bone}/{lora} {_shown(a, 'steps_to_target:0', c)})"
 
 
 def _claim_quality(a: TaskAnalysis, bat: str, bone: str) -> str:
     key = f"metric:{a.primary}" if a.primary else "heldout_final"
     e = a.endpoint(key)
-    c = _pair(a, bone, bat, key, False)
-    if c.ci_low is None:
-        return f"not resolved on {a.task} (fewer than 2 paired seeds)"
-    higher = e.better == "high"
-    margin = MARGIN_PROPORTION if e.unit == "%" else MARGIN_OTHER
-    worst = c.ci_low if higher else -c.ci_high  # the least favourable end for Bat, as "Bat - Bone" better
-    best = c.ci_high if higher else -c.ci_low
-    verdict = "holds" if worst >= -margin else "does not hold" if best < 0 else "not resolved"
+    (c,) = _pairs(a, bone, bat, [key])
+    verdict = {verdicts.BETTER: "holds", verdicts.MATCHES: "holds", verdicts.WORSE: "does not hold"}.get(
+        c.verdict or "", "not resolved")
     sampled = f", with the sampling error of {c.extra['n_examples']} evaluation examples" if "n_examples" in c.extra else ""
-    return (f"{verdict} on {a.task} ({e.title} {bat} - {bone} {fmt.difference(c.estimate, c.ci_low, c.ci_high, e.unit)}"
-            f"{sampled}, margin ±{f'{margin * 100:g} pp' if e.unit == '%' else f'{margin:g}'})")
+    return f"{verdict} on {a.task} ({e.title} {bat} - {bone} {_shown(a, key, c)}{sampled}: {c.verdict or 'not resolved'})"
 
 
-def _claim_cost(a: TaskAnalysis, cheap: str, dear: str, expect_cheaper: bool) -> str:
-    mem, time = _pair(a, dear, cheap, "peak_mb", True), _pair(a, dear, cheap, "train_time_s", True)
-    verdicts = {_below_one(mem), _below_one(time)}
-    if expect_cheaper:  # claim 3: both memory and time lower
-        verdict = "holds" if verdicts == {"holds"} else "does not hold" if "does not hold" in verdicts else "not resolved"
-    else:  # claim 4, "Bat costs more than Bone": cheap=Bone is cheaper in memory or time
-        verdict = "holds" if "holds" in verdicts else "does not hold" if verdicts == {"does not hold"} else "not resolved"
-    return (f"{verdict} on {a.task} (peak memory {cheap}/{dear} {fmt.ratio(mem.estimate, mem.ci_low, mem.ci_high)}: "
-            f"{_below_one(mem)}; training time {fmt.ratio(time.estimate, time.ci_low, time.ci_high)}: {_below_one(time)})")
+def _claim_cost(a: TaskAnalysis, cheap: str, dear: str) -> str:
+    """Memory and time, each decided on its own and both reported: "mixed" when they disagree."""
+    mem, time = _pairs(a, dear, cheap, ["peak_mb", "train_time_s"])
+    return (f"{_combine([_lower(mem), _lower(time)])} on {a.task} (peak memory {cheap}/{dear} "
+            f"{_shown(a, 'peak_mb', mem)}: {_lower(mem)}; training time {_shown(a, 'train_time_s', time)}: {_lower(time)})")
 
 
 def claims(analyses: list[TaskAnalysis]) -> list[str]:
-    """One line per claim of the paper, with each task's verdict and interval."""
-    texts = {1: "Bone converges faster than parameter-matched LoRA (training time to the held-out target)",
-             2: "Bat matches or beats Bone in quality (primary metric; 'matches' = within the margin)",
-             3: "Bone costs less memory and time than LoRA (peak memory and training time, both below 1×)",
-             4: "Bat costs more than Bone (Bone's peak memory or training time below Bat's)"}
+    """One line per claim of the paper, with each task's verdict and adjusted interval."""
+    texts = {1: "Bone converges faster than parameter-matched LoRA (steps to the held-out target, below 1× beyond the margin)",
+             2: "Bat matches or beats Bone in quality (primary metric; 'matches' = adjusted interval inside ±margin)",
+             3: "Bone costs less memory and time than LoRA (peak memory and training time, each below 1× beyond its margin)",
+             4: "Bat costs more than Bone (Bone's peak memory and training time below Bat's, each reported)"}
     parts: dict[int, list[str]] = {k: [] for k in texts}
     for a in analyses:
         bone, bat, lora = _label(a, "bone"), _label(a, "bat"), _label(a, "lora")
         if bone and lora:
             parts[1].append(_claim_faster(a, bone, lora))
-            parts[3].append(_claim_cost(a, bone, lora, True))
+            parts[3].append(_claim_cost(a, bone, lora))
         if bat and bone:
             parts[2].append(_claim_quality(a, bat, bone))
-            parts[4].append(_claim_cost(a, bone, bat, False))
+            parts[4].append(_claim_cost(a, bone, bat))
     lines = []
     for k, text in texts.items():
         lines.append(f"{k}. {text}:" + ("" if parts[k] else " not tested (methods absent)."))
         lines += [f"   - {part}" for part in parts[k]]
+    return lines
+
+
+def minimum_detectable_lines(analyses: list[TaskAnalysis]) -> list[str]:
+    """Per task, the smallest primary effect these seeds could detect (from the runs' per-seed spread)."""
+    lines = []
+    for a in analyses:
+        size = max(1, len(a.family) * (len(a.methods) - 1))
+        parts = []
+        for key in a.family:
+            spreads, n = [], 0
+            for (label, k), c in a.comparisons.items():
+                configs = c.extra.get("configs")
+                if k == key and configs and c.n >= 2:  # the widest configuration (interval-censored: the weaker)
+                    spreads.append(max(sum((x - sum(d) / len(d)) ** 2 for x in d) / (len(d) - 1) for d in configs))
+                    n = max(n, c.n)
+            if not spreads:
+                continue
+            mde = verdicts.minimum_detectable((sum(spreads) / len(spreads)) ** 0.5, n, size)
+            e = a.endpoint(key)
+            if not mde:  # identical per seed: only the sign test can speak, 2^(1-n) < alpha / size
+                shown = f"identical per seed, detectable from {math.ceil(1 + math.log2(size / stats.ALPHA) + 1e-9)} seeds (sign test)"
+            else:
+                shown = f"{math.exp(-mde):.3g}× (or {math.exp(mde):.3g}×)" if e.ratio else f"{mde:.3g}"
+            parts.append(f"{e.title} {shown}")
+        if parts:
+            lines.append(f"- {a.task}: {'; '.join(parts)} (n={n} seeds, {verdicts.POWER:.0%} power, Holm's first level "
+                         f"over {size} primary comparisons, from the runs' per-seed spread of the paired differences).")
     return lines

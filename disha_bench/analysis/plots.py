@@ -144,14 +144,17 @@ def forest(analyses: list[TaskAnalysis], path: Path) -> bool:
     for ax, (title, rows) in zip(axes, panels.items()):
         for i, (name, c, e) in enumerate(rows):
             scale = 100 if e.unit == "%" else 1
-            lo = c.estimate if c.ci_low is None else c.ci_low
-            hi = c.estimate if c.ci_high is None else c.ci_high
+            # The interval a verdict reads off: adjusted in a family, the plain 95% one elsewhere.
+            low, high = (c.adj_low, c.adj_high) if c.verdict is not None else (c.ci_low, c.ci_high)
+            lo = c.estimate if low is None else low
+            hi = c.estimate if high is None else high
             ax.plot([lo * scale, hi * scale], [i, i], color="black", linewidth=1)
-            ax.plot([c.estimate * scale], [i], "o", color="black", fillstyle="full" if c.significant else "none")
+            decided = c.verdict in ("better", "worse")
+            ax.plot([c.estimate * scale], [i], "o", color="black", fillstyle="full" if decided else "none")
         ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
         ax.axvline(0, color="grey", linestyle="--", linewidth=0.8)
         ax.invert_yaxis()
-        ax.set_title(title + " (filled: holds after Holm)", fontsize=10)
+        ax.set_title(title + " (filled: better/worse beyond the margin)", fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path)

@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from disha_bench.analysis import compare as an
-from disha_bench.analysis import findings, measures, plots, report_tables
+from disha_bench.analysis import findings, measures, plots, report_tables, verdicts
 from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis.compare import TaskAnalysis
 from disha_bench.analysis.convergence import DEFAULT_EMA
@@ -184,16 +184,15 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
     lines += ["", "## Headline", "", *report_tables.headline(analyses, marks), "",
               *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.protocol(results), "",
               *findings.findings(analyses), "", "## The paper's claims", "", *findings.claims(analyses), "",
-              f"Margins for 'matches': ±{findings.MARGIN_PROPORTION * 100:g} pp for proportions, ±{findings.MARGIN_OTHER:g} "
-              "for other metrics. Claims decide by the Holm-corrected test where they compare a method with the reference "
-              "(a primary endpoint), otherwise by the paired 95% interval.", ""]
+              *_rules(analyses), ""]
     if out is not None and plots.forest(analyses, out.parent / f"{out.stem}-forest.png"):
         lines += [f"![paired differences from the reference]({out.stem}-forest.png)", ""]
     lines += ["## Details", ""]
     for a in analyses:
         targets = ", ".join(f"{spec} = {fmt.sig3(v) if v is not None else 'unresolved'}" for spec, v in a.targets)
         table = report_tables.details(a, marks)
-        lines += [f"### {a.task}", "", f"Held-out targets: {targets}. ◆ = primary endpoint (Holm family).", ""]
+        lines += [f"### {a.task}", "", f"Held-out targets: {targets}. ◆ = primary family, ◇ = cost family (each "
+                  "Holm-corrected; their 'vs' interval is the adjusted one); other rows: plain 95% intervals, no verdict.", ""]
         lines += (["<details><summary>all figures</summary>", ""] + table + ["", "</details>"]) if len(table) > 30 else table
         lines += _status_table(a, results)
         if out is not None:
@@ -203,6 +202,25 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
                     lines += ["", f"![{a.task}: {kind}]({name})"]
         lines.append("")
     return lines
+
+
+def _rules(analyses: list[TaskAnalysis]) -> list[str]:
+    """How every verdict above was reached, and what these seeds could have detected."""
+    margins = analyses[0].margins if analyses else verdicts.DEFAULT_MARGINS
+    lines = [f"Verdicts: 'better'/'worse' need the Holm-adjusted interval clear of no difference and the estimate beyond "
+             f"the margin (a cost's: beyond its repeatability too); 'matches' needs that interval inside ±margin; else "
+             f"'not resolved'. Families per task: primary (held-out loss at budget, steps to the first target) and cost "
+             f"(peak memory, tokens/s, training time); two methods other than the reference: a family of the claim's own "
+             f"comparisons. Margins (suite `analysis.margins`): held-out loss {margins['heldout_loss']:g}, proportions the "
+             f"larger of {margins['proportion'] * 100:g} pp and one example, other metrics {margins['metric']:g}, memory "
+             f"{margins['memory']:.0%}, tokens/s {margins['speed']:.0%}, time {margins['time']:.0%}, steps to target "
+             f"{margins['steps']:.0%}. A cost is known per run within its repeatability (the range of its repeated "
+             f"measurements, else a single reading's re-run change) and compared as that interval; a cost verdict stands "
+             f"only if moving any one run's reading by its repeatability leaves it unchanged. Steps to target: the first held-out point at or below the target whose next point "
+             f"is too (a single dip does not count); the crossing lies after the previous point and is compared as that "
+             f"interval (both extremes tested, the weaker counts), never interpolated."]
+    mde = findings.minimum_detectable_lines(analyses)
+    return lines + (["", "Minimum detectable effect of the primary comparisons:", *mde] if mde else [])
 
 
 def _wrap(lines: list[str], width: int = 150) -> list[str]:
@@ -223,7 +241,8 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["task", "method", "metric", "direction", "mean", "ci_low", "ci_high", "n", "per_seed", "reached",
-                     "vs_reference", "vs_low", "vs_high", "p", "p_holm", "significant"])
+                     "vs_reference", "vs_low", "vs_high", "p", "p_holm", "significant", "adj_low", "adj_high", "margin",
+                     "verdict"])
     for a in analyses:
         for row in report_tables.detail_rows(a):
             c, reached = row["comparison"], row["reached"]
@@ -231,17 +250,21 @@ def write_csv(path: Path, analyses: list[TaskAnalysis]) -> None:
                              _g(row["ci_high"]), row["n"], ";".join(f"{s}:{_g(v)}" for s, v in sorted(row["per_seed"].items())),
                              f"{reached['reached']}/{reached['n']}" if reached else "",
                              _g(c.estimate) if c else "", _g(c.ci_low) if c else "", _g(c.ci_high) if c else "",
-                             _g(c.p_value) if c else "", _g(c.p_holm) if c else "", (c.significant if c and c.p_holm is not None else "")])
+                             _g(c.p_value) if c else "", _g(c.p_holm) if c else "", (c.significant if c and c.p_holm is not None else ""),
+                             _g(c.adj_low) if c else "", _g(c.adj_high) if c else "", _g(c.margin) if c else "",
+                             verdicts.verdict_text(c) if c else ""])
         for name, values in a.reference_rows.items():  # unadapted model, majority class: one value each
             for key, value in values.items():
                 e = a.endpoint(key)
                 title = "held-out loss at step 0" if key == "heldout_final" else e.title if e else key
-                writer.writerow([a.task, name, title, e.direction_text() if e else "", _g(value)] + [""] * 11)
+                writer.writerow([a.task, name, title, e.direction_text() if e else "", _g(value)] + [""] * 15)
     atomic_write_text(path, buffer.getvalue())
 
 
 def _g(x: float | None) -> str:
-    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.6g}"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.6g}"  # an unbounded interval end reads inf / -inf
 
 
 def complete_runs_of(path: Path) -> int | None:

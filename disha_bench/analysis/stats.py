@@ -10,11 +10,23 @@ Rules the report and the check rely on (tests/test_stats.py checks each on const
   differences method - reference, their mean with a 95% t interval and a two-sided one-sample t
   test. Memory, throughput and time are compared as ratios, through the logs: the geometric mean
   ratio with the exponentiated interval.
-- Only a declared family of primary endpoints gets a significance marker, after Holm's step-down
-  correction over that family (familywise error <= 5%). Everything else gets its interval only.
+- Only a declared family of endpoints gets a verdict, after Holm's step-down correction over that
+  family (familywise error <= 5%); each gets an *adjusted interval* at level 1 - alpha p / p_Holm
+  (Bonferroni's for the smallest p), which excludes "no difference" exactly when p_Holm < alpha, so a
+  verdict can be read off the interval beside it (`apply_holm`). Everything else gets its interval only.
+- Identical differences in every seed have no spread to test against: their p-value is the exact
+  sign test's, 2^(1-n) (never 0), and their interval is the point where that test rejects, else
+  unbounded (clipped to the domain of a bounded difference).
+- Values known only up to an interval (steps to a target between two held-out points) are compared
+  as interval-censored (`paired_censored`): the test is run at both extremes the intervals allow and
+  the weaker result counts; the interval is the hull of both.
 - A non-significant difference is never called "equal": the interval of the difference is shown.
 - Proportions pooled over seeds (k correct of n examples x seeds) get a Wilson score interval,
   which stays inside [0, 1] and is not degenerate at 0/n (0/48 -> [0, 0.074]).
+- When runs store per-example scores (schema v3), a difference is estimated from same-example
+  differences (McNemar-style pairing: only examples the two methods score differently move it), with
+  a two-way bootstrap over seeds and examples (`paired_examples`): crossed when every seed scored the
+  same examples, nested when each seed drew its own. This replaces the rule below for such results.
 - A difference of two such proportions measured on one evaluation set of n examples also carries
   that set's sampling error, which seeds cannot show (every seed scores the same examples: two
   methods at 0/16 in every seed differ by exactly 0 across seeds). Its interval is the hull of the
@@ -109,11 +121,144 @@ class Paired:
     significant: bool = False
     """p_holm < ALPHA: the only comparisons that get a marker."""
     extra: dict[str, Any] = field(default_factory=dict)
-    """Free annotations (e.g. why a comparison could not be made)."""
+    """Free annotations (e.g. why a comparison could not be made); `configs`: the per-seed differences
+    (logs for ratios) the intervals are computed from, one list per configuration."""
+    adj_low: float | None = None
+    """Lower end of the family-adjusted interval (`apply_holm`); None outside a family."""
+    adj_high: float | None = None
+    """Upper end of the family-adjusted interval."""
+    margin: float | None = None
+    """Smallest effect of interest it is decided with (ratios: relative); None when not decided."""
+    verdict: str | None = None
+    """better / worse / matches / not resolved (disha_bench.analysis.verdicts); None: not decided."""
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+
+def _t_test(diffs: list[float], confidence: float) -> tuple[float, float | None, float | None, float | None]:
+    """(mean, low, high, p) of a one-sample t test of mean 0 (see the zero-spread rule above)."""
+    n = len(diffs)
+    mean = math.fsum(diffs) / n
+    if n < 2:
+        return mean, None, None, None
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if sd == 0:  # identical differences: nothing to test against, so the sign test (never p = 0)
+        p = 1.0 if mean == 0 else min(1.0, 2.0 ** (1 - n))
+        return (mean, mean, mean, p) if p < 1 - confidence else (mean, -math.inf, math.inf, p)
+    half = _t_quantile(confidence, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half, _t_pvalue(mean / (sd / math.sqrt(n)), n - 1)
+
+
+def _test_configs(configs: list[list[float]], confidence: float) -> tuple[float | None, float | None, float | None]:
+    """(low, high, p) over the configurations of one comparison: the hull of the intervals and the
+    largest p (1 when the configurations disagree on the direction)."""
+    tests = [_t_test(d, confidence) for d in configs]
+    lows, highs, ps = [t[1] for t in tests], [t[2] for t in tests], [t[3] for t in tests]
+    p = None if None in ps else max(ps)
+    if p is not None and len({math.copysign(1, t[0]) if t[0] else 0 for t in tests}) > 1:
+        p = 1.0
+    if None in lows or None in highs:
+        return None, None, p
+    return min(lows), max(highs), p
+
+
+BOOTSTRAP_REPLICATES = 4000
+
+
+def paired_examples(reference: Mapping[int, Mapping[str, float]], method: Mapping[int, Mapping[str, float]],
+                    confidence: float = CONFIDENCE, replicates: int = BOOTSTRAP_REPLICATES) -> Paired:
+    """`method` - `reference` from per-example scores ({seed: {example id: score}}), paired by seed
+    and by example; interval and p from a two-way bootstrap (seeds, and examples: one draw of example
+    ids shared by every seed when all seeds scored the same ids, else drawn within each seed). The
+    bootstrap's generator is seeded, so a report is reproducible; p is never below 2/(replicates+1)."""
+    seeds = [s for s in sorted(set(reference) & set(method))]
+    diffs = {s: {i: float(method[s][i]) - float(reference[s][i]) for i in sorted(set(reference[s]) & set(method[s]))}
+             for s in seeds}
+    seeds = [s for s in seeds if diffs[s]]
+    if not seeds:
+        return Paired([], [], None, None, None, None, False)
+    per_seed = [math.fsum(diffs[s].values()) / len(diffs[s]) for s in seeds]
+    estimate = math.fsum(per_seed) / len(seeds)
+    c = Paired(seeds, per_seed, estimate, None, None, None, False)
+    if len(seeds) >= 2:
+        import numpy as np
+
+        rng = np.random.default_rng(12345)
+        crossed = len({tuple(diffs[s]) for s in seeds}) == 1
+        draws = []
+        for _ in range(0, replicates, 200):  # in blocks: seeds x examples x replicates stays small
+            chosen = rng.integers(0, len(seeds), size=(200, len(seeds)))
+            if crossed:
+                grid = np.array([list(diffs[s].values()) for s in seeds])
+                sample = rng.integers(0, grid.shape[1], size=(200, grid.shape[1]))
+                draws += [float(grid[row][:, cols].mean()) for row, cols in zip(chosen, sample)]
+            else:
+                own = [np.array(list(diffs[s].values())) for s in seeds]
+                draws += [float(np.mean([own[k][rng.integers(0, len(own[k]), len(own[k]))].mean() for k in row]))
+                          for row in chosen]
+        draws.sort()
+        c.extra["bootstrap"] = draws
+        c.extra["discordant"] = {"method_only": sum(d > 0 for s in seeds for d in diffs[s].values()),
+                                 "reference_only": sum(d < 0 for s in seeds for d in diffs[s].values()),
+                                 "examples": sum(len(diffs[s]) for s in seeds)}
+        c.ci_low, c.ci_high, c.p_value = interval_at(c, confidence)
+    return c
+
+
+def _bootstrap(draws: list[float], confidence: float) -> tuple[float, float, float]:
+    """Percentile interval and two-sided p (never 0) of sorted bootstrap draws."""
+    n = len(draws)
+    tail = (1 - confidence) / 2
+    low, high = draws[min(n - 1, int(math.floor(tail * n)))], draws[max(0, int(math.ceil((1 - tail) * n)) - 1)]
+    below, above = sum(d <= 0 for d in draws), sum(d >= 0 for d in draws)
+    return low, high, min(1.0, 2 * (min(below, above) + 1) / (n + 1))
+
+
+def interval_at(c: Paired, confidence: float) -> tuple[float | None, float | None, float | None]:
+    """(low, high, p) of a comparison at another confidence level, in its display units (ratios
+    exponentiated, differences clipped to the domain, a proportion's sampling error included)."""
+    if "bootstrap" in c.extra:
+        return _bootstrap(c.extra["bootstrap"], confidence)
+    configs = c.extra.get("configs")
+    if not configs:
+        return None, None, None
+    low, high, p = _test_configs(configs, confidence)
+    if "n_examples" in c.extra:  # seeds without spread: the evaluation set's sampling error alone
+        p_ref, n = c.extra["p_reference"], c.extra["n_examples"]
+        n_low, n_high = newcombe(p_ref, p_ref + c.estimate, n, confidence)
+        low, high = (n_low, n_high) if low is None else (min(low, n_low), max(high, n_high))
+        p = max(p if p is not None else 0.0, two_proportion_p(p_ref, p_ref + c.estimate, n))
+    if low is None:
+        return None, None, p
+    if c.ratio:
+        return math.exp(low), math.exp(high), p
+    width = c.extra.get("width", math.inf)
+    low, high = clip(low, high, (-width, width))
+    return low, high, p
+
+
+def _usable(reference: Mapping[int, Any], method: Mapping[int, Any], ratio: bool) -> list[tuple[int, float, float]]:
+    pairs = []
+    for seed in sorted(set(reference) & set(method)):
+        a, b = finite([reference[seed]]), finite([method[seed]])
+        if a and b and not (ratio and (a[0] <= 0 or b[0] <= 0)):
+            pairs.append((seed, a[0], b[0]))
+    return pairs
+
+
+def _build(seeds: list[int], configs: list[list[float]], ratio: bool, width: float, confidence: float) -> Paired:
+    n = len(seeds)
+    if n == 0:
+        return Paired(seeds, [], None, None, None, None, ratio)
+    centre = [math.fsum(vals) / len(vals) for vals in zip(*configs)]
+    mean = math.fsum(centre) / n
+    shown = [math.exp(d) for d in centre] if ratio else centre
+    c = Paired(seeds, shown, math.exp(mean) if ratio else mean, None, None, None, ratio,
+               extra={"configs": configs, "width": width})
+    c.ci_low, c.ci_high, c.p_value = interval_at(c, confidence)
+    return c
 
 
 def paired(reference: Mapping[int, Any], method: Mapping[int, Any], ratio: bool = False,
@@ -123,31 +268,22 @@ def paired(reference: Mapping[int, Any], method: Mapping[int, Any], ratio: bool 
     `domain` is the domain of the compared quantity itself (e.g. (0, 1) for an accuracy): the interval
     of a difference is clipped to [lo - hi, hi - lo]. Ratios need positive values.
     """
-    seeds, diffs = [], []
-    for seed in sorted(set(reference) & set(method)):
-        a, b = finite([reference[seed]]), finite([method[seed]])
-        if not a or not b or (ratio and (a[0] <= 0 or b[0] <= 0)):
-            continue
-        seeds.append(seed)
-        diffs.append(math.log(b[0] / a[0]) if ratio else b[0] - a[0])
-    n = len(diffs)
-    shown = [math.exp(d) for d in diffs] if ratio else diffs
-    if n == 0:
-        return Paired(seeds, shown, None, None, None, None, ratio)
-    mean = math.fsum(diffs) / n
-    low = high = p = None
-    if n >= 2:
-        sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
-        half = _t_quantile(confidence, n - 1) * sd / math.sqrt(n)
-        low, high = mean - half, mean + half
-        # Identical differences in every seed (deterministic quantities): no noise, exact answer.
-        p = (0.0 if mean != 0 else 1.0) if sd == 0 else _t_pvalue(mean / (sd / math.sqrt(n)), n - 1)
-    if ratio:
-        return Paired(seeds, shown, math.exp(mean), None if low is None else math.exp(low),
-                      None if high is None else math.exp(high), p, True)
-    width = domain[1] - domain[0]
-    low, high = clip(low, high, (-width, width))
-    return Paired(seeds, shown, mean, low, high, p, False)
+    pairs = _usable(reference, method, ratio)
+    diffs = [math.log(b / a) if ratio else b - a for _, a, b in pairs]
+    return _build([s for s, _, _ in pairs], [diffs], ratio, domain[1] - domain[0], confidence)
+
+
+def paired_censored(reference: Mapping[int, tuple[float, float]], method: Mapping[int, tuple[float, float]],
+                    confidence: float = CONFIDENCE) -> Paired:
+    """Ratio of two positive quantities each known per seed only as an interval (low, high): the
+    comparison at both extremes (method low against reference high, and the reverse); the estimate
+    is the geometric mean of the per-seed mid-ratios."""
+    seeds = [s for s in sorted(set(reference) & set(method)) if min(*reference[s], *method[s]) > 0]
+    favourable = [math.log(method[s][0] / reference[s][1]) for s in seeds]
+    unfavourable = [math.log(method[s][1] / reference[s][0]) for s in seeds]
+    c = _build(seeds, [favourable, unfavourable], True, math.inf, confidence)
+    c.extra["interval_censored"] = True
+    return c
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -167,16 +303,20 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 
 def apply_holm(family: list[Paired], alpha: float = ALPHA) -> list[Paired]:
-    """Fill p_holm and significant of every comparison of one declared family (in place).
+    """Fill p_holm, significant and the adjusted interval of every comparison of one declared family
+    (in place).
 
     The family is declared up front, so a comparison that could not be tested (one seed, a censored
     time to target) still counts in its size, as p = 1: it can never be claimed and it does not
-    loosen the threshold of the others.
+    loosen the threshold of the others. The adjusted interval is at level 1 - alpha p / p_Holm.
     """
     adjusted_all = holm([1.0 if c.p_value is None else c.p_value for c in family])
     for comparison, adjusted in zip(family, adjusted_all):
         comparison.p_holm = None if comparison.p_value is None else adjusted
         comparison.significant = comparison.p_holm is not None and comparison.p_holm < alpha
+        if comparison.p_holm:
+            level = alpha * comparison.p_value / comparison.p_holm
+            comparison.adj_low, comparison.adj_high, _ = interval_at(comparison, 1 - level)
     return family
 
 
@@ -237,10 +377,10 @@ def with_sampling_error(c: Paired, reference: Mapping[int, Any], n_examples: int
     """`c`, a paired difference of two proportions scored on the same `n_examples` ({seed: value} of
     the reference in `reference`), widened by the evaluation set's sampling error (see the module's
     rules); the per-seed differences are kept."""
-    if c.ci_low is None or c.ratio or not n_examples:  # fewer than 2 seeds: the seeds' spread is unknown
+    if c.n < 2 or c.ratio or not n_examples:  # fewer than 2 seeds: the seeds' spread is unknown
         return c
     p_reference = math.fsum(finite([reference[seed] for seed in c.seeds])) / c.n
-    low, high = newcombe(p_reference, p_reference + c.estimate, n_examples, confidence)
-    p = two_proportion_p(p_reference, p_reference + c.estimate, n_examples)
-    return Paired(c.seeds, c.per_seed, c.estimate, min(low, c.ci_low), max(high, c.ci_high), max(p, c.p_value),
-                  False, extra={**c.extra, "n_examples": n_examples})
+    widened = Paired(c.seeds, c.per_seed, c.estimate, None, None, None, False,
+                     extra={**c.extra, "n_examples": n_examples, "p_reference": p_reference})
+    widened.ci_low, widened.ci_high, widened.p_value = interval_at(widened, confidence)
+    return widened

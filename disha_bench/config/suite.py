@@ -153,7 +153,30 @@ class ConvergenceConfig(_Strict):
     """Smoothing factor of the exponential moving average applied to the loss curve."""
 
 
+class MarginsConfig(_Strict):
+    """Smallest effect of interest of each kind of quantity (disha_bench.analysis.verdicts): a
+    difference smaller than its margin is never "better" or "worse", and "matches" needs the whole
+    adjusted interval inside ±margin."""
+
+    heldout_loss: float = Field(0.01, gt=0)
+    """Held-out (and training) loss, absolute."""
+    proportion: float = Field(0.01, gt=0, lt=1)
+    """Accuracy, exact match, pass@k: absolute (0.01 = 1 percentage point); never below one example."""
+    metric: float = Field(0.01, gt=0)
+    """Other task metrics (MCC, correlations, losses), absolute."""
+    memory: float = Field(0.03, gt=0, lt=1)
+    """Peak memory, relative (0.03 = 3%); never below its measured repeatability."""
+    speed: float = Field(0.03, gt=0, lt=1)
+    """Tokens/s, relative; never below its measured repeatability."""
+    time: float = Field(0.03, gt=0, lt=1)
+    """Training time and time to target, relative; never below the measured repeatability."""
+    steps: float = Field(0.03, gt=0, lt=1)
+    """Steps and tokens to a held-out target, relative."""
+
+
 class AnalysisConfig(_Strict):
+    margins: MarginsConfig = Field(default_factory=MarginsConfig)
+    """Smallest effect of interest per quantity (see MarginsConfig)."""
     reference: Optional[str] = None
     """Label of the method every other method is compared with (paired by seed); null: the suite's
     first method."""
@@ -361,7 +384,8 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
     from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
 
     table = method_table(suite)
-    analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets))
+    analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets),
+                           margins=suite.analysis.margins.model_dump())
     task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
     # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
     # relative alpha) is resolved in the worker, where the model is.

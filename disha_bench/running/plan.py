@@ -78,6 +78,7 @@ def _plan(args) -> int:
     else:  # offline plan (the cluster's data and models may be elsewhere); code tasks need a sandbox
         preflight.check_code_tasks(suite, file=args.suite)
     print(format_plan(suite, rows, world))
+    print("\n".join(power_lines(suite)))
     return 0
 
 
@@ -117,6 +118,14 @@ def format_plan(suite, rows: list[PlannedRun], world: int) -> str:
     if measured:
         lines.append(f"measured on {measured.device}; training only, evaluation not included")
     return "\n".join(lines)
+
+
+def power_lines(suite) -> list[str]:
+    """The minimum detectable effect of the suite's seed count, from stated prior spreads: each
+    compared method has two primary comparisons with the reference (held-out loss, steps to target)."""
+    from disha_bench.analysis.verdicts import prior_lines
+
+    return prior_lines(len(suite.seeds), 2 * max(1, len(suite.methods) - 1))
 
 
 def _duration(seconds: float) -> str:

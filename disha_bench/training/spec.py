@@ -56,6 +56,8 @@ class RunAnalysis(BaseModel):
     """Label of the method every other is compared with."""
     targets: list[Any] = Field(default_factory=list)
     """The suite's convergence targets."""
+    margins: dict[str, float] = Field(default_factory=dict)
+    """The suite's smallest effects of interest (`analysis.margins`), read by the report."""
 
 
 class RunSpec(BaseModel):
