@@ -17,10 +17,12 @@ silently built wrong) is still paired with the run it should reproduce. Per pair
   results (machine speed cancels out): regression when the ratio grew (memory) by more than 25% or
   shrank (throughput) to less than a third. Loose on purpose: on a shared 2-core machine the
   tokens/s ratio of two tiny smoke runs moved by 2x between two runs of the same commit;
-- a run that completed in the baseline and did not now is a regression.
+- a run that completed in the baseline and did not now is a regression;
+- a baseline run with no result here, and a result file here that is damaged (truncated, edited, not
+  a result: `results.verify_result`), fail the check: a lost result must never pass as "no regression".
 
-Tolerances are stored in the baseline file (`tolerances`; edit them there). Runs present on only one
-side are listed and do not fail.
+Tolerances are stored in the baseline file (`tolerances`; edit them there). Runs present only in the
+results are listed and do not fail.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 from disha_bench.analysis import measures
 from disha_bench.analysis.compare import latest_per_seed
-from disha_bench.analysis.measures import load_checked
+from disha_bench.analysis.measures import damaged_files, load_checked
 from disha_bench.analysis.convergence import heldout_points
 from disha_bench.errors import UserError
 from disha_bench.analysis.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult, atomic_write_text
@@ -216,7 +218,7 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
         key = (e["task"], e["method"], int(e["seed"]))
         r = current.pop(key, None)
         if r is None:
-            rows.append(_row(e, "run", e["status"], "none", "", "", INFO, "in the baseline, not in these results (not a failure)"))
+            rows.append(_row(e, "run", e["status"], "none", "", "", WORSE, "in the baseline, no whole result here"))
             continue
         note = "" if r.run.run_id == e.get("run_id") else f"run id {r.run.run_id} (baseline {e.get('run_id')}): configuration changed"
         if r.run.status not in TRAINED_STATUSES or (e["metrics"] and r.run.status not in EVALUATED_STATUSES):
@@ -244,6 +246,9 @@ def check(results_dir: str | Path, baseline_path: str | Path) -> int:
 
     baseline = load_baseline(baseline_path)
     rows = compare(load_checked(results_dir), baseline)
+    for path, why in sorted(damaged_files(results_dir).items()):
+        rows.append({"run": path.name, "figure": "result file", "baseline": "", "current": "damaged", "change": "",
+                     "tolerance": "", "verdict": WORSE, "note": why})
     print(tabulate([list(r.values()) for r in rows], list(rows[0].keys()) if rows else [], tablefmt="simple",
                    disable_numparse=True))
     bad = [r for r in rows if r["verdict"] == WORSE]

@@ -170,15 +170,20 @@ def _status_table(a: TaskAnalysis, results: list[RunResult]) -> list[str]:
 
 
 def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite: str, command: str,
-                   out: Path | None) -> list[str]:
-    """The markdown lines; plots are written beside `out` when it is given."""
+                   out: Path | None, damaged: dict[Path, str] | None = None) -> list[str]:
+    """The markdown lines; plots are written beside `out` when it is given. `damaged`: result files
+    that could not be read ({path: why}), counted and named at the top."""
     marks, warnings = provenance_marks(results)
+    if damaged:
+        warnings += [f"> **{len(damaged)} damaged result files, not used** (a re-run of the suite runs them again):"]
+        warnings += [f"> {path.name}: {why}  " for path, why in sorted(damaged.items())]
     _, set_aside = an.latest_per_seed(results)
     if set_aside:
         warnings += [f"> **{len(set_aside)} runs set aside** (same task, method and seed as a newer run):"]
         warnings += [f"> {line}  " for line in set_aside[:10]] + ([f"> ... and {len(set_aside) - 10} more"] if len(set_aside) > 10 else [])
     complete = sum(r.run.status == COMPLETE for r in results)
-    lines = [f"<!-- disha-bench report: {complete} complete runs of {len(results)}; regenerate, do not edit -->"]
+    unreadable = f", {len(damaged)} damaged result files" if damaged else ""
+    lines = [f"<!-- disha-bench report: {complete} complete runs of {len(results)}{unreadable}; regenerate, do not edit -->"]
     lines += warnings + ([""] if warnings else [])
     lines += _header(suite, results, command, analyses)
     lines += ["", "## Headline", "", *report_tables.headline(analyses, marks), "",
@@ -275,7 +280,7 @@ def write_report(results_dir: str | Path, out_path: str | Path | None = None, co
         return None
     analyses = an.analyze_suite(results, reference, specs, ema)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = build_document(results, analyses, suite, command, out if draw else None)
+    lines = build_document(results, analyses, suite, command, out if draw else None, measures.damaged_files(results_dir))
     write_csv(out.with_suffix(".csv"), analyses)
     atomic_write_text(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
     print(f"wrote {out} and {out.with_suffix('.csv').name}", flush=True)

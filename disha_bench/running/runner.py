@@ -26,7 +26,8 @@ from disha_bench.tasks.data import resolve_data_dir
 from disha_bench.errors import UserError
 from disha_bench.running.ownership import RunLock, lock_path
 from disha_bench.analysis.results import (
-    BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result, write_json_atomic, write_result,
+    BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, DamagedResult, RunResult, read_result, verify_result,
+    write_json_atomic, write_result,
 )
 from disha_bench.config.suite import Suite, expand_runs, load_suite
 from disha_bench.training.spec import RunSpec
@@ -89,6 +90,7 @@ def _run_one(run: RunSpec, counter: str, suite: Suite, results_dir: Path, data_d
     if skipped:
         print(f"{counter} {run.run_id}: {skipped}, skipped", flush=True)
         return ELSEWHERE if lock else previous.run.status
+    _set_damaged_aside(result_path, counter)
     if fork and not worker.is_preloaded():
         print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
         worker.preload()
@@ -101,8 +103,35 @@ def _run_one(run: RunSpec, counter: str, suite: Suite, results_dir: Path, data_d
         lock.release()
     if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
         checkpoint.discard(results_dir, [run.run_id])
-    print(f"{counter} {run.run_id}: {status}", flush=True)
+    print(f"{counter} {run.run_id}: {status}{_why(result_path, status)}", flush=True)
     return status
+
+
+def _why(result_path: Path, status: str) -> str:
+    """For a run that did not complete: its recorded reason (last error line) and where its log is."""
+    if status in (COMPLETE, BUDGET_STOPPED, INTERRUPTED):
+        return ""
+    from disha_bench.running.status import last_error_line
+
+    result = read_result(result_path)
+    reason = last_error_line(result.run.error) if result is not None and result.run.status == status else ""
+    log = result_path.parent / ".runs" / f"{result_path.stem}.log"
+    return "".join(f"\n   {line}" for line in (reason, f"log: {log}") if line)
+
+
+def _set_damaged_aside(result_path: Path, counter: str) -> None:
+    """A damaged result file is never overwritten unseen: it moves to <out>/.damaged/ and the run
+    runs again (we hold its lock)."""
+    try:
+        verify_result(result_path)
+        return
+    except DamagedResult as err:
+        reason = str(err)
+    target = result_path.parent / ".damaged" / datetime.now().strftime("%Y%m%d-%H%M%S") / result_path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result_path.rename(target)
+    print(f"{counter} {result_path.stem}: its result file was damaged ({reason}); running it again, "
+          f"the damaged copy is kept at {target}", flush=True)
 
 
 def _claim(results_dir: Path, run_id: str) -> tuple[RunLock | None, RunResult | None, str | None]:
