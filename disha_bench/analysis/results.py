@@ -152,7 +152,7 @@ class Memory:
     peak_mb: float | None = None
     """Absolute peak of the run on rank 0, weights, optimizer state and activations included
     (CPU: process VmHWM; CUDA: max allocated since the run started), from the start of the run to the
-    end of training (held-out curve included; evaluation's own peak is `eval_peak_mb`)."""
+    end of training (held-out curve included; what evaluation adds is `eval_peak_mb`)."""
     per_rank_peak_mb: list[float] = field(default_factory=list)
     """peak_mb of every rank, by rank; reports show the maximum."""
     peak_reserved_mb: float | None = None
@@ -170,7 +170,8 @@ class Memory:
     train_peak_reserved_mb: float | None = None
     """CUDA only: peak reserved by the caching allocator during training."""
     eval_peak_mb: float | None = None
-    """Peak memory during evaluation, measured like train_peak_mb."""
+    """What evaluation adds: its peak minus the usage when evaluation started (an increment, not an
+    absolute peak; CUDA: max allocated, CPU: VmHWM, reset at the start where the kernel allows)."""
     baseline_mb: float | None = None
     """The start-up baseline that was subtracted (after model load, before training)."""
     per_rank_train_peak_mb: list[float] = field(default_factory=list)

@@ -124,7 +124,7 @@ def _job(results_dir: Path, run_id: str) -> str:
 def render(states: list[RunState]) -> str:
     counts = Counter(s.state for s in states)
     done = Counter(s.detail.split(" ", 1)[0] for s in states if s.state == DONE)
-    parts = [f"{counts.get(state, 0)} {state}" for state in STATES]
+    parts = [f"{counts.get(state, 0)} {state}" for state in STATES if state != DAMAGED or counts.get(state)]
     if done:
         parts[0] += " (" + ", ".join(f"{n} {status}" for status, n in sorted(done.items())) + ")"
     lines = [", ".join(parts) + f" (of {len(states)} runs)"]
