@@ -270,6 +270,13 @@ def validate_suite(raw: dict, file: str) -> Suite:
 
         if not torch.cuda.is_available():
             raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
+    if suite.training.warmup_steps > suite.training.max_steps:
+        raise UserError(f"warm-up of {suite.training.warmup_steps} steps is longer than training "
+                        f"(max_steps {suite.training.max_steps}): the learning rate would never reach lr",
+                        file=file, key="training.warmup_steps")
+    from disha_bench.config.shapes import check_layer_widths
+
+    check_layer_widths(suite, file)
     if suite.evaluation.engine == "vllm" and suite.training.zero_stage == 3:
         raise UserError("vLLM generates from the merged weights, and ZeRO-3 leaves each rank only a shard of them; "
                         "use training.zero_stage 0-2, or engine: hf", file=file, key="evaluation.engine")

@@ -133,6 +133,14 @@ def _check_targets(model: nn.Module, spec: MethodSpec, params: dict, file=None, 
     return targets
 
 
+def check_shapes(model: nn.Module, name: str, params: dict, *, file: str | None = None, key: str | None = None) -> None:
+    """UserError when method `name` with `params` cannot adapt `model`'s target modules (a meta-device
+    model will do: only shapes are read); what `apply` checks first."""
+    spec = REGISTRY.get(name, file=file, key=key)
+    if spec.build_config is not None:
+        _check_targets(model, spec, validate_params(name, params, file=file, key=key), file=file, key=key)
+
+
 def target_modules(model: nn.Module, name: str, params: dict | None = None) -> list[tuple[str, int, int]]:
     """[(path, in_features, out_features)] that apply(model, name, **params) would adapt ([] for full)."""
     spec = REGISTRY.get(name)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from disha_bench.running import checkpoint, distributed, preflight, progress, worker
 from disha_bench.tasks.data import resolve_data_dir
-from disha_bench.errors import UserError
+from disha_bench.errors import UserError, ensure_writable
 from disha_bench.running.ownership import RunLock, lock_path
 from disha_bench.analysis.results import (
     BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, FINAL_STATUSES, DamagedResult, RunResult, read_result, verify_result,
@@ -63,8 +63,9 @@ def run_suite(
     if not runs:
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
     data_dir = resolve_data_dir(data_dir)
-    preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r.task.name for r in runs})
     results_dir = Path(out) if out else Path("results") / suite.name
+    ensure_writable(results_dir, "results")
+    preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r.task.name for r in runs})
     if fresh:
         _set_aside(results_dir, [run.run_id for run in runs] if only else None)
         checkpoint.discard(results_dir, [run.run_id for run in runs])
