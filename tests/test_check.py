@@ -248,3 +248,14 @@ def test_unadapted_reference_run_is_checked_on_what_it_has(tmp_path, capsys):
     out = _verdicts(capsys)
     assert "t/unadapted/s0  held-out loss" in out and "t/unadapted/s0  train loss" not in out
     assert "not compared" not in out
+
+
+def test_the_committed_smoke_baseline_has_the_current_run_ids():
+    """Issue 25: stale run ids made every `check` of a clean checkout note "configuration changed".
+    After a change to what a run id covers, refresh them (or regenerate the baseline: README "Test")."""
+    from disha_bench.config.suite import expand_runs, load_suite
+
+    suite, _ = load_suite(SMOKE)
+    current = {(r.task.name, r.method.label, r.seed): r.run_id for r in expand_runs(suite)}
+    stored = json.loads((ROOT / "suites" / "baselines" / "smoke.json").read_text())["runs"]
+    assert {(e["task"], e["method"], e["seed"]): e["run_id"] for e in stored} == current

@@ -143,3 +143,24 @@ def test_offline_refusal_names_model_and_data_at_once_without_retrying(tmp_path,
     assert "2 things are missing" in err and "model.name" in err and "hf download someone/not-cached-model" in err
     assert "tasks[0]" in err, err
     assert elapsed < 25, f"{elapsed:.0f} s: the refusal waited on retries"
+
+
+def test_the_quick_start_writes_only_where_git_ignores(monkeypatch):
+    """Issue 25: `disha-bench run suites/smoke.yaml` rewrote the tracked reports/smoke.* and PNGs.
+    Its results and its report (with the plots beside it) now land in the git-ignored results/."""
+    import shutil
+
+    from disha_bench.config.suite import load_suite
+    from disha_bench.running.runner import report_destination
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    monkeypatch.chdir(REPO)
+    suite, _ = load_suite(SMOKE)
+    results = Path("results") / suite.name  # run_suite's default --out
+    report = report_destination(suite, results, full_run=True)
+    written = [results / "x.json", report, report.with_suffix(".csv"), report.with_name(f"{report.stem}-forest.png")]
+    ignored = subprocess.run(["git", "check-ignore", *map(str, written)], capture_output=True, text=True, cwd=REPO)
+    assert ignored.stdout.split() == [str(p) for p in written], ignored
+    nlu, _ = load_suite(REPO / "suites" / "nlu-cpu.yaml")  # a committed leaderboard is still refreshed in place
+    assert report_destination(nlu, Path("results") / nlu.name, full_run=True) == Path("reports") / "nlu-cpu.md"

@@ -160,6 +160,10 @@ class OutputConfig(_Strict):
     """Save each run's adapter (PEFT format; the full model for `full`) beside its result file."""
     report: bool = True
     """Write the markdown leaderboard at the end of `disha-bench run`."""
+    leaderboard: bool = True
+    """A full run into the default results folder writes its report to `reports/<suite>.md` (a
+    committed leaderboard); false: beside the results, in the untracked `results/` folder, so that
+    the run leaves a checkout clean (the smoke suite: `disha-bench report` refreshes reports/smoke.md)."""
     checkpoint_every: Optional[int] = Field(None, gt=0)
     """Save a mid-run checkpoint every this many optimizer steps (and on SIGTERM / SIGUSR1), so a
     re-run resumes an unfinished run; null: only on those signals."""

@@ -308,11 +308,19 @@ def _write_report(suite: Suite, results_dir: Path, command: str, full_run: bool)
     """The suite's leaderboard in reports/ only after a full run into the default results folder;
     otherwise a report beside the results. An existing report is never replaced by one built from
     fewer complete runs (report.write_report keeps it and says so)."""
-    from disha_bench.analysis.report import destination, write_report
+    from disha_bench.analysis.report import write_report
     from disha_bench.config.suite import reference_label
 
-    return write_report(results_dir, destination(suite.name, results_dir, full_run), command=command,
+    return write_report(results_dir, report_destination(suite, results_dir, full_run), command=command,
                         targets=suite.convergence.targets, ema=suite.convergence.ema, reference=reference_label(suite))
+
+
+def report_destination(suite: Suite, results_dir: Path, full_run: bool) -> Path:
+    """reports/<suite>.md for a full run into the default results folder of a suite that keeps a
+    leaderboard (`output.leaderboard`); else beside the results."""
+    from disha_bench.analysis.report import destination
+
+    return destination(suite.name, results_dir, full_run and suite.output.leaderboard)
 
 
 def command_line() -> str:
