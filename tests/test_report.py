@@ -280,3 +280,25 @@ def test_headline_of_a_glue_sized_suite_stays_within_160_characters(tmp_path):
     headline, cost = _tables(text)[:2]
     assert headline[0].count("|") - 1 == 7  # method, 5 tasks, average
     assert all(len(re.sub(r"\s*\|\s*", "|", row)) <= 160 for row in headline + cost)
+
+
+def test_pareto_does_not_rank_costs_within_noise():
+    """Issue 25: every method's CPU peak lay within 1 MB of 759 MB, the axis spanned that megabyte and
+    Bone looked lighter. Such a cost is drawn as a tie, with a note; real differences keep their front."""
+    from disha_bench.analysis import plots
+
+    results = [make("synth-cls", m, s) for m in ("lora", "bone", "bat") for s in (0, 1, 2)]
+    apart = compare.analyze_suite(results, "lora", [], 0.8)[0]
+    fig, drawn = plots.pareto_figure(apart)
+    memory_axis = fig.axes[0]
+    assert drawn and not [t for t in memory_axis.texts if "within noise" in t.get_text()]
+    for i, r in enumerate(results):
+        r.memory.peak_mb = r.memory.per_rank_peak_mb[0] = 759.0 + 0.1 * (i % 4)
+    close = compare.analyze_suite(results, "lora", [], 0.8)[0]
+    fig, drawn = plots.pareto_figure(close)
+    memory_axis = fig.axes[0]
+    (note,) = [t.get_text() for t in memory_axis.texts if "within noise" in t.get_text()]
+    assert note.startswith("all methods within ") and " MB " in note
+    low, high = memory_axis.get_xlim()
+    assert high - low > 50  # not stretched over a fraction of a megabyte
+    assert len(memory_axis.lines) == len([line for line in memory_axis.lines if line.get_linestyle() != "--"])
