@@ -143,6 +143,10 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     """Issue 25: a damaged checkpoint made every re-run fail; now it is set aside with a warning and the
     run resumes from the previous complete checkpoint, to the same curve as an uninterrupted run."""
     suite = _suite(tmp_path)
+    arith = yaml.safe_load(suite.read_text())  # a causal LM: its checkpoints hold the tied output layer
+    arith["tasks"] = [{"name": "synthetic-arith", "train_limit": 64, "eval_limit": 4}]
+    arith["evaluation"].update(max_new_tokens=16, heldout_examples=8)
+    suite.write_text(yaml.safe_dump(arith))
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert _cli(suite, reference).wait(timeout=900) == 0, _logs(reference)
     proc = _cli(suite, resumed, pause=5)
@@ -152,6 +156,15 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     (run_dir,) = [p for p in (resumed / ".runs").iterdir() if p.is_dir()]
     kept = [p.name for p in checkpoint.complete_checkpoints(run_dir / "checkpoints")]
     assert kept == ["step-00000004", "step-00000005"]  # the last two
+    # README: a checkpoint leaves frozen parameters out, yet DeepSpeed's module file still holds the
+    # output layer tied to the (frozen) input embedding, far larger than this adapter.
+    import torch
+
+    (module_file,) = (run_dir / "checkpoints" / "step-00000004" / checkpoint.DS_TAG).glob("*model_states.pt")
+    module = torch.load(module_file, weights_only=False)["module"]
+    tied = sum(t.numel() for name, t in module.items() if "lm_head" in name)
+    adapter = sum(t.numel() for name, t in module.items() if "miss_block" in name)
+    assert tied > 100 * adapter > 0, sorted(module)
     (run_dir / "checkpoints" / "step-00000005" / checkpoint.STATE_FILE).write_text("{")
 
     rerun = _cli(suite, resumed)

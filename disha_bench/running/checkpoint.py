@@ -17,7 +17,8 @@ Layout, in the run's folder beside its log:
                                  the rename; "files" is the manifest, {path: {"size", "sha256"}}
             state.json           the run's progress: step log, held-out points, data position, times
             rng-rank<r>.pt       python, numpy, torch and accelerator RNG states of rank r
-            ds/                  DeepSpeed's own files: module (trainable tensors), optimizer, scheduler
+            ds/                  DeepSpeed's own files: module (trainable tensors, and a
+                                 causal LM's tied output layer), optimizer, scheduler
         .tmp-step-00000400/      being written; never read, removed by the next save
         .damaged-step-00000500/  failed its manifest check when a resume tried it: set aside, kept
 
