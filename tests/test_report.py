@@ -169,7 +169,9 @@ def _failed_results(folder: Path) -> Path:
 
 def test_runner_never_touches_reports_except_for_a_full_default_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    suite, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"), [])
+    # The smoke suite keeps no leaderboard (output.leaderboard: false, so that the quick start leaves a
+    # checkout clean); as a suite that keeps one it shows the rules.
+    suite, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"), ["output.leaderboard=true"])
     committed = tmp_path / "reports" / "smoke.md"
     committed.parent.mkdir()
     committed.write_text("<!-- disha-bench report: 6 complete runs of 6 -->\nthe committed leaderboard\n")
