@@ -132,7 +132,7 @@ class JsonlClassification(JsonlTask):
 
     def convert(self, records: list[dict], path: Path, config: dict[str, Any]) -> list[dict]:
         labels = list(config["labels"])
-        self.num_labels = len(labels)
+        setattr(self, "num_labels", len(labels))  # this task object's own count, shadowing the class default
         pair = config.get("text_pair_field")
         out = []
         for record in records:
