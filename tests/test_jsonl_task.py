@@ -67,6 +67,9 @@ def test_own_classification_and_generation_data_train_and_score(tmp_path, monkey
     for r in (cls, gen):  # trained: the held-out curve moved from the unadapted model's loss
         assert len(r.training.steps) == 4 and r.heldout.source == "evaluation file"
         assert r.heldout.points[-1].loss != r.heldout.points[0].loss
+        # eval_peak_mb is what evaluation adds (as documented), not an absolute peak: an absolute
+        # figure could not lie below the process's usage with the model loaded.
+        assert 0 <= r.memory.eval_peak_mb < r.memory.loaded_mb <= r.memory.peak_mb
 
 
 @pytest.mark.parametrize("change, fragments", [
