@@ -26,10 +26,30 @@ from disha_bench.errors import UserError
 # Subcommands that live beside the code they drive; each module has register(subparsers).
 PLUGGED_COMMANDS = ("disha_bench.analysis.report", "disha_bench.analysis.check", "disha_bench.tasks.eval_code",
                     "disha_bench.running.plan", "disha_bench.running.status")
+LAZY_COMMANDS = {"eval-code": ("disha_bench.tasks.eval_code", "score HumanEval completions (pass@k) in a sandbox")}
+"""Plugged commands whose module imports torch (through the tasks package): registered only when
+invoked, so that `--help` stays fast; listed meanwhile with this help line."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Stopped(SystemExit):
+    """SIGTERM or SIGUSR1 to the command: unwinds like Ctrl-C (no `except Exception` swallows it),
+    stopping the runner's workers on the way out; `main` says so. Exit status 143 (128 + SIGTERM),
+    also in a forked worker that inherited the handler."""
+
+    def __init__(self, signum: int):
+        super().__init__(143)
+        self.signal_name = signal.Signals(signum).name
+
+
+def _stop(signum, _frame) -> None:
+    raise Stopped(signum)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from disha_bench import __version__
+
     parser = argparse.ArgumentParser(prog="disha-bench", description="Benchmark DiSHA adapters (Bone, Bat) against LoRA and its variants.")
+    parser.add_argument("--version", action="version", version=f"disha-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="fine-tune every method on every task of a suite", description="Run a suite: task x method x seed runs under DeepSpeed ZeRO.")
@@ -54,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("what", choices=["methods", "tasks", "models"])
     listing.set_defaults(func=_list)
 
+    invoked = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
     for module_name in PLUGGED_COMMANDS:
+        lazy = next((name for name, (module, _) in LAZY_COMMANDS.items() if module == module_name), None)
+        if lazy is not None and invoked != lazy:
+            sub.add_parser(lazy, help=LAZY_COMMANDS[lazy][1])
+            continue
         importlib.import_module(module_name).register(sub)
     return parser
 
@@ -120,16 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the runner stops its worker processes on the way out.
     # SIGUSR1 (a scheduler's "time is nearly up") too: the workers checkpoint within the grace.
     for signum in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, lambda *_: sys.exit(143))
-    args = build_parser().parse_args(argv)
+        signal.signal(signum, _stop)
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PermissionError as err:  # a folder or file this user may not write: bad input, not a bug
+        print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept, re-run the same command to resume", file=sys.stderr)
         return 130
+    except Stopped as stop:
+        print(f"stopped by {stop.signal_name}; finished runs are kept, and a run that saved a checkpoint resumes from it: "
+              "re-run the same command", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

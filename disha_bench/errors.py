@@ -7,6 +7,9 @@ expected; the CLI prints `error: <message>` and exits 2 without a traceback.
 from __future__ import annotations
 
 import difflib
+import os
+import tempfile
+from pathlib import Path
 from typing import Iterable
 
 
@@ -27,3 +30,19 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if close:
         return f"did you mean '{close[0]}'?"
     return "expected one of: " + ", ".join(choices)
+
+
+def ensure_writable(folder: str | Path, what: str) -> None:
+    """UserError, before any work, when `folder` could not be created or written (a read-only --out).
+    Nothing is left behind: a probe file is made and removed in the nearest existing folder on the way."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot write the {what} here: {existing} is a file", file=str(folder))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".disha-bench-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"cannot write the {what} here: {existing}: {err.strerror or err}; choose another folder",
+                        file=str(folder)) from None

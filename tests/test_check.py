@@ -24,7 +24,7 @@ from disha_bench.errors import UserError
 from disha_bench.analysis.check_calibration import CURVE_FLOOR
 from disha_bench.training.loop import SLOWDOWN_ENV
 from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput,
-                                          Training, write_json_atomic)
+                                          Training, write_json_atomic, write_result)
 
 ROOT = Path(__file__).resolve().parents[1]
 TAU = {"bone": 3.0, "lora": 12.0}
@@ -203,12 +203,29 @@ def test_a_seed_that_no_longer_completes_is_a_regression(baseline, tmp_path, cap
     assert "t/lora/s2: status" in _verdicts(capsys)
 
 
-def test_runs_missing_from_either_side_are_reported_not_failures(baseline, tmp_path, capsys):
+def test_extra_runs_are_reported_and_a_missing_baseline_run_fails(baseline, tmp_path, capsys):
     _, path = baseline
-    runs = [make("bone", s) for s in (0, 1, 2)] + [make("bone", s, task="other") for s in (0, 1)]
-    assert check.check(write(tmp_path / "partial", runs), path) == 0
-    out = _verdicts(capsys)
-    assert "not in the baseline (not a failure)" in out and "not in these results (not a failure)" in out
+    extra = [make(m, s) for m in TAU for s in (0, 1, 2)] + [make("bone", s, task="other") for s in (0, 1)]
+    assert check.check(write(tmp_path / "extra", extra), path) == 0
+    assert "not in the baseline (not a failure)" in _verdicts(capsys)
+    partial = [make("bone", s) for s in (0, 1, 2)]
+    assert check.check(write(tmp_path / "partial", partial), path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "t/lora/s0: run complete -> none" in out and "bone" not in out
+
+
+def test_a_damaged_result_fails_the_check_naming_the_file(baseline, tmp_path, capsys):
+    """Issue 25: a truncated result file used to pass as "no regression"."""
+    _, path = baseline
+    folder = tmp_path / "damaged"
+    for r in [make(m, s) for m in TAU for s in (0, 1, 2)]:
+        write_result(folder / f"{r.run.run_id}.json", r)
+    victim = folder / "t-bone-s1-aaaa.json"
+    victim.write_bytes(victim.read_bytes()[:500])
+    assert check.check(folder, path) == 1
+    out = _verdicts(capsys).split("REGRESSION against")[1]
+    assert "t/bone/s1: run complete -> none" in out
+    assert "t-bone-s1-aaaa.json: result file" in out
 
 
 def test_bad_baseline_files_are_user_errors(baseline, tmp_path):
@@ -329,3 +346,14 @@ def test_unadapted_reference_run_is_checked_on_what_it_has(tmp_path, capsys):
     out = _verdicts(capsys)
     assert "t/unadapted/s0  held-out loss" in out and "t/unadapted/s0  train loss" not in out
     assert "not compared" not in out
+
+
+def test_the_committed_smoke_baseline_has_the_current_run_ids():
+    """Issue 25: stale run ids made every `check` of a clean checkout note "configuration changed".
+    After a change to what a run id covers, refresh them (or regenerate the baseline: README "Test")."""
+    from disha_bench.config.suite import expand_runs, load_suite
+
+    suite, _ = load_suite(SMOKE)
+    current = {(r.task.name, r.method.label, r.seed): r.run_id for r in expand_runs(suite)}
+    stored = json.loads((ROOT / "suites" / "baselines" / "smoke.json").read_text())["runs"]
+    assert {(e["task"], e["method"], e["seed"]): e["run_id"] for e in stored} == current

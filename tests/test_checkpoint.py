@@ -149,3 +149,43 @@ def test_slurm_launcher_without_slurm_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("error: --launcher slurm:") and "submitit-local" in err and "\n" not in err
     assert main(["run", str(path), "--launcher", "slurm", "--nproc", "2"]) == 2
     assert main(["run", str(path), "--stop-grace", "0"]) == 2
+
+
+def _manifested_checkpoint(root, step):
+    """A checkpoint laid out as Checkpointer.save writes it, with its manifest."""
+    path = root / checkpoint.step_dir_name(step)
+    (path / "ds").mkdir(parents=True)
+    (path / "ds" / "optim_states.pt").write_bytes(bytes(range(256)) * 4)
+    (path / checkpoint.STATE_FILE).write_text(json.dumps({"step": step}))
+    marker = {"step": step, "reason": "every", "saved_at": 0.0, "host": "h", "files": checkpoint.manifest(path)}
+    (path / checkpoint.MARKER).write_text(json.dumps(marker))
+    return path
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: (p / checkpoint.STATE_FILE).write_text("{"), "state.json has 1 bytes"),
+    (lambda p: (p / "ds" / "optim_states.pt").write_bytes(b"\0" * 1024), "ds/optim_states.pt does not match its checksum"),
+    (lambda p: (p / "ds" / "optim_states.pt").unlink(), "ds/optim_states.pt is missing"),
+    (lambda p: (p / checkpoint.MARKER).write_text("{"), "unreadable"),
+])
+def test_a_damaged_checkpoint_is_set_aside_for_the_one_before(tmp_path, damage, problem):
+    root = tmp_path / "checkpoints"
+    _manifested_checkpoint(root, 2)
+    newest = _manifested_checkpoint(root, 4)
+    assert checkpoint.verify(newest) is None
+    damage(newest)
+    assert problem in checkpoint.verify(newest)
+    said = []
+    assert checkpoint.resumable(root, said.append).name == "step-00000002"
+    assert (root / ".damaged-step-00000004").is_dir() and not newest.exists()
+    assert len(said) == 2 and problem in said[0] and "previous complete checkpoint, step-00000002" in said[1]
+
+
+def test_no_whole_checkpoint_left_means_step_0_with_a_warning(tmp_path):
+    root = tmp_path / "checkpoints"
+    only = _manifested_checkpoint(root, 2)
+    (only / checkpoint.STATE_FILE).write_text("{")
+    said = []
+    assert checkpoint.resumable(root, said.append) is None
+    assert said[-1] == "warning: no whole checkpoint left; the run starts again from step 0"
+    assert checkpoint.resumable(root, said.append) is None and len(said) == 2  # nothing more to say

@@ -60,7 +60,7 @@ def test_hub_model_missing_from_the_offline_cache(offline_env, tmp_path):
     suite = _write_suite(tmp_path / "s.yaml", model={"name": "someone/not-cached-model"})
     out = tmp_path / "results"
     _assert_refused(_cli(["run", str(suite), "--out", str(out)], offline_env, tmp_path), out,
-                    "model.name", "not in the hub cache", "huggingface-cli download someone/not-cached-model")
+                    "model.name", "not in the hub cache", "hf download someone/not-cached-model")
 
 
 def test_missing_data_file_names_the_file(offline_env, tmp_path):

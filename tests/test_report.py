@@ -171,7 +171,9 @@ def _failed_results(folder: Path) -> Path:
 
 def test_runner_never_touches_reports_except_for_a_full_default_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    suite, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"), [])
+    # The smoke suite keeps no leaderboard (output.leaderboard: false, so that the quick start leaves a
+    # checkout clean); as a suite that keeps one it shows the rules.
+    suite, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"), ["output.leaderboard=true"])
     committed = tmp_path / "reports" / "smoke.md"
     committed.parent.mkdir()
     committed.write_text("<!-- disha-bench report: 6 complete runs of 6 -->\nthe committed leaderboard\n")
@@ -303,3 +305,25 @@ def test_suite_margins_reach_the_verdicts(tmp_path):
     after = compare.analyze_suite(runs)[0]
     assert after.margins["heldout_loss"] == 5
     assert after.comparisons[("bone", "heldout_final")].verdict == "matches"  # 0.34 lower, well inside ±5
+
+
+def test_pareto_does_not_rank_costs_within_noise():
+    """Issue 25: every method's CPU peak lay within 1 MB of 759 MB, the axis spanned that megabyte and
+    Bone looked lighter. Such a cost is drawn as a tie, with a note; real differences keep their front."""
+    from disha_bench.analysis import plots
+
+    results = [make("synth-cls", m, s) for m in ("lora", "bone", "bat") for s in (0, 1, 2)]
+    apart = compare.analyze_suite(results, "lora", [], 0.8)[0]
+    fig, drawn = plots.pareto_figure(apart)
+    memory_axis = fig.axes[0]
+    assert drawn and not [t for t in memory_axis.texts if "within noise" in t.get_text()]
+    for i, r in enumerate(results):
+        r.memory.peak_mb = r.memory.per_rank_peak_mb[0] = 759.0 + 0.1 * (i % 4)
+    close = compare.analyze_suite(results, "lora", [], 0.8)[0]
+    fig, drawn = plots.pareto_figure(close)
+    memory_axis = fig.axes[0]
+    (note,) = [t.get_text() for t in memory_axis.texts if "within noise" in t.get_text()]
+    assert note.startswith("all methods within ") and " MB " in note
+    low, high = memory_axis.get_xlim()
+    assert high - low > 50  # not stretched over a fraction of a megabyte
+    assert len(memory_axis.lines) == len([line for line in memory_axis.lines if line.get_linestyle() != "--"])

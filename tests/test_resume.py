@@ -136,3 +136,44 @@ def test_max_time_stops_the_run_which_is_still_evaluated(tmp_path):
         assert run_suite(str(suite), out=str(out)) == 0
     assert "stopped_by_budget, skipped" in printed.getvalue()
     assert read_result(out / f"{result.run.run_id}.json").run.finished_at == result.run.finished_at
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    """Issue 25: a damaged checkpoint made every re-run fail; now it is set aside with a warning and the
+    run resumes from the previous complete checkpoint, to the same curve as an uninterrupted run."""
+    suite = _suite(tmp_path)
+    arith = yaml.safe_load(suite.read_text())  # a causal LM: its checkpoints hold the tied output layer
+    arith["tasks"] = [{"name": "synthetic-arith", "train_limit": 64, "eval_limit": 4}]
+    arith["evaluation"].update(max_new_tokens=16, heldout_examples=8)
+    suite.write_text(yaml.safe_dump(arith))
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert _cli(suite, reference).wait(timeout=900) == 0, _logs(reference)
+    proc = _cli(suite, resumed, pause=5)
+    _wait_for_pause(proc, resumed, 5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143
+    (run_dir,) = [p for p in (resumed / ".runs").iterdir() if p.is_dir()]
+    kept = [p.name for p in checkpoint.complete_checkpoints(run_dir / "checkpoints")]
+    assert kept == ["step-00000004", "step-00000005"]  # the last two
+    # README: a checkpoint leaves frozen parameters out, yet DeepSpeed's module file still holds the
+    # output layer tied to the (frozen) input embedding, far larger than this adapter.
+    import torch
+
+    (module_file,) = (run_dir / "checkpoints" / "step-00000004" / checkpoint.DS_TAG).glob("*model_states.pt")
+    module = torch.load(module_file, weights_only=False)["module"]
+    tied = sum(t.numel() for name, t in module.items() if "lm_head" in name)
+    adapter = sum(t.numel() for name, t in module.items() if "miss_block" in name)
+    assert tied > 100 * adapter > 0, sorted(module)
+    (run_dir / "checkpoints" / "step-00000005" / checkpoint.STATE_FILE).write_text("{")
+
+    rerun = _cli(suite, resumed)
+    assert rerun.wait(timeout=900) == 0, _logs(resumed)
+    console = max(tmp_path.glob("resumed-*.out"), key=lambda p: p.stat().st_mtime).read_text()
+    assert "warning: checkpoint step-00000005 is damaged (state.json has 1 bytes" in console, console
+    assert "resuming from the previous complete checkpoint, step-00000004" in console
+    (ref,), (res,) = load_results(reference), load_results(resumed)
+    assert res.run.status == COMPLETE and res.run.resumed_from_step == 4
+    for field in ("loss", "lr", "grad_norm", "tokens"):
+        assert [getattr(s, field) for s in res.training.steps] == [getattr(s, field) for s in ref.training.steps], field
+    assert res.evaluation == ref.evaluation

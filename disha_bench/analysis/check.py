@@ -23,11 +23,13 @@ silently built wrong) is still paired with the run it should reproduce. Per pair
   of two tiny smoke runs moved by 2x between two runs of the same commit;
 - a metric with one value in every run of its task, in the baseline and now (exact match 0
   everywhere), is reported as not compared;
-- a run that completed in the baseline and did not now is a regression.
+- a run that completed in the baseline and did not now is a regression;
+- a baseline run with no result here, and a result file here that is damaged (truncated, edited, not
+  a result: `results.verify_result`), fail the check: a lost result must never pass as "no regression".
 
 Curve tolerances are calibrated on replicate runs when the baseline is written with `--replicate`
 (check_calibration.py). Tolerances are stored in the baseline file (`tolerances`; edit them there).
-Runs present on only one side are listed and do not fail. "configuration changed" names the keys of
+Runs present only in the results are listed and do not fail. "configuration changed" names the keys of
 the resolved run configuration that differ (library versions are not configuration).
 """
 
@@ -45,7 +47,7 @@ from disha_bench.analysis.check_calibration import (
     COST_TOLERANCES, calibrate_curves, config_changes, constant_metrics, cost_rows, cost_summary,
 )
 from disha_bench.analysis.compare import latest_per_seed
-from disha_bench.analysis.measures import load_checked
+from disha_bench.analysis.measures import damaged_files, load_checked
 from disha_bench.analysis.convergence import heldout_points
 from disha_bench.errors import UserError
 from disha_bench.analysis.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult, atomic_write_text
@@ -260,7 +262,7 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
         key = (e["task"], e["method"], int(e["seed"]))
         r = current.pop(key, None)
         if r is None:
-            rows.append(_row(e, "run", e["status"], "none", "", "", INFO, "in the baseline, not in these results (not a failure)"))
+            rows.append(_row(e, "run", e["status"], "none", "", "", WORSE, "in the baseline, no whole result here"))
             continue
         note = _config_note(e, r)
         if r.run.status not in TRAINED_STATUSES or (e["metrics"] and r.run.status not in EVALUATED_STATUSES):
@@ -299,6 +301,9 @@ def check(results_dir: str | Path, baseline_path: str | Path) -> int:
 
     baseline = load_baseline(baseline_path)
     rows = compare(load_checked(results_dir), baseline)
+    for path, why in sorted(damaged_files(results_dir).items()):
+        rows.append({"run": path.name, "figure": "result file", "baseline": "", "current": "damaged", "change": "",
+                     "tolerance": "", "verdict": WORSE, "note": why})
     print(tabulate([list(r.values()) for r in rows], list(rows[0].keys()) if rows else [], tablefmt="simple",
                    disable_numparse=True))
     bad = [r for r in rows if r["verdict"] == WORSE]

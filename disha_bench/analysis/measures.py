@@ -18,7 +18,7 @@ from pathlib import Path
 
 from disha_bench.analysis.convergence import heldout_points
 from disha_bench.errors import UserError
-from disha_bench.analysis.results import RunResult, load_results
+from disha_bench.analysis.results import RunResult, scan_results
 
 # Evaluation metrics are higher-is-better (Task.primary_metric) except these loss-like names.
 _LOWER_IS_BETTER = re.compile(r"loss|error|perplexity|ppl|wer|cer|mse|mae", re.I)
@@ -133,7 +133,13 @@ def load_checked(results_dir: str | Path) -> list[RunResult]:
     files = list(path.glob("*.json"))
     if not files:
         raise UserError("no result files (*.json) here; run `disha-bench run SUITE` first", file=str(path))
-    results = load_results(path)
+    results, damaged = scan_results(path)
     if not results:
-        raise UserError(f"none of the {len(files)} .json files is a readable result file", file=str(path))
+        first, why = next(iter(damaged.items()))
+        raise UserError(f"none of the {len(files)} .json files is a readable result file ({first.name}: {why})", file=str(path))
     return results
+
+
+def damaged_files(results_dir: str | Path) -> dict[Path, str]:
+    """{result file that exists but is not a whole result: why}, for report and check to name them."""
+    return scan_results(Path(results_dir))[1]

@@ -6,7 +6,9 @@
   each seed a thin line, the mean over seeds bold, the targets dashed.
 - `<stem>-<task>-pareto.png`: the primary metric (or the held-out loss at the budget when every
   method's metric is the same, e.g. all at chance) against peak memory and against training time
-  to the first target, mean ± interval per method, the Pareto front dashed.
+  to the first target, mean ± interval per method, the Pareto front dashed. A cost on which the
+  methods differ by less than noise (`within_noise`) is drawn as a tie: an axis wide enough not to
+  rank them, no front, and a note saying so.
 - `<stem>-forest.png`: each method's paired difference from the reference (primary metric and
   held-out loss) on every task, with its 95% interval; filled markers hold after Holm.
 """
@@ -85,8 +87,36 @@ def _point(a: TaskAnalysis, label: str, key: str) -> tuple[float, list[list[floa
     return agg["mean"], [[agg["mean"] - agg["ci_low"]], [agg["ci_high"] - agg["mean"]]]
 
 
+COST_NOISE_REL = 0.02
+"""Cost means less than this share of their mean apart (or all inside the widest interval) are not
+ranked: on CPU every method's peak memory lay within 1 MB of 759 MB, and an axis stretched over that
+megabyte made one method look lighter."""
+
+
+def within_noise(points: list[tuple[float, list[list[float]]]], unit: str = "") -> str | None:
+    """A note when the methods' costs ((mean, error bars) as `_point` gives) differ by noise only."""
+    if len(points) < 2:
+        return None
+    means = [m for m, _ in points]
+    spread, center = max(means) - min(means), sum(means) / len(means)
+    widest = max(max(bars[0][0], bars[1][0]) for _, bars in points)
+    if spread > max(COST_NOISE_REL * abs(center), widest):
+        return None
+    share = f" ({spread / abs(center):.1%})" if center else ""
+    return f"all methods within {spread:.3g}{unit}{share} of each other: within noise, not ranked"
+
+
 def pareto(a: TaskAnalysis, path: Path) -> bool:
     """Quality against peak memory and against time to target; False when nothing to draw."""
+    fig, drawn = pareto_figure(a)
+    if drawn:
+        fig.tight_layout()
+        fig.savefig(path)
+    return drawn
+
+
+def pareto_figure(a: TaskAnalysis):
+    """(figure, whether anything was drawn) of `pareto`."""
     quality = f"metric:{a.primary}" if a.primary else "heldout_final"
     means = [m[0] for m in (_point(a, l, quality) for l in a.methods) if m]
     chance = a.reference_rows.get("majority class", {}).get(quality)
@@ -97,14 +127,23 @@ def pareto(a: TaskAnalysis, path: Path) -> bool:
     colors = _colors(list(a.methods))
     drawn = False
     for ax, cost in zip(axes, ("peak_mb", "time_to_target:0")):
-        points = []
+        points, costs = [], []
         for label in a.methods:
             x, y = _point(a, label, cost), _point(a, label, quality)
             if x and y:
                 ax.errorbar([x[0]], [y[0]], xerr=x[1], yerr=y[1], fmt="o", capsize=3, color=colors[label])
                 ax.annotate(label, (x[0], y[0]), textcoords="offset points", xytext=(5, 5), fontsize=8)
                 points.append((x[0], y[0]))
-        if points:
+                costs.append(x)
+        tie = within_noise(costs, " MB" if cost == "peak_mb" else " s")
+        if points and tie:
+            drawn = True
+            center = sum(x for x, _ in points) / len(points)
+            widest = max(max(bars[0][0], bars[1][0]) for _, bars in costs)
+            half = max(5 * COST_NOISE_REL * abs(center), 1.2 * (widest + max(x for x, _ in points) - center), 1e-9)
+            ax.set_xlim(center - half, center + half)
+            ax.text(0.5, 0.03, tie, transform=ax.transAxes, ha="center", fontsize=8, color="dimgrey")
+        elif points:
             drawn = True
             front, best = [], None
             for x, y in sorted(points):
@@ -116,10 +155,7 @@ def pareto(a: TaskAnalysis, path: Path) -> bool:
         ax.set_ylabel(e.title)
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{a.task}: quality vs cost (mean ± 95% interval; dashed: Pareto front)", fontsize=10)
-    if drawn:
-        fig.tight_layout()
-        fig.savefig(path)
-    return drawn
+    return fig, drawn
 
 
 def forest(analyses: list[TaskAnalysis], path: Path) -> bool:

@@ -34,7 +34,7 @@ from disha_bench.analysis import findings, measures, plots, report_tables, verdi
 from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis.compare import TaskAnalysis
 from disha_bench.analysis.convergence import DEFAULT_EMA
-from disha_bench.errors import UserError
+from disha_bench.errors import UserError, ensure_writable
 from disha_bench.analysis.measures import load_checked
 from disha_bench.analysis.results import (BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult,
                                           atomic_write_text)
@@ -56,9 +56,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _command(args: argparse.Namespace) -> int:
+    _check_labels(load_checked(args.results_dir), args.reference, args.targets or [])
     path = write_report(args.results_dir, args.out, shlex.join(["disha-bench", *sys.argv[1:]]), args.targets,
                         args.ema, reference=args.reference, force=args.force)
     return 0 if path else 1
+
+
+def _check_labels(results: list[RunResult], reference: str | None, targets: list[str]) -> None:
+    """--reference and --target name methods of these results (a typo would silently compare nothing)."""
+    from disha_bench.analysis.convergence import WORST, parse_target
+    from disha_bench.errors import did_you_mean
+
+    labels = sorted({r.run.method for r in results})
+    if reference is not None and reference not in labels:
+        raise UserError(f"no method labelled '{reference}' in these results; {did_you_mean(reference, labels)}",
+                        key="--reference")
+    for spec in targets:
+        label = parse_target(spec, key="--target").label
+        if label is not None and label != WORST and label not in labels:
+            raise UserError(f"target {spec!r}: no method labelled '{label}' in these results; "
+                            f"{did_you_mean(label, labels)}", key="--target")
 
 
 def settings_from(results: list[RunResult], targets: list | None, ema: float | None) -> tuple[list, float]:
@@ -170,15 +187,20 @@ def _status_table(a: TaskAnalysis, results: list[RunResult]) -> list[str]:
 
 
 def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite: str, command: str,
-                   out: Path | None) -> list[str]:
-    """The markdown lines; plots are written beside `out` when it is given."""
+                   out: Path | None, damaged: dict[Path, str] | None = None) -> list[str]:
+    """The markdown lines; plots are written beside `out` when it is given. `damaged`: result files
+    that could not be read ({path: why}), counted and named at the top."""
     marks, warnings = provenance_marks(results)
+    if damaged:
+        warnings += [f"> **{len(damaged)} damaged result files, not used** (a re-run of the suite runs them again):"]
+        warnings += [f"> {path.name}: {why}  " for path, why in sorted(damaged.items())]
     _, set_aside = an.latest_per_seed(results)
     if set_aside:
         warnings += [f"> **{len(set_aside)} runs set aside** (same task, method and seed as a newer run):"]
         warnings += [f"> {line}  " for line in set_aside[:10]] + ([f"> ... and {len(set_aside) - 10} more"] if len(set_aside) > 10 else [])
     complete = sum(r.run.status == COMPLETE for r in results)
-    lines = [f"<!-- disha-bench report: {complete} complete runs of {len(results)}; regenerate, do not edit -->"]
+    unreadable = f", {len(damaged)} damaged result files" if damaged else ""
+    lines = [f"<!-- disha-bench report: {complete} complete runs of {len(results)}{unreadable}; regenerate, do not edit -->"]
     lines += warnings + ([""] if warnings else [])
     lines += _header(suite, results, command, analyses)
     lines += ["", "## Headline", "", *report_tables.headline(analyses, marks), "",
@@ -297,8 +319,9 @@ def write_report(results_dir: str | Path, out_path: str | Path | None = None, co
               f"(use `disha-bench report {results_dir} --out {out} --force` to replace it)", flush=True)
         return None
     analyses = an.analyze_suite(results, reference, specs, ema)
+    ensure_writable(out.parent, "report")
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = build_document(results, analyses, suite, command, out if draw else None)
+    lines = build_document(results, analyses, suite, command, out if draw else None, measures.damaged_files(results_dir))
     write_csv(out.with_suffix(".csv"), analyses)
     atomic_write_text(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
     print(f"wrote {out} and {out.with_suffix('.csv').name}", flush=True)

@@ -11,6 +11,7 @@ documented right under its field.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -162,7 +163,7 @@ class Memory:
     peak_mb: float | None = None
     """Absolute peak of the run on rank 0, weights, optimizer state and activations included
     (CPU: process VmHWM; CUDA: max allocated since the run started), from the start of the run to the
-    end of training (held-out curve included; evaluation's own peak is `eval_peak_mb`)."""
+    end of training (held-out curve included; what evaluation adds is `eval_peak_mb`)."""
     per_rank_peak_mb: list[float] = field(default_factory=list)
     """peak_mb of every rank, by rank; reports show the maximum."""
     peak_reserved_mb: float | None = None
@@ -180,7 +181,8 @@ class Memory:
     train_peak_reserved_mb: float | None = None
     """CUDA only: peak reserved by the caching allocator during training."""
     eval_peak_mb: float | None = None
-    """Peak memory during evaluation, measured like train_peak_mb."""
+    """What evaluation adds: its peak minus the usage when evaluation started (an increment, not an
+    absolute peak; CUDA: max allocated, CPU: VmHWM, reset at the start where the kernel allows)."""
     baseline_mb: float | None = None
     """The start-up baseline that was subtracted (after model load, before training)."""
     per_rank_train_peak_mb: list[float] = field(default_factory=list)
@@ -351,26 +353,82 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+CHECKSUM_KEY = "checksum"
+"""Top-level key of a written result: `sha256:<hex>` of the rest of the document (see `_checksum`).
+Results written before it existed have none and are checked against the schema only."""
+
+
 def write_result(path: Path, result: RunResult) -> None:
-    write_json_atomic(path, result.to_dict())
+    # Through JSON and back, so that the checksum covers exactly what a reader will parse.
+    data = json.loads(json.dumps(result.to_dict(), default=_json_default))
+    write_json_atomic(path, {**data, CHECKSUM_KEY: _checksum(data)})
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    body = {k: v for k, v in data.items() if k != CHECKSUM_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class DamagedResult(Exception):
+    """A result file that exists but cannot be trusted: truncated, edited, or not a result at all."""
+
+
+def verify_result(path: Path) -> RunResult | None:
+    """The result at `path` after checking it (JSON, schema, checksum); None when there is no file.
+    Raises DamagedResult, with the reason in words, when the file is there but not a whole result."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DamagedResult(f"cannot be read ({err.__class__.__name__}: {err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DamagedResult(f"not valid JSON (line {err.lineno}: {err.msg}; truncated?)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("run"), dict):
+        raise DamagedResult("not a disha-bench result (no \"run\" object)")
+    stored = data.get(CHECKSUM_KEY)
+    if stored is not None and stored != _checksum(data):
+        raise DamagedResult("checksum mismatch: the file was changed after it was written")
+    try:
+        result = RunResult.from_dict(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise DamagedResult(f"does not match the result schema ({err.__class__.__name__}: {err})") from None
+    run = result.run
+    if run.status not in STATUSES or not isinstance(run.run_id, str) or not isinstance(run.seed, int):
+        raise DamagedResult(f"does not match the result schema (run status {run.status!r}, seed {run.seed!r})")
+    return result
 
 
 def read_result(path: Path) -> RunResult | None:
-    """The result at `path`, or None when it is missing or not a readable result file."""
+    """The result at `path`, or None when it is missing or damaged (`verify_result` says why)."""
     try:
-        return RunResult.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+        return verify_result(path)
+    except DamagedResult:
         return None
 
 
+def scan_results(results_dir: Path) -> tuple[list[RunResult], dict[Path, str]]:
+    """(every whole result file directly in `results_dir`, sorted by run id; {damaged file: why})."""
+    results, damaged = [], {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            result = verify_result(path)
+        except DamagedResult as err:
+            damaged[path] = str(err)
+            continue
+        if result is not None:
+            result.cost = result.cost or read_cost(cost_path(Path(results_dir), result.run.run_id))
+            results.append(result)
+    return sorted(results, key=lambda r: r.run.run_id), damaged
+
+
 def load_results(results_dir: Path) -> list[RunResult]:
-    """Every readable result file directly in `results_dir`, sorted by run id, each with its cost
-    repeats attached when `results_dir/cost/<run-id>.json` holds them."""
-    found = (read_result(p) for p in sorted(Path(results_dir).glob("*.json")))
-    results = sorted((r for r in found if r is not None), key=lambda r: r.run.run_id)
-    for result in results:
-        result.cost = result.cost or read_cost(cost_path(Path(results_dir), result.run.run_id))
-    return results
+    """Every whole result file directly in `results_dir`, sorted by run id (damaged ones left out),
+    each with its cost repeats attached when `results_dir/cost/<run-id>.json` holds them."""
+    return scan_results(results_dir)[0]
 
 
 COST_DIR = "cost"

@@ -205,6 +205,10 @@ class OutputConfig(_Strict):
     """Save each run's adapter (PEFT format; the full model for `full`) beside its result file."""
     report: bool = True
     """Write the markdown leaderboard at the end of `disha-bench run`."""
+    leaderboard: bool = True
+    """A full run into the default results folder writes its report to `reports/<suite>.md` (a
+    committed leaderboard); false: beside the results, in the untracked `results/` folder, so that
+    the run leaves a checkout clean (the smoke suite: `disha-bench report` refreshes reports/smoke.md)."""
     checkpoint_every: Optional[int] = Field(None, gt=0)
     """Save a mid-run checkpoint every this many optimizer steps (and on SIGTERM / SIGUSR1), so a
     re-run resumes an unfinished run; null: only on those signals."""
@@ -317,6 +321,13 @@ def validate_suite(raw: dict, file: str) -> Suite:
 
         if not torch.cuda.is_available():
             raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
+    if suite.training.warmup_steps > suite.training.max_steps:
+        raise UserError(f"warm-up of {suite.training.warmup_steps} steps is longer than training "
+                        f"(max_steps {suite.training.max_steps}): the learning rate would never reach lr",
+                        file=file, key="training.warmup_steps")
+    from disha_bench.config.shapes import check_layer_widths
+
+    check_layer_widths(suite, file)
     if suite.evaluation.engine == "vllm" and suite.training.zero_stage == 3:
         raise UserError("vLLM generates from the merged weights, and ZeRO-3 leaves each rank only a shard of them; "
                         "use training.zero_stage 0-2, or engine: hf", file=file, key="evaluation.engine")

@@ -11,21 +11,28 @@ Re-running the suite resumes an unfinished run from its last complete checkpoint
 Layout, in the run's folder beside its log:
 
     results/<suite>/.runs/<run-id>/checkpoints/
+        step-00000200/           the complete checkpoint before it (the last two are kept)
         step-00000300/           a complete checkpoint (it has COMPLETE)
-            COMPLETE             {"step", "reason", "saved_at"}: written last, before the rename
+            COMPLETE             {"step", "reason", "saved_at", "host", "files"}: written last, before
+                                 the rename; "files" is the manifest, {path: {"size", "sha256"}}
             state.json           the run's progress: step log, held-out points, data position, times
             rng-rank<r>.pt       python, numpy, torch and accelerator RNG states of rank r
-            ds/                  DeepSpeed's own files: module (trainable tensors), optimizer, scheduler
+            ds/                  DeepSpeed's own files: module (trainable tensors, and a
+                                 causal LM's tied output layer), optimizer, scheduler
         .tmp-step-00000400/      being written; never read, removed by the next save
+        .damaged-step-00000500/  failed its manifest check when a resume tried it: set aside, kept
 
 Every rank writes its DeepSpeed shards and RNG state into the temporary folder; after a barrier
 rank 0 writes state.json and COMPLETE and renames the folder, so a folder named `step-*` is always
-whole. Frozen base weights stay out (`exclude_frozen_parameters`) except for methods whose
+whole. Before resuming, the newest checkpoint is checked against its manifest (every file there, of
+its size and checksum); a damaged one is set aside with a one-line warning and the one before it is
+used, else the run starts from step 0. Frozen base weights stay out (`exclude_frozen_parameters`) except for methods whose
 initialisation rewrites them (PiSSA, OLoRA): the re-initialised model would not match otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -41,6 +48,9 @@ from disha_bench.running import distributed
 
 MARKER = "COMPLETE"
 STATE_FILE = "state.json"
+KEEP = 2
+"""Complete checkpoints kept per run: the newest and the one before, to fall back on if it is damaged."""
+DAMAGED_PREFIX = ".damaged-"
 DS_TAG = "ds"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 PAUSE_ENV = "DISHA_BENCH_PAUSE_AT_STEP"
@@ -77,13 +87,76 @@ def complete_checkpoints(root: Path) -> list[Path]:
 
 
 def latest(root: Path) -> Path | None:
-    found = complete_checkpoints(root)
-    return found[-1] if found else None
+    """The newest complete checkpoint whose marker reads (its files are checked only by `verify`)."""
+    for found in reversed(complete_checkpoints(root)):
+        try:
+            read_marker(found)
+            return found
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def read_marker(checkpoint: Path) -> dict[str, Any]:
-    """{"step", "reason", "saved_at", "host"} of a complete checkpoint."""
+    """{"step", "reason", "saved_at", "host", "files"} of a complete checkpoint."""
     return json.loads((Path(checkpoint) / MARKER).read_text())
+
+
+def manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256"}} of every file under `folder` but the marker."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != MARKER)
+    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(checkpoint: Path) -> str | None:
+    """None when the checkpoint is whole; else what is wrong, in words. Checkpoints written before
+    manifests existed are checked for a readable state.json only."""
+    checkpoint = Path(checkpoint)
+    try:
+        marker = read_marker(checkpoint)
+        files = marker.get("files")
+        if files is None:
+            json.loads((checkpoint / STATE_FILE).read_text())
+            return None
+    except (OSError, ValueError, AttributeError) as err:
+        return f"unreadable ({err.__class__.__name__}: {err})"
+    for name, expected in sorted(files.items()):
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, its manifest says {expected['size']}"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def resumable(root: Path, log=print) -> Path | None:
+    """The newest whole checkpoint under `root`; newer damaged ones are renamed aside, each with a
+    one-line warning through `log`. None (a fresh start) when no whole one is left."""
+    damaged_any = False
+    for found in reversed(complete_checkpoints(root)):
+        problem = verify(found)
+        if problem is None:
+            if damaged_any:
+                log(f"warning: resuming from the previous complete checkpoint, {found.name}")
+            return found
+        aside = found.with_name(DAMAGED_PREFIX + found.name)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(found, aside)
+        damaged_any = True
+        log(f"warning: checkpoint {found.name} is damaged ({problem}); set aside as {aside}")
+    if damaged_any:
+        log("warning: no whole checkpoint left; the run starts again from step 0")
+    return None
 
 
 def discard(results_dir: Path, run_ids: list[str]) -> None:
@@ -162,8 +235,8 @@ class Checkpointer:
     def resume(self, engine, sampler: Stateful) -> Progress | None:
         """Load the last complete checkpoint into the engine, the sampler and the RNGs; None when
         there is none (a fresh start)."""
-        found = latest(self.root)
-        # Ranks must agree: on a shared filesystem they do; rank 0's view decides otherwise.
+        # Rank 0 checks (and sets aside damaged ones); every rank loads what it chose.
+        found = resumable(self.root, distributed.log) if distributed.rank() == 0 else None
         chosen = distributed.gather_objects([str(found) if found else None])[0][0]
         if chosen is None:
             return None
@@ -199,7 +272,8 @@ class Checkpointer:
                 time.sleep(0.05)
 
     def save(self, engine, progress: Progress, reason: str) -> Path:
-        """Write a complete checkpoint of `progress.step` atomically; older ones are removed."""
+        """Write a complete checkpoint of `progress.step` atomically, with its manifest; all but the
+        last KEEP are removed."""
         import torch
 
         final = self.root / step_dir_name(progress.step)
@@ -213,12 +287,13 @@ class Checkpointer:
         _barrier()
         if distributed.rank() == 0:
             _write_synced(tmp / STATE_FILE, json.dumps(asdict(progress)))
-            marker = {"step": progress.step, "reason": reason, "saved_at": time.time(), "host": socket.gethostname()}
+            marker = {"step": progress.step, "reason": reason, "saved_at": time.time(), "host": socket.gethostname(),
+                      "files": manifest(tmp)}
             _write_synced(tmp / MARKER, json.dumps(marker))
             shutil.rmtree(final, ignore_errors=True)  # a re-save of the same step (resumed, then signalled)
             os.replace(tmp, final)
             _fsync_dir(self.root)
-            for older in complete_checkpoints(self.root)[:-1]:
+            for older in complete_checkpoints(self.root)[:-KEEP]:
                 shutil.rmtree(older, ignore_errors=True)
         _barrier()
         return final

@@ -17,9 +17,10 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def free_port() -> int:
@@ -127,6 +128,8 @@ def local_rank_zero_first() -> Iterator[None]:
 
     Needs the process group (after `deepspeed.init_distributed`); without one it just runs the body.
     """
+    import torch  # here, not at the top: `disha-bench status` and `--help` must not import torch
+
     waits = world_size() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
     first = int(os.environ.get("LOCAL_RANK", "0")) == 0
     if waits and not first:
@@ -142,6 +145,8 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few numbers over ranks in one collective (identity on one rank)."""
     if world_size() == 1:
         return values
+    import torch
+
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()
@@ -151,6 +156,8 @@ def gather_objects(items: list[Any]) -> list[list[Any]]:
     """Every rank's list, indexed by rank (a one-item list on one rank)."""
     if world_size() == 1:
         return [items]
+    import torch
+
     gathered: list[Any] = [None] * world_size()
     torch.distributed.all_gather_object(gathered, items)
     return gathered

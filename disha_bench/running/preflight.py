@@ -4,7 +4,8 @@
 
 `validate` checks the suite file alone (it works anywhere, offline, also for GPU suites); `check`
 checks this machine against it: each task's data (local files, or the hub - offline: its cache),
-the model (a packaged one installed, a directory, or a hub id reachable or cached) and, for a
+the model (a packaged one installed, a directory, or a hub id reachable or cached), all of these
+reported together, and, for a
 suite with a task that runs model-written code (HumanEval), that the code sandbox works here
 (namespaces, rlimits, the unprivileged user), and for `evaluation.engine: vllm` the vllm package
 and a CUDA GPU. The first problem is a `UserError` (exit 2) whose one
@@ -37,12 +38,55 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     """
     wanted = set(task_names) if task_names is not None else None
     selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
-    check_model(suite.model.name, suite.model.revision, file=file)
+    go_offline_if_unreachable()
+    # The model and every task's data are checked before saying anything: all that is missing, at once.
+    problems: list[UserError] = []
+    for check_one in [lambda: check_model(suite.model.name, suite.model.revision, file=file)] + [
+            lambda i=i, cfg=cfg: check_task_data(cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
+            for i, cfg in selected]:
+        try:
+            check_one()
+        except UserError as err:
+            problems.append(err)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise UserError(f"{len(problems)} things are missing: " + "; ".join(
+            str(err).removeprefix(f"{file}: ") for err in problems), file=file)
     check_loggers(suite.output.loggers, file=file)
     check_engine(suite.evaluation.engine, file=file)
-    for i, task_cfg in selected:
-        check_task_data(task_cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
     check_code_tasks(suite, file=file, task_names=wanted)
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def go_offline_if_unreachable() -> None:
+    """Without HF_HUB_OFFLINE, an unreachable hub cost 28-36 s of retries before each refusal (and
+    each run would retry again): one short connection attempt decides instead. Unreachable: this
+    process and its runs work from the caches (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE), and say so."""
+    import socket
+    import sys
+    from urllib.parse import urlparse
+
+    if _hub_offline():
+        return
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+        return
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[name] = "1"
+    # Libraries imported already read their setting at import time.
+    for module, attribute in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
+                              ("datasets.config", "HF_DATASETS_OFFLINE")):
+        if module in sys.modules and hasattr(sys.modules[module], attribute):
+            setattr(sys.modules[module], attribute, True)
+    print(f"the hub ({endpoint.hostname}) is unreachable ({reason}): working offline from the caches "
+          "(set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 to skip this probe)", flush=True)
 
 
 def check_code_tasks(suite: Suite, *, file: str, task_names: Optional[Iterable[str]] = None) -> None:
@@ -78,8 +122,8 @@ def check_model(name: str, revision: Optional[str] = None, *, file: str, key: st
     if _hub_offline():
         if not isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
             raise UserError(
-                f"model '{name}' is not in the hub cache and the hub is offline (HF_HUB_OFFLINE=1); download it "
-                f"once where the hub is reachable (huggingface-cli download {name}) or give a local directory",
+                f"model '{name}' is not in the hub cache and the hub is offline; download it "
+                f"once where the hub is reachable (hf download {name}) or give a local directory",
                 file=file, key=key,
             )
         return

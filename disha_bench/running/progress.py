@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Protocol, TextIO
 
@@ -120,6 +121,8 @@ class SuiteProgress:
     def __init__(self, total: int, done: int = 0, *, stream: Optional[TextIO] = None, loggers: tuple = (),
                  results_dir: Optional[Path] = None, force_terminal: Optional[bool] = None):
         self.total, self.done = total, done
+        self.not_complete: Counter[str] = Counter()
+        """Runs of this session that ended without completing, by status (failed, diverged, ...)."""
         self.stream = stream or sys.stdout
         self.logger_names, self.results_dir = tuple(loggers), results_dir
         self.run: Optional[RunState] = None
@@ -156,7 +159,13 @@ class SuiteProgress:
         return mean * remaining
 
     def _suite_info(self) -> str:
-        return f"runs  ETA {clock(self.suite_eta_s())}"
+        return f"runs{self._not_complete_text()}  ETA {clock(self.suite_eta_s())}"
+
+    def _not_complete_text(self) -> str:
+        """' (1 failed, 1 diverged)': done counts every ended run, this says which did not complete."""
+        if not self.not_complete:
+            return ""
+        return " (" + ", ".join(f"{n} {status}" for status, n in sorted(self.not_complete.items())) + ")"
 
     def run_started(self, run_id: str) -> None:
         self.run, self.run_started_at = RunState(run_id), time.monotonic()
@@ -198,6 +207,8 @@ class SuiteProgress:
 
     def run_finished(self, status: str) -> None:
         self.done += 1
+        if status not in ("complete", "stopped_by_budget"):
+            self.not_complete[status] += 1
         self.run_durations.append(time.monotonic() - self.run_started_at)
         self.run = None
         for logger in self.loggers:
@@ -207,7 +218,8 @@ class SuiteProgress:
             self._bars.update(self._run_bar, visible=False)
             self._bars.update(self._suite_bar, completed=self.done, info=self._suite_info())
         else:
-            self.stream.write(f"   suite: {self.done}/{self.total} runs done, ETA {clock(self.suite_eta_s())}\n")
+            self.stream.write(f"   suite: {self.done}/{self.total} runs done{self._not_complete_text()}, "
+                              f"ETA {clock(self.suite_eta_s())}\n")
             self.stream.flush()
 
     def close(self) -> None:

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from disha_bench.running import checkpoint, distributed, preflight, progress, worker
 from disha_bench.tasks.data import resolve_data_dir
-from disha_bench.errors import UserError
+from disha_bench.errors import UserError, ensure_writable
 from disha_bench.running.ownership import RunLock, lock_path
 from disha_bench.analysis.results import (
-    BUDGET_STOPPED, COMPLETE, COST_DIR, EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, cost_path, read_result,
+    BUDGET_STOPPED, COMPLETE, COST_DIR, EVAL_FAILED, FAILED, FINAL_STATUSES, DamagedResult, RunResult, cost_path,
+    read_result, verify_result,
     write_json_atomic, write_result,
 )
 from disha_bench.config.suite import Suite, expand_runs, load_suite
@@ -63,8 +64,9 @@ def run_suite(
     if not runs:
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
     data_dir = resolve_data_dir(data_dir)
-    preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r.task.name for r in runs})
     results_dir = Path(out) if out else Path("results") / suite.name
+    ensure_writable(results_dir, "results")
+    preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r.task.name for r in runs})
     if fresh:
         _set_aside(results_dir, [run.run_id for run in runs] if only else None)
         checkpoint.discard(results_dir, [run.run_id for run in runs])
@@ -93,6 +95,7 @@ def _run_one(run: RunSpec, counter: str, suite: Suite, results_dir: Path, data_d
     if skipped:
         print(f"{counter} {run.run_id}: {skipped}, skipped", flush=True)
         return ELSEWHERE if lock else previous.run.status
+    _set_damaged_aside(result_path, counter)
     if fork and not worker.is_preloaded():
         print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
         worker.preload()
@@ -105,8 +108,35 @@ def _run_one(run: RunSpec, counter: str, suite: Suite, results_dir: Path, data_d
         lock.release()
     if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
         checkpoint.discard(results_dir, [run.run_id])
-    print(f"{counter} {run.run_id}: {status}", flush=True)
+    print(f"{counter} {run.run_id}: {status}{_why(result_path, status)}", flush=True)
     return status
+
+
+def _why(result_path: Path, status: str) -> str:
+    """For a run that did not complete: its recorded reason (last error line) and where its log is."""
+    if status in (COMPLETE, BUDGET_STOPPED, INTERRUPTED):
+        return ""
+    from disha_bench.running.status import last_error_line
+
+    result = read_result(result_path)
+    reason = last_error_line(result.run.error) if result is not None and result.run.status == status else ""
+    log = result_path.parent / ".runs" / f"{result_path.stem}.log"
+    return "".join(f"\n   {line}" for line in (reason, f"log: {log}") if line)
+
+
+def _set_damaged_aside(result_path: Path, counter: str) -> None:
+    """A damaged result file is never overwritten unseen: it moves to <out>/.damaged/ and the run
+    runs again (we hold its lock)."""
+    try:
+        verify_result(result_path)
+        return
+    except DamagedResult as err:
+        reason = str(err)
+    target = result_path.parent / ".damaged" / datetime.now().strftime("%Y%m%d-%H%M%S") / result_path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result_path.rename(target)
+    print(f"{counter} {result_path.stem}: its result file was damaged ({reason}); running it again, "
+          f"the damaged copy is kept at {target}", flush=True)
 
 
 def _claim(results_dir: Path, run_id: str) -> tuple[RunLock | None, RunResult | None, str | None]:
@@ -291,11 +321,19 @@ def _write_report(suite: Suite, results_dir: Path, command: str, full_run: bool)
     """The suite's leaderboard in reports/ only after a full run into the default results folder;
     otherwise a report beside the results. An existing report is never replaced by one built from
     fewer complete runs (report.write_report keeps it and says so)."""
-    from disha_bench.analysis.report import destination, write_report
+    from disha_bench.analysis.report import write_report
     from disha_bench.config.suite import reference_label
 
-    return write_report(results_dir, destination(suite.name, results_dir, full_run), command=command,
+    return write_report(results_dir, report_destination(suite, results_dir, full_run), command=command,
                         targets=suite.convergence.targets, ema=suite.convergence.ema, reference=reference_label(suite))
+
+
+def report_destination(suite: Suite, results_dir: Path, full_run: bool) -> Path:
+    """reports/<suite>.md for a full run into the default results folder of a suite that keeps a
+    leaderboard (`output.leaderboard`); else beside the results."""
+    from disha_bench.analysis.report import destination
+
+    return destination(suite.name, results_dir, full_run and suite.output.leaderboard)
 
 
 def command_line() -> str:

@@ -11,6 +11,10 @@ whole files (results and checkpoints are renamed into place) and the runs' lock 
     failed             a `failed` result and nobody owns it; a re-run starts (or resumes) it
     pending            submitted or started, no result yet, nobody owns it (waiting in the queue,
                        or stopped: then "resumes from step k" when a checkpoint exists)
+    damaged            a `.json` file that is not a whole result (truncated, edited, foreign), with
+                       why; a re-run of its suite sets it aside and runs the run again
+
+A failed run shows its reason (the last error line) and the path of its log.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from pathlib import Path
 from disha_bench.running import checkpoint
 from disha_bench.errors import UserError
 from disha_bench.running.ownership import is_stale, lock_path, read_lock
-from disha_bench.analysis.results import EVAL_FAILED, FAILED, FINAL_STATUSES, RunResult, read_result
+from disha_bench.analysis.results import EVAL_FAILED, FAILED, FINAL_STATUSES, DamagedResult, RunResult, verify_result
 
-DONE, RUNNING, PENDING = "done", "running", "pending"
-STATES = (DONE, RUNNING, FAILED, EVAL_FAILED, PENDING)
+DONE, RUNNING, PENDING, DAMAGED = "done", "running", "pending", "damaged"
+STATES = (DONE, RUNNING, FAILED, EVAL_FAILED, PENDING, DAMAGED)
 JOB_SUFFIX = ".job.json"
 """`.runs/<run-id>.job.json`: written by a launcher that submitted the run as a job."""
 _STEP_LINE = re.compile(r"step (\d+)/(\d+)")
@@ -62,7 +66,10 @@ def collect(results_dir: Path) -> list[RunState]:
 
 
 def _state(results_dir: Path, run_id: str) -> RunState:
-    result = read_result(results_dir / f"{run_id}.json")
+    try:
+        result = verify_result(results_dir / f"{run_id}.json")
+    except DamagedResult as err:
+        return RunState(run_id, DAMAGED, f"{run_id}.json {err}")
     if result is not None and result.run.status in FINAL_STATUSES + (EVAL_FAILED,):
         state = DONE if result.run.status in FINAL_STATUSES else EVAL_FAILED
         detail = result.run.status + (f" (resumed from step {result.run.resumed_from_step})" if result.run.resumed_from_step else "")
@@ -74,9 +81,20 @@ def _state(results_dir: Path, run_id: str) -> RunState:
     saved = checkpoint.latest(checkpoint.checkpoints_root(results_dir, run_id))
     resumes = f"resumes from step {checkpoint.read_marker(saved)['step']}" if saved else ""
     if result is not None:  # status failed
-        return RunState(run_id, FAILED, "; ".join(x for x in ((result.run.error or "")[:80], resumes) if x))
+        log = results_dir / ".runs" / f"{run_id}.log"
+        where = f"log {log}" if log.is_file() else ""
+        return RunState(run_id, FAILED, "; ".join(x for x in (last_error_line(result.run.error), resumes, where) if x))
     job = _job(results_dir, run_id)
     return RunState(run_id, PENDING, ", ".join(x for x in (job, resumes) if x) or "started, no result")
+
+
+def last_error_line(error: str | None, width: int = 160) -> str:
+    """The last line of a recorded error (a worker's tail joins lines with ' | '), cut to `width`."""
+    text = (error or "").strip()
+    head, _, tail = text.partition(": ")
+    lines = [part.strip() for part in tail.split(" | ") if part.strip()] if " | " in tail else []
+    line = f"{head}: {lines[-1]}" if lines else text
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def machine_type(result: RunResult) -> str:
@@ -106,7 +124,7 @@ def _job(results_dir: Path, run_id: str) -> str:
 def render(states: list[RunState]) -> str:
     counts = Counter(s.state for s in states)
     done = Counter(s.detail.split(" ", 1)[0] for s in states if s.state == DONE)
-    parts = [f"{counts.get(state, 0)} {state}" for state in STATES]
+    parts = [f"{counts.get(state, 0)} {state}" for state in STATES if state != DAMAGED or counts.get(state)]
     if done:
         parts[0] += " (" + ", ".join(f"{n} {status}" for status, n in sorted(done.items())) + ")"
     lines = [", ".join(parts) + f" (of {len(states)} runs)"]

@@ -39,4 +39,4 @@ def describe() -> str:
 
 
 # Importing the modules fills the registry.
-from disha_bench.tasks import code, glue, gsm8k, synthetic  # noqa: E402,F401
+from disha_bench.tasks import code, glue, gsm8k, jsonl, synthetic  # noqa: E402,F401

@@ -73,7 +73,8 @@ class Task:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.options = cls.Options().model_dump()
+        # model_construct: an option without a default (one the suite must give) has no default to list
+        cls.options = cls.Options.model_construct().model_dump()
 
     heldout_source: ClassVar[str] = "validation split"
     """Where `heldout` records come from (recorded in each result's held-out curve)."""
