@@ -295,7 +295,7 @@ def test_resolve_matching_tiny_llama():
 
 def test_relative_alpha_follows_the_matched_rank():
     """`alpha: 2r` means 2 x the rank match_params chooses; the resolved params carry the number,
-    PEFT scales the update by 2, and effective_settings reports what the run trained with."""
+    PEFT scales the update by 2, and Method.settings reports what the run trained with."""
     suite = {"bone": ("bone", {"r": 8}), "lora": ("lora", {"match_params": "bone", "alpha": "2r"}),
              "pissa": ("pissa", {"match_params": "bone", "alpha": "1r"}), "rs": ("rslora", {"r": 4, "alpha": "2r"})}
     out = match(tiny_llama(), suite)

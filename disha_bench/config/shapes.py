@@ -12,9 +12,10 @@ rank is chosen by `match_params` are checked at run time too: their r is not kno
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from disha_bench.config.suite import Suite
+if TYPE_CHECKING:
+    from disha_bench.config.suite import Suite
 
 
 def check_layer_widths(suite: Suite, file: str) -> None:
@@ -22,7 +23,7 @@ def check_layer_widths(suite: Suite, file: str) -> None:
     from disha_bench import methods, models, tasks
 
     checked = [(i, entry) for i, entry in enumerate(suite.methods)
-               if methods.REGISTRY.get(entry.name).check_module is not None
+               if methods.get(entry.name).rank_field is not None
                and (entry.model_extra or {}).get("match_params") is None]
     if not checked:
         return
@@ -32,7 +33,8 @@ def check_layer_widths(suite: Suite, file: str) -> None:
     for head in sorted({tasks.REGISTRY.get(t.name).head for t in suite.tasks}):
         model = _meta_model(config, head)
         for i, entry in checked:
-            methods.check_shapes(model, entry.name, dict(entry.model_extra or {}), file=file, key=f"methods[{i}]")
+            key = f"methods[{i}]"
+            methods.parse(entry.name, dict(entry.model_extra or {}), file=file, key=key).check_shapes(model, file=file, key=key)
 
 
 def _meta_model(config: Any, head: str):
