@@ -9,7 +9,9 @@ tolerances, constant metrics, and which configuration keys changed.
   grow while other processes hold the cores, the median over its repeats; on GPUs the fastest
   step's wall time, noise only ever adding time), and its smallest peak memory, as a ratio to the
   reference method's of the same task and seed, measured in the same rounds: what the code costs,
-  not what the machine did. A method whose step became
+  not what the machine did. A step-time regression needs every round to agree: even the current
+  run's most favourable round ratio is slower than the baseline's by more than the tolerance (a
+  slower method is slower in each round; a disturbed repeat is one round). A method whose step became
   1.5x slower moves its ratio 1.5x; the tolerance (x1.25 by default) sits between that and noise.
   The spread of the per-round ratios is stored beside the figure (its repeatability).
 - **Curve tolerances** (`calibrate_curves`): the largest difference between the baseline's runs and
@@ -94,11 +96,16 @@ def cost_rows(e: dict, current: dict[str, Any], tols: dict, reference: str, row)
             continue
         tol = tols[tol_key]
         change = c / b
-        verdict = "REGRESSION" if change > 1 + tol else "improved" if change < 1 / (1 + tol) else "ok"
+        # Step time: every round has to agree (its most favourable round slower than the tolerance
+        # allows): a slower method is slower in each round, a disturbed round is only one of them.
+        low, high = (current.get("round_time_ratios") or (c, c)) if key == "time_ratio" else (c, c)
+        verdict = "REGRESSION" if low / b > 1 + tol else "improved" if high / b < 1 / (1 + tol) else "ok"
         spread = base.get("round_time_ratios") if key == "time_ratio" else None
         note = f"{current.get('repeats')} interleaved repeats"
+        if key == "time_ratio" and current.get("round_time_ratios"):
+            note += f"; rounds {low:.3g}-{high:.3g}x"
         if spread:
-            note += f"; baseline rounds {spread[0]:.3g}-{spread[1]:.3g}x"
+            note += f" (baseline {spread[0]:.3g}-{spread[1]:.3g}x)"
         rows.append(row(e, f"{name} / {reference}'s (cost phase)", f"{b:.3g}×", f"{c:.3g}×", f"{change:.3g}× of baseline",
                         f"×{1 + tol:.3g}", verdict, note))
     return rows
