@@ -9,7 +9,9 @@ Prompt and scoring are lm-eval's `gsm8k` task (0.4.x), so numbers are comparable
   line; generation stops at `Question:` (and at EOS);
 - `exact_match_strict` (primary): the first `#### (-?[0-9.,]+)` in the output;
   `exact_match_flexible`: the last match of `(-?[$0-9.,]{2,})|(-?[0-9]+)` (the last number);
-- both compared with the reference after lm-eval's exact_match normalisation: remove `,`, `$`,
+- `exact_match_answer`: the first answer line in either format, MetaMathQA's `The answer is: X` or
+  `#### X` (primary with `prompt: alpaca`, whose model answers as MetaMathQA does);
+- all compared with the reference after lm-eval's exact_match normalisation: remove `,`, `$`,
   everything up to the last `#### `, one trailing `.`, then lower-case.
 
 Few-shot examples (EvalSettings.num_fewshot) come from GSM8K *train*, chosen once with the
@@ -25,7 +27,8 @@ model learns the answer line that strict match (and GSM8K training) uses.
 `prompt: alpaca` is the DiSHA paper's setting (JL-er/MiSS finetune.py): the Alpaca prompt without
 input, `PAPER_PROMPT`, and the target `{response}\\n` followed by the tokenizer's EOS (the authors
 append the text `<|EOT|>`, which Llama-2 has no token for); MetaMathQA responses stay as written
-(no `#### X` line: lm-eval's flexible-extract is the comparable figure then). Its own evaluation
+(no `#### X` line: the primary metric is then `exact_match_answer`, and lm-eval's
+flexible-extract is the comparable lm-eval figure). Its own evaluation
 is zero-shot in the same template. `train_subset: first` takes the first `train_limit` rows of the
 file (the authors' `train[:100000]`) instead of a seeded random subset.
 """
@@ -53,6 +56,10 @@ FEWSHOT_DELIMITER = "\n\n"
 _STRICT = re.compile(STRICT_PATTERN)
 _FLEXIBLE = re.compile(FLEXIBLE_PATTERN)
 _METAMATH_ANSWER = re.compile(r"The answer is:?\s*(.+?)\s*$", re.DOTALL)
+ANSWER_PATTERN = r"(?:The answer is:?|####)\s*(-?[$0-9.,]*[0-9])"
+"""The answer line of either format: MetaMathQA's `The answer is: X` (what `prompt: alpaca` trains
+on) or GSM8K's `#### X`; the first one in the output."""
+_ANSWER = re.compile(ANSWER_PATTERN)
 
 
 def extract(text: str, pattern: re.Pattern, group_select: int) -> str:
@@ -73,6 +80,11 @@ def extract_strict(text: str) -> str:
 
 def extract_flexible(text: str) -> str:
     return extract(text, _FLEXIBLE, -1)
+
+
+def extract_answer(text: str) -> str:
+    """The number of the first answer line (`The answer is: X` or `#### X`), else the fallback."""
+    return extract(text, _ANSWER, 0)
 
 
 def normalize(text: str) -> str:
@@ -178,6 +190,9 @@ class GSM8K(Task):
         if source not in TRAIN_SOURCES:
             raise UserError(f"unknown train_source {source!r}; expected one of {list(TRAIN_SOURCES)}", key="train_source")
         self._config, self._data_dir = config, data_dir
+        # A model trained in the Alpaca template answers as MetaMathQA does ("The answer is: X"),
+        # never with "#### X": strict match would read ~0 for every method by construction.
+        self.primary_metric = "exact_match_answer" if self.paper_prompt else type(self).primary_metric
         if source == "gsm8k":
             train = self._gsm8k_train = load_gsm8k_split(config, data_dir, "train")
         else:
@@ -222,7 +237,8 @@ class GSM8K(Task):
             shots = self.fewshot(settings.num_fewshot)
             outputs = generate(model, tokenizer, [prompt(r["question"], shots) for r in records], settings, stop=STOP)
         return [
-            {"target": reference(r["answer"]), "output": o, "strict": extract_strict(o), "flexible": extract_flexible(o)}
+            {"target": reference(r["answer"]), "output": o, "strict": extract_strict(o), "flexible": extract_flexible(o),
+             "answer": extract_answer(o)}
             for r, o in zip(records, outputs)
         ]
 
@@ -230,4 +246,5 @@ class GSM8K(Task):
         n = max(len(predictions), 1)
         strict = sum(normalize(extract_strict(p["output"])) == p["target"] for p in predictions)
         flexible = sum(normalize(extract_flexible(p["output"])) == p["target"] for p in predictions)
-        return {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n}
+        answer = sum(normalize(extract_answer(p["output"])) == p["target"] for p in predictions)
+        return {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n, "exact_match_answer": answer / n}
