@@ -77,9 +77,17 @@ class TrainingConfig(_Strict):
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up steps from zero to lr."""
     batch_size: int = Field(4, gt=0)
-    """Micro-batch per rank; the global batch is batch_size x grad_accum x ranks."""
+    """Micro-batch per rank; the global batch is batch_size x grad_accum x ranks (or `global_batch`)."""
     grad_accum: int = Field(1, gt=0)
-    """Gradient-accumulation micro-batches per optimizer step."""
+    """Gradient-accumulation micro-batches per optimizer step (derived from the ranks when `global_batch` is set)."""
+    global_batch: Optional[int] = Field(None, gt=0)
+    """Sequences per optimizer step, the same on any number of ranks: grad_accum becomes
+    global_batch / (batch_size x ranks), and a rank count that does not divide it is refused before
+    any model loads; null: batch_size x grad_accum x ranks, which changes with the ranks."""
+    max_epochs: Optional[float] = Field(None, gt=0)
+    """The most passes over the training set: a run whose max_steps x global batch needs more is
+    refused when its data is loaded, before the model (and by `plan` when train_limit sets the size);
+    null: as many as max_steps needs (each run's log states how many)."""
     max_length: int = Field(512, gt=0)
     """Training sequences are truncated to this many tokens."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -270,6 +278,14 @@ def validate_suite(raw: dict, file: str) -> Suite:
 
         if not torch.cuda.is_available():
             raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
+    training = suite.training
+    if training.global_batch is not None:
+        if "grad_accum" in training.model_fields_set:
+            raise UserError("set global_batch or grad_accum, not both (with global_batch the accumulation follows the ranks)",
+                            file=file, key="training.grad_accum")
+        if training.global_batch % training.batch_size:
+            raise UserError(f"expected a multiple of batch_size {training.batch_size}, got {training.global_batch}",
+                            file=file, key="training.global_batch")
     if suite.evaluation.engine == "vllm" and suite.training.zero_stage == 3:
         raise UserError("vLLM generates from the merged weights, and ZeRO-3 leaves each rank only a shard of them; "
                         "use training.zero_stage 0-2, or engine: hf", file=file, key="evaluation.engine")
@@ -328,10 +344,35 @@ def _check_names(suite: Suite, file: str) -> None:
 # Expansion into runs
 
 
-def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
+def for_ranks(training: TrainingConfig, world_size: int, file: str | None = None) -> TrainingConfig:
+    """`training` on `world_size` ranks: with `global_batch`, grad_accum derived so that the global
+    batch is the suite's; a rank count that cannot hold it is a UserError."""
+    if training.global_batch is None:
+        return training
+    per_step = training.batch_size * world_size
+    if training.global_batch % per_step:
+        raise UserError(f"global_batch {training.global_batch} cannot be held on {world_size} rank(s) at batch_size "
+                        f"{training.batch_size}: it must be a multiple of {per_step}", file=file, key="training.global_batch")
+    return training.model_copy(update={"grad_accum": training.global_batch // per_step})
+
+
+def check_epochs(training: TrainingConfig, world_size: int, examples: int, file: str | None = None) -> float:
+    """Passes over `examples` training examples that the run's steps make; a UserError past `max_epochs`."""
+    global_batch = training.batch_size * training.grad_accum * world_size
+    epochs = training.max_steps * global_batch / max(examples, 1)
+    if training.max_epochs is not None and epochs > training.max_epochs + 1e-9:
+        raise UserError(f"max_steps {training.max_steps} x global batch {global_batch} = {training.max_steps * global_batch:,} "
+                        f"sequences is {epochs:.3f} passes over {examples:,} training examples, more than max_epochs "
+                        f"{training.max_epochs:g}; lower max_steps (at most {int(training.max_epochs * examples) // global_batch})",
+                        file=file, key="training.max_epochs")
+    return epochs
+
+
+def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> list["RunSpec"]:
     """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
     reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
-    for task, for method): machine drift spreads over the methods instead of lining up with one."""
+    for task, for method): machine drift spreads over the methods instead of lining up with one.
+    With `training.global_batch` each run's grad_accum is derived for `world_size` ranks."""
     from disha_bench import methods, tasks
     # Imported here: the run spec's module imports this one for the section models.
     from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
@@ -341,10 +382,11 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
     task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
     # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
     # relative alpha) is resolved in the worker, where the model is.
+    training = for_ranks(suite.training, world_size, file)
     entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.resolve_params(m.name, dict(m.model_extra or {}))),
-                suite.training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
+                training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
     if suite.analysis.unadapted:
-        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), suite.training))
+        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), training))
     runs = []
     for seed in suite.seeds:
         for task in task_configs:
