@@ -25,6 +25,11 @@ from disha_bench import models, tasks
 from disha_bench.errors import UserError
 from disha_bench.config.suite import Suite
 
+MIN_TRANSFORMERS = "5.24"
+"""The oldest transformers the harness runs on: 5.24 renamed the models' `past_key_values` argument to
+`cache`, which the generation pool passes; older versions take it into **kwargs, ignore it and
+decode wrongly without an error (pyproject's floor is the same)."""
+
 SANDBOX_PROBE = "import json, math\nassert json.loads('[1, 2]') == [1, 2] and math.isqrt(16) == 4\n"
 """A program the sandbox must run to its end: the standard library imports as the unprivileged user."""
 
@@ -37,12 +42,31 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     """
     wanted = set(task_names) if task_names is not None else None
     selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
+    check_libraries()
     check_model(suite.model.name, suite.model.revision, file=file)
     check_loggers(suite.output.loggers, file=file)
     check_engine(suite.evaluation.engine, file=file)
     for i, task_cfg in selected:
         check_task_data(task_cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
     check_code_tasks(suite, file=file, task_names=wanted)
+
+
+def transformers_supported(version: Optional[str] = None) -> bool:
+    """Whether `version` (default: the installed transformers) is at least MIN_TRANSFORMERS."""
+    from packaging.version import Version
+
+    import transformers
+
+    return Version(version or transformers.__version__).release[:2] >= Version(MIN_TRANSFORMERS).release[:2]
+
+
+def check_libraries() -> None:
+    """The installed libraries are ones the harness is correct with (see MIN_TRANSFORMERS)."""
+    import transformers
+
+    if not transformers_supported():
+        raise UserError(f"transformers {transformers.__version__} is older than {MIN_TRANSFORMERS}, the oldest this "
+                        f"harness decodes correctly with (the model argument `cache`); pip install 'transformers>={MIN_TRANSFORMERS},<6'")
 
 
 def check_code_tasks(suite: Suite, *, file: str, task_names: Optional[Iterable[str]] = None) -> None:
