@@ -43,6 +43,9 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     wanted = set(task_names) if task_names is not None else None
     selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
     check_libraries()
+    from disha_bench.running.distributed import process_group_timeout_min
+
+    process_group_timeout_min()  # a bad value fails here, not in every rank of every run
     check_model(suite.model.name, suite.model.revision, file=file)
     check_loggers(suite.output.loggers, file=file)
     check_engine(suite.evaluation.engine, file=file)

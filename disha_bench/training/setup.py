@@ -12,6 +12,7 @@ import os
 import random
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import deepspeed
@@ -53,7 +54,7 @@ def init_process(seed: int) -> torch.device:
     torch.manual_seed(seed)
     if os.environ.get("DS_ACCELERATOR") == "cpu":
         distributed.skip_cpu_shm_build()
-    deepspeed.init_distributed(verbose=False)
+    deepspeed.init_distributed(verbose=False, timeout=timedelta(minutes=distributed.process_group_timeout_min()))
     return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
 
 
