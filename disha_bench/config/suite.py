@@ -120,6 +120,15 @@ class LmEvalTaskConfig(_Strict):
     """Folder of extra task YAMLs (offline tasks over local files)."""
     gen_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Generation settings passed to lm-eval (e.g. max_gen_toks, until)."""
+    for_task: Optional[str] = None
+    """The suite task whose runs run it; null: the suite task of the same name when there is one
+    (lm-eval's `gsm8k` after GSM8K runs only, not after HumanEval's), else every task's runs."""
+
+
+def lm_eval_for(configs: list[LmEvalTaskConfig], task: str, suite_tasks: Iterable[str]) -> list[LmEvalTaskConfig]:
+    """The lm-eval tasks that belong to runs of suite task `task` (see `for_task`)."""
+    names = set(suite_tasks)
+    return [c for c in configs if (c.for_task or (c.task if c.task in names else task)) == task]
 
 
 class EvaluationConfig(_Strict):
@@ -286,6 +295,11 @@ def validate_suite(raw: dict, file: str) -> Suite:
         if training.global_batch % training.batch_size:
             raise UserError(f"expected a multiple of batch_size {training.batch_size}, got {training.global_batch}",
                             file=file, key="training.global_batch")
+    task_names = [t.name for t in suite.tasks]
+    for index, entry in enumerate(suite.evaluation.lm_eval):
+        if entry.for_task is not None and entry.for_task not in task_names:
+            raise UserError(f"no task '{entry.for_task}' in this suite; {did_you_mean(entry.for_task, task_names)}",
+                            file=file, key=f"evaluation.lm_eval[{index}].for_task")
     if suite.evaluation.engine == "vllm" and suite.training.zero_stage == 3:
         raise UserError("vLLM generates from the merged weights, and ZeRO-3 leaves each rank only a shard of them; "
                         "use training.zero_stage 0-2, or engine: hf", file=file, key="evaluation.engine")
@@ -387,6 +401,9 @@ def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> l
                 training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
     if suite.analysis.unadapted:
         entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), training))
+    names = [t.name for t in suite.tasks]
+    evaluations = {name: suite.evaluation.model_copy(update={"lm_eval": lm_eval_for(suite.evaluation.lm_eval, name, names)})
+                   for name in names}
     runs = []
     for seed in suite.seeds:
         for task in task_configs:
@@ -395,7 +412,7 @@ def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> l
                     continue  # nothing is trained: one run per task says it all
                 spec = RunSpec(
                     suite=suite.name, model=suite.model, task=task, method=method, training=training,
-                    evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
+                    evaluation=evaluations[task.name], seed=seed, world_size=world_size, methods=table,
                     convergence=suite.convergence, analysis=analysis,
                 )
                 runs.append(spec.with_id())
