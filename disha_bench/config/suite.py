@@ -153,6 +153,9 @@ class EvaluationConfig(_Strict):
     not under ZeRO-3). Classification and lm-eval tasks always use the in-memory model."""
     vllm_gpu_memory: float = Field(0.4, gt=0, le=1)
     """With `engine: vllm`, the share of each GPU vLLM may take beside the trained model."""
+    vllm_python: Optional[str] = None
+    """With `engine: vllm`, the Python interpreter of vLLM's own environment (vLLM pins its own torch
+    build), e.g. `/opt/vllm/bin/python`; null: the training interpreter, which must then have vllm."""
 
 
 class ConvergenceConfig(_Strict):

@@ -48,7 +48,7 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     process_group_timeout_min()  # a bad value fails here, not in every rank of every run
     check_model(suite.model.name, suite.model.revision, file=file)
     check_loggers(suite.output.loggers, file=file)
-    check_engine(suite.evaluation.engine, file=file)
+    check_engine(suite.evaluation.engine, file=file, python=suite.evaluation.vllm_python)
     for i, task_cfg in selected:
         check_task_data(task_cfg.model_dump(), data_dir, file=file, key=f"tasks[{i}]")
     check_code_tasks(suite, file=file, task_names=wanted)
@@ -132,15 +132,25 @@ def check_loggers(names: Iterable[str], *, file: str) -> None:
                             f"pip install 'disha-bench[{name}]'", file=file, key=f"output.loggers[{i}]")
 
 
-def check_engine(engine: str, *, file: str) -> None:
-    """`engine: vllm` needs the vllm package (an extra) and a CUDA GPU; `hf` runs anywhere."""
+def check_engine(engine: str, *, file: str, python: Optional[str] = None) -> None:
+    """`engine: vllm` needs the vllm package (an extra; here, or in the `vllm_python` interpreter's
+    environment) and a CUDA GPU; `hf` runs anywhere."""
     if engine != "vllm":
         return
     import importlib.util
+    import subprocess
 
     import torch
 
-    if importlib.util.find_spec("vllm") is None:
+    if python is not None:
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            raise UserError(f"{python!r} is not an executable file; expected the Python interpreter of vLLM's "
+                            "environment", file=file, key="evaluation.vllm_python")
+        probe = subprocess.run([python, "-c", "import vllm"], capture_output=True, text=True, timeout=300)
+        if probe.returncode != 0:
+            raise UserError(f"{python} cannot import vllm; install it there (pip install vllm)", file=file,
+                            key="evaluation.vllm_python")
+    elif importlib.util.find_spec("vllm") is None:
         raise UserError("engine 'vllm' needs the vllm package: pip install 'disha-bench[vllm]' (on a GPU "
                         "machine), or use engine: hf", file=file, key="evaluation.engine")
     if not torch.cuda.is_available():

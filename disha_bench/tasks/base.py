@@ -47,6 +47,8 @@ class EvalSettings:
     """`hf` or `vllm` (`tasks/vllm_engine.py`): who generates."""
     vllm_gpu_memory: float = 0.4
     """With `engine: vllm`, the share of the GPU vLLM may take."""
+    vllm_python: str | None = None
+    """With `engine: vllm`, the interpreter of vLLM's own environment; None: this one."""
 
 
 class Task:
@@ -228,7 +230,8 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
     if settings.engine == "vllm":
         from disha_bench.tasks.vllm_engine import generate_with_vllm
 
-        texts = generate_with_vllm(model, tokenizer, prompts, settings.max_new_tokens, stop, settings.vllm_gpu_memory)
+        texts = generate_with_vllm(model, tokenizer, prompts, settings.max_new_tokens, stop, settings.vllm_gpu_memory,
+                                   settings.vllm_python)
         return [cut_at_stop(text, stop) for text in texts]
     saved_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
