@@ -99,7 +99,11 @@ class TrainingConfig(_Strict):
     grad_clip: Optional[float] = Field(1.0, gt=0)
     """Clip the global gradient norm to this value; null for no clipping."""
     gradient_checkpointing: bool = False
-    """Recompute activations in backward to save memory."""
+    """Recompute activations in backward to save memory (changes the memory a comparison measures)."""
+    loss_weighting: Literal["micro_batch", "token"] = "micro_batch"
+    """How an optimizer step averages the loss: `micro_batch` (the mean of each micro-batch's token
+    mean) or `token` (one mean over every supervised token of the step on all ranks, as HF Trainer
+    and the DiSHA authors; long answers weigh more)."""
     divergence_factor: float = Field(4.0, gt=1)
     """A run stops as diverged when its loss is NaN/inf or above this multiple of its first loss."""
     max_time: Optional[float] = Field(None, gt=0)

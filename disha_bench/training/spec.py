@@ -156,11 +156,16 @@ class RunSpec(BaseModel):
         )
 
 
-ADDED_SETTINGS = {"training": ("global_batch", "max_epochs"), "evaluation": ("vllm_python",), "lm_eval": ("for_task",)}
+ADDED_SETTINGS = {"training": ("global_batch", "max_epochs", "loss_weighting"), "evaluation": ("vllm_python",), "lm_eval": ("for_task",)}
 """Settings added after results were first written: left out of a run's configuration (and so of its
 run id) while unset, so a suite that does not use them keeps the run ids, and the results, it had."""
 
 
+ADDED_DEFAULTS = {"loss_weighting": "micro_batch"}
+"""An added setting at this value is as if unset: the behaviour before it existed."""
+
+
 def _without_unset(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if not (key in names and value is None)}
+    return {key: value for key, value in values.items()
+            if not (key in names and value == ADDED_DEFAULTS.get(key))}
 
