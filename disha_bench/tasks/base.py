@@ -105,14 +105,15 @@ class Task:
         raise NotImplementedError
 
 
-def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> dict[str, list[int]] | None:
-    """Causal-LM feature with the loss on the answer (and EOS) only. When it does not fit, the
+def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int, eos: bool = True) -> dict[str, list[int]] | None:
+    """Causal-LM feature with the loss on the answer (and EOS, unless `eos` is False: an answer that
+    ends in an end marker of its own, e.g. the DiSHA authors' `<|EOT|>` text) only. When it does not fit, the
     prompt is cut from the left (a leading BOS stays) and the answer is kept whole; None when the
     answer alone leaves no room for one prompt token (the first answer token needs one before it):
     the caller drops the example and counts it."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
+    if eos and tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
     room = max_length - len(answer_ids) - len(bos)

@@ -113,6 +113,19 @@ PAPER_PROMPT = (
 )
 """The Alpaca prompt without input, as the DiSHA authors train (and evaluate instruction-style)."""
 PAPER_STOP = ("### Instruction:",)
+AUTHORS_END = "<|EOT|>"
+"""The end-of-text marker the DiSHA authors' finetune.py appends to every target (`{output}\n<|EOT|>`):
+plain text to Llama-2's tokenizer, which has no such token, and no EOS after it."""
+
+
+def paper_target(response: str, target_end: str) -> tuple[str, bool]:
+    """(target text, append EOS) for the paper's prompt: `{response}\n` then EOS, or `{response}\n<|EOT|>`."""
+    return (response + "\n" + AUTHORS_END, False) if target_end == AUTHORS_END else (response + "\n", True)
+
+
+def paper_stops(target_end: str) -> tuple[str, ...]:
+    """Stop strings of generation under the paper's prompt: a model trained to end with the marker stops at it."""
+    return PAPER_STOP + ((AUTHORS_END,) if target_end == AUTHORS_END else ())
 
 
 def take_train(records: list[dict], config: dict) -> list[dict]:
@@ -169,6 +182,9 @@ class GSM8KOptions(TaskOptions):
     `alpaca` (the DiSHA authors' Alpaca prompt without input; target = the raw response + newline + EOS)."""
     train_subset: Literal["random", "first"] = "random"
     """How `train_limit` picks training rows: a seeded `random` subset, or the `first` rows (the authors' scripts)."""
+    target_end: Literal["eos", "<|EOT|>"] = "eos"
+    """With `prompt: alpaca`, what ends a training target: the tokenizer's `eos`, or the text `<|EOT|>`
+    after a newline, as the DiSHA authors' finetune.py (no EOS; generation stops at that text)."""
 
 
 @register
@@ -207,6 +223,10 @@ class GSM8K(Task):
         return take_train(train, config), evaluation[: config.get("eval_limit")]
 
     @property
+    def _target_end(self) -> str:
+        return (self._config or {}).get("target_end", "eos")
+
+    @property
     def paper_prompt(self) -> bool:
         return (self._config or {}).get("prompt", "lm_eval") == "alpaca"
 
@@ -225,14 +245,14 @@ class GSM8K(Task):
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         if self.paper_prompt:
-            target = record.get("response", record["answer"]) + "\n"
-            return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=record["question"]), target, max_length)
+            target, eos = paper_target(record.get("response", record["answer"]), self._target_end)
+            return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=record["question"]), target, max_length, eos)
         return encode_prompt_answer(tokenizer, prompt(record["question"]), " " + record["answer"], max_length)
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
         if self.paper_prompt:  # zero-shot, the training template; the model ends with EOS
             prompts = [PAPER_PROMPT.format(query=r["question"]) for r in records]
-            outputs = generate(model, tokenizer, prompts, settings, stop=PAPER_STOP + STOP)
+            outputs = generate(model, tokenizer, prompts, settings, stop=paper_stops(self._target_end) + STOP)
         else:
             shots = self.fewshot(settings.num_fewshot)
             outputs = generate(model, tokenizer, [prompt(r["question"], shots) for r in records], settings, stop=STOP)
