@@ -15,7 +15,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from disha_bench.errors import UserError
 
@@ -195,7 +195,7 @@ def _tiny_llama_dir() -> Path:
     return _save_random(target, LlamaForCausalLM, config, tokenizer)
 
 
-LLAMA2_7B_SHAPE = {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32, "num_key_value_heads": 32,
+LLAMA2_7B_SHAPE: dict[str, Any] = {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32, "num_key_value_heads": 32,
                    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
 """Llama-2-7B's layer shapes (its config.json). The stand-ins' vocabulary is the SmolLM2 tokenizer's
 (49,152 rows, not Llama-2's 32,000: no Llama-2 tokenizer ships offline) and their input and output

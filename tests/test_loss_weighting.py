@@ -58,7 +58,7 @@ def test_a_deepspeed_step_follows_the_loss_weighting(tmp_path, weighting):
     script = tmp_path / "step.py"
     script.write_text(STEP)
     proc = subprocess.run([sys.executable, str(script), weighting], capture_output=True, text=True, timeout=600)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("result ")), None)
+    line = next((text for text in proc.stdout.splitlines() if text.startswith("result ")), None)
     assert line is not None, proc.stdout[-2000:] + proc.stderr[-3000:]
     _, _, logged, token_mean, batch_mean, worst = line.split()
     expected = float(token_mean) if weighting == "token" else float(batch_mean)

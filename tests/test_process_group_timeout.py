@@ -32,7 +32,7 @@ def test_the_timeout_reaches_the_process_group(setting, expected_s):
     if setting is not None:
         env[distributed.PG_TIMEOUT_ENV] = setting
     proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=600)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("timeout_s ")), None)
+    line = next((text for text in proc.stdout.splitlines() if text.startswith("timeout_s ")), None)
     assert line is not None, proc.stdout[-1000:] + proc.stderr[-2000:]
     assert float(line.split()[1]) == expected_s and expected_s > 600  # beyond DeepSpeed's 10 minutes
 
