@@ -213,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
 
     deepspeed.init_distributed(verbose=False)
     args.device = torch.device("cuda", 0) if cuda else torch.device("cpu")
-    args.size_spec = SIZES[args.size]
+    args.size_spec = dict(SIZES[args.size])
+    if args.data:  # real rows: the model's vocabulary is the tokenizer's that encoded them
+        from gpu_check import load_features
+
+        args.size_spec["vocab"] = load_features(__import__("pathlib").Path(args.data), args.size_spec["seq"])[1]
     args.matmul_rate = matmul_rate(args.device, torch.bfloat16 if args.precision == "bf16" else torch.float32)
     print(f"harness vs plain loop: {args.size} {args.size_spec}, {args.precision}, ZeRO-{args.zero_stage}, accum "
           f"{args.accum}, checkpointing {args.checkpointing}, {args.steps} timed steps; measured matmul rate "

@@ -108,6 +108,8 @@ def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain")
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    else:  # the CPU dry run: no JIT build of DeepSpeed's shared-memory op (a killed build leaves a lock that hangs the next)
+        distributed.skip_cpu_shm_build()
     deepspeed.init_distributed(verbose=False)
     features, vocab, pad_id = load_features(data, size["seq"])
     model = build_model(size, vocab, device)
