@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from disha_bench.cli import main
-from disha_bench.config.suite import check_epochs, expand_runs, load_suite
+from disha_bench.config.batching import check_epochs
+from disha_bench.config.suite import expand_runs, load_suite
 from disha_bench.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

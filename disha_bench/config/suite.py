@@ -283,6 +283,7 @@ def _child(node: Any, part: str, where: str, file: str, create: bool) -> Any:
 
 def validate_suite(raw: dict, file: str) -> Suite:
     """Schema validation, then names and parameters against the registries (no model is loaded)."""
+    from disha_bench.config.batching import check_global_batch
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
@@ -294,14 +295,7 @@ def validate_suite(raw: dict, file: str) -> Suite:
 
         if not torch.cuda.is_available():
             raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
-    training = suite.training
-    if training.global_batch is not None:
-        if "grad_accum" in training.model_fields_set:
-            raise UserError("set global_batch or grad_accum, not both (with global_batch the accumulation follows the ranks)",
-                            file=file, key="training.grad_accum")
-        if training.global_batch % training.batch_size:
-            raise UserError(f"expected a multiple of batch_size {training.batch_size}, got {training.global_batch}",
-                            file=file, key="training.global_batch")
+    check_global_batch(suite.training, file)
     task_names = [t.name for t in suite.tasks]
     for index, entry in enumerate(suite.evaluation.lm_eval):
         if entry.for_task is not None and entry.for_task not in task_names:
@@ -365,30 +359,6 @@ def _check_names(suite: Suite, file: str) -> None:
 # Expansion into runs
 
 
-def for_ranks(training: TrainingConfig, world_size: int, file: str | None = None) -> TrainingConfig:
-    """`training` on `world_size` ranks: with `global_batch`, grad_accum derived so that the global
-    batch is the suite's; a rank count that cannot hold it is a UserError."""
-    if training.global_batch is None:
-        return training
-    per_step = training.batch_size * world_size
-    if training.global_batch % per_step:
-        raise UserError(f"global_batch {training.global_batch} cannot be held on {world_size} rank(s) at batch_size "
-                        f"{training.batch_size}: it must be a multiple of {per_step}", file=file, key="training.global_batch")
-    return training.model_copy(update={"grad_accum": training.global_batch // per_step})
-
-
-def check_epochs(training: TrainingConfig, world_size: int, examples: int, file: str | None = None) -> float:
-    """Passes over `examples` training examples that the run's steps make; a UserError past `max_epochs`."""
-    global_batch = training.batch_size * training.grad_accum * world_size
-    epochs = training.max_steps * global_batch / max(examples, 1)
-    if training.max_epochs is not None and epochs > training.max_epochs + 1e-9:
-        raise UserError(f"max_steps {training.max_steps} x global batch {global_batch} = {training.max_steps * global_batch:,} "
-                        f"sequences is {epochs:.3f} passes over {examples:,} training examples, more than max_epochs "
-                        f"{training.max_epochs:g}; lower max_steps (at most {int(training.max_epochs * examples) // global_batch})",
-                        file=file, key="training.max_epochs")
-    return epochs
-
-
 def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> list["RunSpec"]:
     """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
     reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
@@ -397,6 +367,8 @@ def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> l
     from disha_bench import methods, tasks
     # Imported here: the run spec's module imports this one for the section models.
     from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
+
+    from disha_bench.config.batching import for_ranks
 
     table = method_table(suite)
     analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets))

@@ -84,7 +84,8 @@ def _plan(args) -> int:
 def plan_runs(suite, world: int, file: str | None = None) -> list[PlannedRun]:
     """The offline plan: every run of the suite on `world` ranks (unadapted reference runs train nothing).
     A run that would pass over its `train_limit` examples more than `max_epochs` times is refused."""
-    from disha_bench.config.suite import check_epochs, expand_runs
+    from disha_bench.config.batching import check_epochs
+    from disha_bench.config.suite import expand_runs
 
     rows = []
     for run in expand_runs(suite, world, file):
@@ -103,7 +104,7 @@ def plan_runs(suite, world: int, file: str | None = None) -> list[PlannedRun]:
 
 
 def format_plan(suite, rows: list[PlannedRun], world: int) -> str:
-    from disha_bench.config.suite import for_ranks
+    from disha_bench.config.batching import for_ranks
 
     t = for_ranks(suite.training, world)
     lines = [f"suite {suite.name}: {len(rows)} runs on {world} rank(s), global batch {t.batch_size} x "

@@ -24,7 +24,7 @@ import deepspeed
 import torch
 
 from disha_bench.analysis import convergence
-from disha_bench.config.suite import check_epochs
+from disha_bench.config.batching import check_epochs
 from disha_bench.running import distributed
 from disha_bench import methods
 from disha_bench.running.memory import PeakMemory
