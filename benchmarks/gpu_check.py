@@ -7,6 +7,11 @@
     # on the GPU machine (device tool): benchmarks/gpu_check.sh - installs the carried wheels, runs
     # `run --data .gpucheck` (hidden 2048 x 16 layers, about 0.9B parameters, bf16, CUDA), < 10 min
 
+Per (stage, method): a `plain` run (one micro-batch per step) and, at ZeRO-2, `ckpt+accum`
+(gradient checkpointing, 4 micro-batches per step); the peak counter is reset after warm-up, so
+both the whole process's peak and the timed steps' peak are printed; 30 timed steps after 5 of
+warm-up. Then the harness-vs-plain-loop A/B (`bench_harness_vs_plain.py`, bf16, real GSM8K rows).
+
 Pretrained weights cannot travel to the GPU machine (64 MiB per call), and memory and throughput
 need none: the model is a `LlamaForCausalLM` built from a config with a fixed seed. The data is
 real: GSM8K train encoded as the `gsm8k` task encodes it (loss on the answer only), by the
@@ -34,9 +39,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METHODS = ("lora", "bone", "bat")
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FULL = {"hidden": 2048, "intermediate": 5632, "layers": 16, "heads": 16, "kv_heads": 4, "seq": 512, "batch": 8,
-        "r": 64, "warmup": 3, "steps": 10}
+        "r": 64, "warmup": 5, "steps": 30}
 TINY = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2, "seq": 128, "batch": 2,
         "r": 16, "warmup": 1, "steps": 2}
+VARIANTS = {"plain": {"accum": 1, "checkpointing": False}, "ckpt+accum": {"accum": 4, "checkpointing": True}}
+"""Each (stage, method) runs as `plain` (one micro-batch per step); at ZeRO-2 also with gradient
+checkpointing and 4 accumulation micro-batches per step (the paper suite's path before issue 23)."""
 
 
 def prepare(out: Path, examples: int) -> None:
@@ -83,8 +91,10 @@ def build_model(size: dict, vocab: int, device):
     return model
 
 
-def one(method: str, stage: int, size: dict, data: Path) -> dict:
-    """One (method, stage) run in this process; returns its figures."""
+def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain") -> dict:
+    """One (method, stage, variant) run in this process; returns its figures: the whole process's peak
+    (weights, optimizer state, activations) and the peak of the timed steps alone (counter reset after
+    warm-up: what steady training holds)."""
     import deepspeed
     import torch
 
@@ -98,6 +108,8 @@ def one(method: str, stage: int, size: dict, data: Path) -> dict:
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    else:  # the CPU dry run: no JIT build of DeepSpeed's shared-memory op (a killed build leaves a lock that hangs the next)
+        distributed.skip_cpu_shm_build()
     deepspeed.init_distributed(verbose=False)
     features, vocab, pad_id = load_features(data, size["seq"])
     model = build_model(size, vocab, device)
@@ -109,59 +121,98 @@ def one(method: str, stage: int, size: dict, data: Path) -> dict:
         table = {label: methods.parse(*entry) for label, entry in suite_methods.items()}
         params = methods.resolve_matching(model, table)["lora"]["method"].as_dict()
     model = methods.apply(model, method, **params)
+    accum, checkpointing = VARIANTS[variant]["accum"], VARIANTS[variant]["checkpointing"]
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     trainable = methods.count_trainable(model)
     total = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    config = {"train_micro_batch_size_per_gpu": size["batch"], "gradient_accumulation_steps": 1,
+    config = {"train_micro_batch_size_per_gpu": size["batch"], "gradient_accumulation_steps": accum,
               "gradient_clipping": 1.0, "bf16": {"enabled": True}, "steps_per_print": 10**9,
               "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     if stage == 3:
         methods.after_zero3_init(engine.module, method)
     steps, tokens, started = size["warmup"] + size["steps"], 0, 0.0
+    whole_peak = 0.0
     for step in range(steps):
         if step == size["warmup"]:
             if cuda:
                 torch.cuda.synchronize()
+                whole_peak = torch.cuda.max_memory_allocated(device) / 2**20
+                torch.cuda.reset_peak_memory_stats(device)
             started = time.perf_counter()
-        chunk = [features[(step * size["batch"] + i) % len(features)] for i in range(size["batch"])]
-        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-        loss = engine(**batch).loss
-        engine.backward(loss)
-        engine.step()
-        if step >= size["warmup"]:
-            tokens += int(batch["attention_mask"].sum())
+        for micro in range(accum):
+            index = (step * accum + micro) * size["batch"]
+            chunk = [features[(index + i) % len(features)] for i in range(size["batch"])]
+            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+            loss = engine(**batch).loss
+            engine.backward(loss)
+            engine.step()
+            if step >= size["warmup"]:
+                tokens += int(batch["attention_mask"].sum())
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _status_kb("VmHWM") / 1024
-    return {"method": method, "stage": stage, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-            "params": total, "trainable": trainable, "peak_mb": round(peak, 1), "tokens_per_s": round(tokens / seconds, 1),
-            "step_s": round(seconds / size["steps"], 4), "final_loss": round(float(loss), 4)}
+    if cuda:
+        train_peak = torch.cuda.max_memory_allocated(device) / 2**20
+        peak = max(whole_peak, train_peak)
+    else:  # VmHWM: the process's peak resident memory (not resettable per phase here)
+        peak = train_peak = _status_kb("VmHWM") / 1024
+    return {"method": method, "stage": stage, "variant": variant, "accum": accum, "checkpointing": checkpointing,
+            "batch": size["batch"], "seq": size["seq"], "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+            "params": total, "trainable": trainable, "peak_mb": round(peak, 1), "train_peak_mb": round(train_peak, 1),
+            "tokens_per_s": round(tokens / seconds, 1), "step_s": round(seconds / size["steps"], 4),
+            "timed_steps": size["steps"], "final_loss": round(float(loss), 4)}
 
 
 def run_all(args, size: dict) -> list[dict]:
     results = []
-    for stage in args.stages:
-        for method in METHODS:
-            command = [sys.executable, os.path.abspath(__file__), "one", "--method", method, "--stage", str(stage),
-                       "--data", str(args.data)] + (["--tiny"] if args.tiny else [])
+    jobs = [(stage, method, "plain") for stage in args.stages for method in METHODS]
+    jobs += [(2, method, "ckpt+accum") for method in METHODS if 2 in args.stages and "ckpt+accum" in args.variants]
+    for stage, method, variant in jobs:
+        command = [sys.executable, os.path.abspath(__file__), "one", "--method", method, "--stage", str(stage),
+                   "--variant", variant, "--data", str(args.data)] + (["--tiny"] if args.tiny else [])
+        try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                print(f"ZeRO-{stage} {method}: FAILED (exit {proc.returncode})\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}",
-                      flush=True)
-                continue
-            result = json.loads(lines[-1][len("RESULT "):])
-            results.append(result)
-            print(f"ZeRO-{stage} {method:5s} on {result['device']}: peak {result['peak_mb']:9.1f} MB  "
-                  f"{result['tokens_per_s']:10.1f} tokens/s  trainable {result['trainable']:,} of {result['params']:,}  "
-                  f"loss {result['final_loss']}", flush=True)
+        except subprocess.TimeoutExpired:  # one slow run must not cost the figures of the others
+            print(f"ZeRO-{stage} {method} {variant}: TIMED OUT after {args.timeout:.0f} s", flush=True)
+            continue
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            print(f"ZeRO-{stage} {method} {variant}: FAILED (exit {proc.returncode})\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}",
+                  flush=True)
+            continue
+        result = json.loads(lines[-1][len("RESULT "):])
+        results.append(result)
+        print(f"ZeRO-{stage} {method:5s} {variant:10s} on {result['device']}: peak {result['peak_mb']:9.1f} MB "
+              f"(timed steps {result['train_peak_mb']:9.1f} MB)  {result['tokens_per_s']:10.1f} tokens/s  "
+              f"trainable {result['trainable']:,} of {result['params']:,}  loss {result['final_loss']}", flush=True)
     return results
 
 
+def harness_vs_plain(args) -> int:
+    """The A/B of benchmarks/bench_harness_vs_plain.py on this machine (bf16 on CUDA), real GSM8K rows."""
+    size = "tiny" if args.tiny else "gpu"
+    command = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_harness_vs_plain.py"),
+               "--size", size, "--data", str(args.data), "--steps", "2" if args.tiny else "20",
+               "--warmup", "1" if args.tiny else "3", "--block", "1" if args.tiny else "5"]
+    if not args.tiny:
+        command += ["--precision", "bf16"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout * 2)
+    except subprocess.TimeoutExpired:
+        print(f"harness vs plain: TIMED OUT after {args.timeout * 2:.0f} s", flush=True)
+        return 1
+    print("\n".join(line for line in proc.stdout.splitlines() if line.startswith(("RESULT", "harness vs", "lowest"))), flush=True)
+    if proc.returncode:
+        print(f"harness vs plain: FAILED (exit {proc.returncode})\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}", flush=True)
+    return proc.returncode
+
+
 def print_ratios(results: list[dict]) -> None:
-    by = {(r["stage"], r["method"]): r for r in results}
+    by = {(r["stage"], r["method"]): r for r in results if r.get("variant", "plain") == "plain"}
     for stage in sorted({r["stage"] for r in results}):
         for a, b in (("bone", "lora"), ("bat", "bone")):
             if (stage, a) in by and (stage, b) in by:
@@ -180,6 +231,10 @@ def main() -> int:
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--method", choices=METHODS)
     parser.add_argument("--stage", type=int)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="plain")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS),
+                        help="run: which variants (ckpt+accum runs at ZeRO-2 only)")
+    parser.add_argument("--no-ab", action="store_true", help="run: skip the harness-vs-plain-loop A/B")
     parser.add_argument("--timeout", type=float, default=240, help="seconds per (stage, method) process")
     parser.add_argument("--json", type=Path, help="run: write all figures here")
     args = parser.parse_args()
@@ -187,14 +242,16 @@ def main() -> int:
     if args.command == "prepare":
         prepare(args.out, args.examples)
     elif args.command == "one":
-        print("RESULT " + json.dumps(one(args.method, args.stage, size, args.data)), flush=True)
+        print("RESULT " + json.dumps(one(args.method, args.stage, size, args.data, args.variant)), flush=True)
     else:
         print(f"gpu check: {'tiny (dry run)' if args.tiny else 'full'} size {size}", flush=True)
         results = run_all(args, size)
         print_ratios(results)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
-        return 0 if len(results) == len(METHODS) * len(args.stages) else 1
+        ab = 0 if args.no_ab else harness_vs_plain(args)
+        expected = len(METHODS) * (len(args.stages) + (2 in args.stages and "ckpt+accum" in args.variants))
+        return 0 if len(results) == expected and ab == 0 else 1
     return 0
 
 

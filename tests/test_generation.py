@@ -96,3 +96,29 @@ def test_plain_path_where_the_pool_cannot_reproduce_generate(tiny_llama):
         model.generation_config.repetition_penalty = saved
     with pytest.raises(ValueError, match="generation mode"):
         generate(model, None, [], EvalSettings(), mode="sampled")
+
+
+def test_transformers_older_than_the_cache_argument_is_refused_at_start_and_never_pooled(tiny_llama, monkeypatch, tmp_path):
+    """transformers < 5.24 takes the pool's `cache=` into **kwargs and decodes wrongly without an error:
+    pyproject's floor is 5.24, `run` refuses an older one at start-up, and the pool steps aside."""
+    import tomllib
+    from pathlib import Path
+
+    import transformers
+
+    from disha_bench.cli import main
+    from disha_bench.running import preflight
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    floor = next(d for d in pyproject["project"]["dependencies"] if d.startswith("transformers"))
+    assert f">={preflight.MIN_TRANSFORMERS}," in floor
+    model, _ = tiny_llama
+    assert generation.usable(model, synced_gpus=False)
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")  # the GPU image's version
+    assert not generation.usable(model, synced_gpus=False)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: t\nmodel: {name: tiny-llama}\ntasks: [{name: synthetic-arith}]\nmethods: [{name: lora}]\n")
+    assert main(["run", str(suite), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(preflight.UserError, match=r"transformers 5\.17\.0 is older than 5\.24"):
+        preflight.check_libraries()

@@ -93,7 +93,23 @@ def test_known_cases():
     assert gsm8k.extract_strict("#### 5\n#### 6") == "5" and gsm8k.extract_flexible("#### 5\n#### 6") == "6"
     assert gsm8k.extract_flexible("no number") == gsm8k.FALLBACK
     score = tasks.get("gsm8k").score([{"target": "72", "output": "#### 72"}, {"target": "5", "output": "so 5"}])
-    assert score == {"exact_match_strict": 0.5, "exact_match_flexible": 1.0}
+    assert score == {"exact_match_strict": 0.5, "exact_match_flexible": 1.0, "exact_match_answer": 0.5}
+
+
+@needs_data
+def test_metamathqa_answers_score_under_the_alpaca_prompt():
+    """`prompt: alpaca` trains on MetaMathQA responses ending "The answer is: X": its primary metric
+    reads that line (strict match, which wants "#### X", would read 0 for every such answer)."""
+    task = tasks.get("gsm8k")
+    _, evaluation = task.load(config("gsm8k", prompt="alpaca", train_source="gsm8k", eval_limit=4), str(DATA))
+    targets = [gsm8k.reference(r["answer"]) for r in evaluation]
+    outputs = [f"Step one.\nThe answer is: {targets[0]}", f"The answer is: {int(targets[1]):,}.",
+               f"So\n#### {targets[2]}", "The answer is: 1e9"]
+    score = task.score([{"target": t, "output": o} for t, o in zip(targets, outputs)])
+    assert task.primary_metric == "exact_match_answer" and score["exact_match_answer"] == 0.75
+    assert score["exact_match_strict"] == 0.25  # only the "#### X" row: strict alone is ~0 on this format
+    assert tasks.get("gsm8k").primary_metric == "exact_match_strict"  # lm-eval's prompt keeps lm-eval's primary
+    assert gsm8k.extract_answer("The answer is: -3\nThe answer is: 4") == "-3"
 
 
 def test_synthetic_arith_uses_the_gsm8k_scorer():
@@ -139,7 +155,7 @@ def test_gsm8k_predict_and_score_on_tiny_llama(tiny_llama, shots):
     predictions = task.predict(model, tokenizer, evaluation, EvalSettings(batch_size=2, max_new_tokens=8, num_fewshot=shots))
     assert [p["target"] for p in predictions] == [gsm8k.reference(r["answer"]) for r in evaluation]
     metrics = task.score(predictions)
-    assert set(metrics) == {"exact_match_strict", "exact_match_flexible"} and 0 <= metrics["exact_match_strict"] <= 1
+    assert set(metrics) == {"exact_match_strict", "exact_match_flexible", "exact_match_answer"} and 0 <= metrics["exact_match_strict"] <= 1
 
 
 def test_rows_stop_at_their_stop_strings_during_generation(tiny_llama):

@@ -11,6 +11,8 @@ generating through vLLM needs CUDA and `pip install 'disha-bench[vllm]'`, and is
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 
 import pytest
 import torch
@@ -78,6 +80,18 @@ def test_run_refuses_vllm_where_it_cannot_run_before_any_run_starts(offline_env,
     assert ("pip install 'disha-bench[vllm]'" in err) != ("CUDA" in err)
 
 
+def test_run_refuses_a_vllm_interpreter_that_cannot_import_vllm(offline_env, tmp_path):
+    python = tmp_path / "no-vllm-python"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import vllm_is_not_here'\n")
+    python.chmod(0o755)
+    out = tmp_path / "results"
+    for interpreter, fragment in ((tmp_path / "missing", "not an executable file"), (python, "cannot import vllm")):
+        suite = _write_suite(tmp_path / "s.yaml", tasks=[{"name": "gsm8k", "eval_limit": 2}],
+                             evaluation={"engine": "vllm", "vllm_python": str(interpreter)})
+        _assert_refused(_cli(["run", str(suite), "--out", str(out)], offline_env, tmp_path), out,
+                        "evaluation.vllm_python", fragment)
+
+
 @pytest.mark.skipif(not VLLM_AND_CUDA, reason="needs CUDA and the vllm extra")
 def test_vllm_generates_what_greedy_transformers_generates_on_the_merged_model():
     tokenizer = models.load_tokenizer("smollm2-135m")
@@ -87,3 +101,39 @@ def test_vllm_generates_what_greedy_transformers_generates_on_the_merged_model()
     vllm = generate(model, tokenizer, PROMPTS, EvalSettings(batch_size=8, max_new_tokens=32, engine="vllm"),
                     stop=["\n\n"])
     assert sum(a == b for a, b in zip(hf, vllm)) >= len(PROMPTS) - 1  # a near-tie may take another path
+
+
+CHILD_UNDER_TORCHRUN = r"""
+import json, os, sys, torch
+from disha_bench.tasks.vllm_engine import run_child
+out = os.path.join(sys.argv[1], f"child-env-{os.environ['RANK']}.json")
+run_child(os.path.join(sys.argv[1], "request.json"), out, torch.device("cpu"), python=sys.argv[2])
+"""
+
+
+def test_the_vllm_child_under_a_real_torchrun_sees_no_launcher_and_runs_in_its_own_interpreter(tmp_path):
+    """Under torchrun the child must not see TORCHELASTIC_USE_AGENT_STORE and the rank variables (vLLM's
+    own process group then waits for the training job's store and never connects); it runs in the
+    interpreter of vLLM's environment (`evaluation.vllm_python`), which here records what it was given."""
+    import json
+    import subprocess
+    import sys
+
+    from disha_bench.running import distributed
+
+    interpreter = tmp_path / "vllm-python"
+    interpreter.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import json, os, sys; "
+                           "json.dump({\"env\": dict(os.environ), \"argv\": sys.argv}, open(sys.argv[-1], \"w\"))' \"$@\"\n")
+    interpreter.chmod(0o755)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD_UNDER_TORCHRUN)
+    command = distributed.launch_command("unused", [], 2, None)[:-2]  # torchrun's own arguments
+    proc = subprocess.run([*command, str(script), str(tmp_path), str(interpreter)], capture_output=True, text=True,
+                          timeout=300, env=distributed.launch_env(2))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"child-env-{rank}.json").read_text())
+        leaked = [k for k in seen["env"] if k in RANK_VARIABLES or k.startswith(("TORCHELASTIC_", "TORCH_ELASTIC_"))]
+        assert not leaked, leaked
+        assert seen["argv"][1].endswith("disha_bench/tasks/vllm_engine.py")  # run as a script: no harness imports
+        assert seen["env"]["PATH"] == os.environ["PATH"]  # the rest of the environment is kept

@@ -79,9 +79,17 @@ class TrainingConfig(_Strict):
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up steps from zero to lr."""
     batch_size: int = Field(4, gt=0)
-    """Micro-batch per rank; the global batch is batch_size x grad_accum x ranks."""
+    """Micro-batch per rank; the global batch is batch_size x grad_accum x ranks (or `global_batch`)."""
     grad_accum: int = Field(1, gt=0)
-    """Gradient-accumulation micro-batches per optimizer step."""
+    """Gradient-accumulation micro-batches per optimizer step (derived from the ranks when `global_batch` is set)."""
+    global_batch: Optional[int] = Field(None, gt=0)
+    """Sequences per optimizer step, the same on any number of ranks: grad_accum becomes
+    global_batch / (batch_size x ranks), and a rank count that does not divide it is refused before
+    any model loads; null: batch_size x grad_accum x ranks, which changes with the ranks."""
+    max_epochs: Optional[float] = Field(None, gt=0)
+    """The most passes over the training set: a run whose max_steps x global batch needs more is
+    refused when its data is loaded, before the model (and by `plan` when train_limit sets the size);
+    null: as many as max_steps needs (each run's log states how many)."""
     max_length: int = Field(512, gt=0)
     """Training sequences are truncated to this many tokens."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -93,7 +101,11 @@ class TrainingConfig(_Strict):
     grad_clip: Optional[float] = Field(1.0, gt=0)
     """Clip the global gradient norm to this value; null for no clipping."""
     gradient_checkpointing: bool = False
-    """Recompute activations in backward to save memory."""
+    """Recompute activations in backward to save memory (changes the memory a comparison measures)."""
+    loss_weighting: Literal["micro_batch", "token"] = "micro_batch"
+    """How an optimizer step averages the loss: `micro_batch` (the mean of each micro-batch's token
+    mean) or `token` (one mean over every supervised token of the step on all ranks, as HF Trainer
+    and the DiSHA authors; long answers weigh more)."""
     divergence_factor: float = Field(4.0, gt=1)
     """A run stops as diverged when its loss is NaN/inf or above this multiple of its first loss."""
     max_time: Optional[float] = Field(None, gt=0)
@@ -114,6 +126,15 @@ class LmEvalTaskConfig(_Strict):
     """Folder of extra task YAMLs (offline tasks over local files)."""
     gen_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Generation settings passed to lm-eval (e.g. max_gen_toks, until)."""
+    for_task: Optional[str] = None
+    """The suite task whose runs run it; null: the suite task of the same name when there is one
+    (lm-eval's `gsm8k` after GSM8K runs only, not after HumanEval's), else every task's runs."""
+
+
+def lm_eval_for(configs: list[LmEvalTaskConfig], task: str, suite_tasks: Iterable[str]) -> list[LmEvalTaskConfig]:
+    """The lm-eval tasks that belong to runs of suite task `task` (see `for_task`)."""
+    names = set(suite_tasks)
+    return [c for c in configs if (c.for_task or (c.task if c.task in names else task)) == task]
 
 
 class EvaluationConfig(_Strict):
@@ -143,6 +164,9 @@ class EvaluationConfig(_Strict):
     not under ZeRO-3). Classification and lm-eval tasks always use the in-memory model."""
     vllm_gpu_memory: float = Field(0.4, gt=0, le=1)
     """With `engine: vllm`, the share of each GPU vLLM may take beside the trained model."""
+    vllm_python: Optional[str] = None
+    """With `engine: vllm`, the Python interpreter of vLLM's own environment (vLLM pins its own torch
+    build), e.g. `/opt/vllm/bin/python`; null: the training interpreter, which must then have vllm."""
 
 
 class ConvergenceConfig(_Strict):
@@ -310,6 +334,7 @@ def _child(node: Any, part: str, where: str, file: str, create: bool) -> Any:
 
 def validate_suite(raw: dict, file: str) -> Suite:
     """Schema validation, then names and parameters against the registries (no model is loaded)."""
+    from disha_bench.config.batching import check_global_batch
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
@@ -328,6 +353,12 @@ def validate_suite(raw: dict, file: str) -> Suite:
     from disha_bench.config.shapes import check_layer_widths
 
     check_layer_widths(suite, file)
+    check_global_batch(suite.training, file)
+    task_names = [t.name for t in suite.tasks]
+    for index, entry in enumerate(suite.evaluation.lm_eval):
+        if entry.for_task is not None and entry.for_task not in task_names:
+            raise UserError(f"no task '{entry.for_task}' in this suite; {did_you_mean(entry.for_task, task_names)}",
+                            file=file, key=f"evaluation.lm_eval[{index}].for_task")
     if suite.evaluation.engine == "vllm" and suite.training.zero_stage == 3:
         raise UserError("vLLM generates from the merged weights, and ZeRO-3 leaves each rank only a shard of them; "
                         "use training.zero_stage 0-2, or engine: hf", file=file, key="evaluation.engine")
@@ -386,13 +417,16 @@ def _check_names(suite: Suite, file: str) -> None:
 # Expansion into runs
 
 
-def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
+def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> list["RunSpec"]:
     """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
     reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
-    for task, for method): machine drift spreads over the methods instead of lining up with one."""
+    for task, for method): machine drift spreads over the methods instead of lining up with one.
+    With `training.global_batch` each run's grad_accum is derived for `world_size` ranks."""
     from disha_bench import methods, tasks
     # Imported here: the run spec's module imports this one for the section models.
     from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
+
+    from disha_bench.config.batching import for_ranks
 
     table = method_table(suite)
     analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets),
@@ -400,10 +434,14 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
     task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
     # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
     # relative alpha) is resolved in the worker, where the model is.
+    training = for_ranks(suite.training, world_size, file)
     entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.validate_params(m.name, dict(m.model_extra or {}))),
-                suite.training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
+                training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
     if suite.analysis.unadapted:
-        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), suite.training))
+        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), training))
+    names = [t.name for t in suite.tasks]
+    evaluations = {name: suite.evaluation.model_copy(update={"lm_eval": lm_eval_for(suite.evaluation.lm_eval, name, names)})
+                   for name in names}
     runs = []
     for seed in suite.seeds:
         for task in task_configs:
@@ -412,7 +450,7 @@ def expand_runs(suite: Suite, world_size: int = 1) -> list["RunSpec"]:
                     continue  # nothing is trained: one run per task says it all
                 spec = RunSpec(
                     suite=suite.name, model=suite.model, task=sampled(task, seed), method=method, training=training,
-                    evaluation=suite.evaluation, seed=seed, world_size=world_size, methods=table,
+                    evaluation=evaluations[task.name], seed=seed, world_size=world_size, methods=table,
                     convergence=suite.convergence, analysis=analysis,
                 )
                 runs.append(spec.with_id())

@@ -54,6 +54,30 @@ def skip_cpu_shm_build() -> None:
         pass
 
 
+PG_TIMEOUT_ENV = "DISHA_BENCH_PG_TIMEOUT_MIN"
+DEFAULT_PG_TIMEOUT_MIN = 120.0
+"""Minutes a rank waits in a collective before the job is killed. DeepSpeed's own default (10 min)
+is shorter than local rank 0 downloading a 7B model (13.5 GB) or exporting the merged model for
+vLLM while the other ranks wait at a barrier."""
+
+
+def process_group_timeout_min() -> float:
+    """The process-group timeout in minutes: $DISHA_BENCH_PG_TIMEOUT_MIN (forwarded to every node),
+    else DEFAULT_PG_TIMEOUT_MIN; a UserError when the variable is not a positive number."""
+    from disha_bench.errors import UserError
+
+    raw = os.environ.get(PG_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PG_TIMEOUT_MIN
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not (0 < minutes < float("inf")):
+        raise UserError(f"{PG_TIMEOUT_ENV}={raw!r}: expected a positive number of minutes")
+    return minutes
+
+
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 

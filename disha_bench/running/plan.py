@@ -70,7 +70,7 @@ def _plan(args) -> int:
 
     suite, _ = load_suite(args.suite, args.overrides)
     world = _hostfile_slots(args.hostfile) if args.hostfile else args.nproc
-    rows = plan_runs(suite, world)
+    rows = plan_runs(suite, world, args.suite)
     if args.measure:  # builds models on this machine: everything a run needs must be here
         data_dir = resolve_data_dir(args.data_dir)
         preflight.check(suite, file=args.suite, data_dir=data_dir)
@@ -82,16 +82,20 @@ def _plan(args) -> int:
     return 0
 
 
-def plan_runs(suite, world: int) -> list[PlannedRun]:
-    """The offline plan: every run of the suite on `world` ranks (unadapted reference runs train nothing)."""
+def plan_runs(suite, world: int, file: str | None = None) -> list[PlannedRun]:
+    """The offline plan: every run of the suite on `world` ranks (unadapted reference runs train nothing).
+    A run that would pass over its `train_limit` examples more than `max_epochs` times is refused."""
+    from disha_bench.config.batching import check_epochs
     from disha_bench.config.suite import expand_runs
 
     rows = []
-    for run in expand_runs(suite, world):
+    for run in expand_runs(suite, world, file):
         training = run.training
         steps = 0 if run.is_unadapted else training.max_steps
         global_batch = training.batch_size * training.grad_accum * world
         limit = run.task.train_limit
+        if limit and steps:
+            check_epochs(training, world, limit, file)
         rows.append(PlannedRun(
             run_id=run.run_id, steps=steps, global_batch=global_batch,
             token_bound=steps * global_batch * training.max_length,
@@ -101,7 +105,9 @@ def plan_runs(suite, world: int) -> list[PlannedRun]:
 
 
 def format_plan(suite, rows: list[PlannedRun], world: int) -> str:
-    t = suite.training
+    from disha_bench.config.batching import for_ranks
+
+    t = for_ranks(suite.training, world)
     lines = [f"suite {suite.name}: {len(rows)} runs on {world} rank(s), global batch {t.batch_size} x "
              f"{t.grad_accum} x {world} = {t.batch_size * t.grad_accum * world}, max_length {t.max_length}",
              f"{'run':44s} {'steps':>7s} {'epochs':>7s} {'tokens <=':>15s} {'tokens (meas.)':>15s} {'est. time':>10s}"]

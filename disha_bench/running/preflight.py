@@ -26,6 +26,11 @@ from disha_bench import models, tasks
 from disha_bench.errors import UserError
 from disha_bench.config.suite import Suite
 
+MIN_TRANSFORMERS = "5.24"
+"""The oldest transformers the harness runs on: 5.24 renamed the models' `past_key_values` argument to
+`cache`, which the generation pool passes; older versions take it into **kwargs, ignore it and
+decode wrongly without an error (pyproject's floor is the same)."""
+
 SANDBOX_PROBE = "import json, math\nassert json.loads('[1, 2]') == [1, 2] and math.isqrt(16) == 4\n"
 """A program the sandbox must run to its end: the standard library imports as the unprivileged user."""
 
@@ -39,6 +44,10 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     wanted = set(task_names) if task_names is not None else None
     selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
     go_offline_if_unreachable()
+    check_libraries()
+    from disha_bench.running.distributed import process_group_timeout_min
+
+    process_group_timeout_min()  # a bad value fails here, not in every rank of every run
     # The model and every task's data are checked before saying anything: all that is missing, at once.
     problems: list[UserError] = []
     for check_one in [lambda: check_model(suite.model.name, suite.model.revision, file=file)] + [
@@ -54,7 +63,7 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
         raise UserError(f"{len(problems)} things are missing: " + "; ".join(
             str(err).removeprefix(f"{file}: ") for err in problems), file=file)
     check_loggers(suite.output.loggers, file=file)
-    check_engine(suite.evaluation.engine, file=file)
+    check_engine(suite.evaluation.engine, file=file, python=suite.evaluation.vllm_python)
     check_code_tasks(suite, file=file, task_names=wanted)
 
 
@@ -87,6 +96,24 @@ def go_offline_if_unreachable() -> None:
             setattr(sys.modules[module], attribute, True)
     print(f"the hub ({endpoint.hostname}) is unreachable ({reason}): working offline from the caches "
           "(set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 to skip this probe)", flush=True)
+
+
+def transformers_supported(version: Optional[str] = None) -> bool:
+    """Whether `version` (default: the installed transformers) is at least MIN_TRANSFORMERS."""
+    from packaging.version import Version
+
+    import transformers
+
+    return Version(version or transformers.__version__).release[:2] >= Version(MIN_TRANSFORMERS).release[:2]
+
+
+def check_libraries() -> None:
+    """The installed libraries are ones the harness is correct with (see MIN_TRANSFORMERS)."""
+    import transformers
+
+    if not transformers_supported():
+        raise UserError(f"transformers {transformers.__version__} is older than {MIN_TRANSFORMERS}, the oldest this "
+                        f"harness decodes correctly with (the model argument `cache`); pip install 'transformers>={MIN_TRANSFORMERS},<6'")
 
 
 def check_code_tasks(suite: Suite, *, file: str, task_names: Optional[Iterable[str]] = None) -> None:
@@ -149,15 +176,25 @@ def check_loggers(names: Iterable[str], *, file: str) -> None:
                             f"pip install 'disha-bench[{name}]'", file=file, key=f"output.loggers[{i}]")
 
 
-def check_engine(engine: str, *, file: str) -> None:
-    """`engine: vllm` needs the vllm package (an extra) and a CUDA GPU; `hf` runs anywhere."""
+def check_engine(engine: str, *, file: str, python: Optional[str] = None) -> None:
+    """`engine: vllm` needs the vllm package (an extra; here, or in the `vllm_python` interpreter's
+    environment) and a CUDA GPU; `hf` runs anywhere."""
     if engine != "vllm":
         return
     import importlib.util
+    import subprocess
 
     import torch
 
-    if importlib.util.find_spec("vllm") is None:
+    if python is not None:
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            raise UserError(f"{python!r} is not an executable file; expected the Python interpreter of vLLM's "
+                            "environment", file=file, key="evaluation.vllm_python")
+        probe = subprocess.run([python, "-c", "import vllm"], capture_output=True, text=True, timeout=300)
+        if probe.returncode != 0:
+            raise UserError(f"{python} cannot import vllm; install it there (pip install vllm)", file=file,
+                            key="evaluation.vllm_python")
+    elif importlib.util.find_spec("vllm") is None:
         raise UserError("engine 'vllm' needs the vllm package: pip install 'disha-bench[vllm]' (on a GPU "
                         "machine), or use engine: hf", file=file, key="evaluation.engine")
     if not torch.cuda.is_available():

@@ -60,7 +60,7 @@ def run_suite(
     if hostfile and not Path(hostfile).is_file():
         raise UserError("hostfile not found", file=hostfile)
     world = _hostfile_slots(hostfile) if hostfile else nproc
-    runs = [r for r in expand_runs(suite, world) if _selected(r, only)]
+    runs = [r for r in expand_runs(suite, world, suite_path) if _selected(r, only)]
     if not runs:
         raise UserError(f"--only {' '.join(only)} matches no run of this suite", file=suite_path)
     data_dir = resolve_data_dir(data_dir)

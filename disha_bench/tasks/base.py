@@ -49,6 +49,8 @@ class EvalSettings:
     """`hf` or `vllm` (`tasks/vllm_engine.py`): who generates."""
     vllm_gpu_memory: float = 0.4
     """With `engine: vllm`, the share of the GPU vLLM may take."""
+    vllm_python: str | None = None
+    """With `engine: vllm`, the interpreter of vLLM's own environment; None: this one."""
 
 
 class Task:
@@ -147,14 +149,15 @@ def example_ids(records: Sequence[dict]) -> list[str]:
     return ids
 
 
-def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> dict[str, list[int]] | None:
-    """Causal-LM feature with the loss on the answer (and EOS) only. When it does not fit, the
+def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int, eos: bool = True) -> dict[str, list[int]] | None:
+    """Causal-LM feature with the loss on the answer (and EOS, unless `eos` is False: an answer that
+    ends in an end marker of its own, e.g. the DiSHA authors' `<|EOT|>` text) only. When it does not fit, the
     prompt is cut from the left (a leading BOS stays) and the answer is kept whole; None when the
     answer alone leaves no room for one prompt token (the first answer token needs one before it):
     the caller drops the example and counts it."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
+    if eos and tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
     room = max_length - len(answer_ids) - len(bos)
@@ -273,7 +276,8 @@ def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, s
     if settings.engine == "vllm":
         from disha_bench.tasks.vllm_engine import generate_with_vllm
 
-        texts = generate_with_vllm(model, tokenizer, prompts, settings.max_new_tokens, stop, settings.vllm_gpu_memory)
+        texts = generate_with_vllm(model, tokenizer, prompts, settings.max_new_tokens, stop, settings.vllm_gpu_memory,
+                                   settings.vllm_python)
         return [cut_at_stop(text, stop) for text in texts]
     saved_side = tokenizer.padding_side
     tokenizer.padding_side = "left"

@@ -49,7 +49,7 @@ from disha_bench.errors import UserError
 from disha_bench.tasks import register
 from disha_bench.tasks.base import (EvalSettings, Task, TaskOptions, cut_at_stop, encode_prompt_answer, generate,
                                     stopping_criteria, subsample)
-from disha_bench.tasks.gsm8k import PAPER_PROMPT, PAPER_STOP, take_train
+from disha_bench.tasks.gsm8k import PAPER_PROMPT, paper_stops, paper_target, take_train
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 PASS_KS = (1, 10, 100)
@@ -176,6 +176,9 @@ class HumanEvalOptions(TaskOptions):
     DiSHA paper's instruction-style prompt, the code scored from the answer's ```python block."""
     train_subset: Literal["random", "first"] = "random"
     """How `train_limit` picks training rows: a seeded `random` subset, or the `first` rows (the authors' scripts)."""
+    target_end: Literal["eos", "<|EOT|>"] = "eos"
+    """With `prompt_style: instruct`, what ends a training target: the tokenizer's `eos`, or the text
+    `<|EOT|>` after a newline, as the DiSHA authors' finetune.py (no EOS; generation stops at that text)."""
 
 
 @register
@@ -224,12 +227,13 @@ class HumanEval(Task):
         else:  # a stdlib function: asked for like a HumanEval problem, answered with a python block
             query = HUMANEVAL_INSTRUCTION.format(prompt=record["prompt"].strip())
             answer = f"```python\n{record['prompt']}{record['answer']}```"
-        return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=query), answer + "\n", max_length)
+        target, eos = paper_target(answer, self._config.get("target_end", "eos"))
+        return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=query), target, max_length, eos)
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
         if self.instruct:
             prompts = [PAPER_PROMPT.format(query=HUMANEVAL_INSTRUCTION.format(prompt=r["prompt"].strip())) for r in records]
-            stops = PAPER_STOP
+            stops = paper_stops(self._config.get("target_end", "eos"))
         else:
             prompts, stops = [r["prompt"] for r in records], STOPS
         n = self._config["num_samples"]

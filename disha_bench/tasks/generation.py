@@ -46,8 +46,10 @@ def usable(model, synced_gpus: bool) -> bool:
 
     Under ZeRO-3 with several ranks every rank must call forward until all ranks are done, and each
     rank's batch width would differ; `generate(synced_gpus=True)` handles that, so it keeps it."""
-    if synced_gpus or model.config.is_encoder_decoder:
-        return False
+    from disha_bench.running.preflight import transformers_supported
+
+    if synced_gpus or model.config.is_encoder_decoder or not transformers_supported():
+        return False  # transformers < 5.24 ignores `cache=` and would decode wrongly
     config = model.generation_config
     if any(getattr(config, key, None) not in (None, default, [], ()) for key, default in PROCESSOR_SETTINGS.items()):
         return False

@@ -9,7 +9,9 @@ Prompt and scoring are lm-eval's `gsm8k` task (0.4.x), so numbers are comparable
   line; generation stops at `Question:` (and at EOS);
 - `exact_match_strict` (primary): the first `#### (-?[0-9.,]+)` in the output;
   `exact_match_flexible`: the last match of `(-?[$0-9.,]{2,})|(-?[0-9]+)` (the last number);
-- both compared with the reference after lm-eval's exact_match normalisation: remove `,`, `$`,
+- `exact_match_answer`: the first answer line in either format, MetaMathQA's `The answer is: X` or
+  `#### X` (primary with `prompt: alpaca`, whose model answers as MetaMathQA does);
+- all compared with the reference after lm-eval's exact_match normalisation: remove `,`, `$`,
   everything up to the last `#### `, one trailing `.`, then lower-case.
 
 Few-shot examples (EvalSettings.num_fewshot) come from GSM8K *train*, chosen once with the
@@ -25,7 +27,8 @@ model learns the answer line that strict match (and GSM8K training) uses.
 `prompt: alpaca` is the DiSHA paper's setting (JL-er/MiSS finetune.py): the Alpaca prompt without
 input, `PAPER_PROMPT`, and the target `{response}\\n` followed by the tokenizer's EOS (the authors
 append the text `<|EOT|>`, which Llama-2 has no token for); MetaMathQA responses stay as written
-(no `#### X` line: lm-eval's flexible-extract is the comparable figure then). Its own evaluation
+(no `#### X` line: the primary metric is then `exact_match_answer`, and lm-eval's
+flexible-extract is the comparable lm-eval figure). Its own evaluation
 is zero-shot in the same template. `train_subset: first` takes the first `train_limit` rows of the
 file (the authors' `train[:100000]`) instead of a seeded random subset.
 """
@@ -53,6 +56,10 @@ FEWSHOT_DELIMITER = "\n\n"
 _STRICT = re.compile(STRICT_PATTERN)
 _FLEXIBLE = re.compile(FLEXIBLE_PATTERN)
 _METAMATH_ANSWER = re.compile(r"The answer is:?\s*(.+?)\s*$", re.DOTALL)
+ANSWER_PATTERN = r"(?:The answer is:?|####)\s*(-?[$0-9.,]*[0-9])"
+"""The answer line of either format: MetaMathQA's `The answer is: X` (what `prompt: alpaca` trains
+on) or GSM8K's `#### X`; the first one in the output."""
+_ANSWER = re.compile(ANSWER_PATTERN)
 
 
 def extract(text: str, pattern: re.Pattern, group_select: int) -> str:
@@ -73,6 +80,11 @@ def extract_strict(text: str) -> str:
 
 def extract_flexible(text: str) -> str:
     return extract(text, _FLEXIBLE, -1)
+
+
+def extract_answer(text: str) -> str:
+    """The number of the first answer line (`The answer is: X` or `#### X`), else the fallback."""
+    return extract(text, _ANSWER, 0)
 
 
 def normalize(text: str) -> str:
@@ -101,6 +113,19 @@ PAPER_PROMPT = (
 )
 """The Alpaca prompt without input, as the DiSHA authors train (and evaluate instruction-style)."""
 PAPER_STOP = ("### Instruction:",)
+AUTHORS_END = "<|EOT|>"
+"""The end-of-text marker the DiSHA authors' finetune.py appends to every target (`{output}\n<|EOT|>`):
+plain text to Llama-2's tokenizer, which has no such token, and no EOS after it."""
+
+
+def paper_target(response: str, target_end: str) -> tuple[str, bool]:
+    """(target text, append EOS) for the paper's prompt: `{response}\n` then EOS, or `{response}\n<|EOT|>`."""
+    return (response + "\n" + AUTHORS_END, False) if target_end == AUTHORS_END else (response + "\n", True)
+
+
+def paper_stops(target_end: str) -> tuple[str, ...]:
+    """Stop strings of generation under the paper's prompt: a model trained to end with the marker stops at it."""
+    return PAPER_STOP + ((AUTHORS_END,) if target_end == AUTHORS_END else ())
 
 
 def take_train(records: list[dict], config: dict) -> list[dict]:
@@ -157,6 +182,9 @@ class GSM8KOptions(TaskOptions):
     `alpaca` (the DiSHA authors' Alpaca prompt without input; target = the raw response + newline + EOS)."""
     train_subset: Literal["random", "first"] = "random"
     """How `train_limit` picks training rows: a seeded `random` subset, or the `first` rows (the authors' scripts)."""
+    target_end: Literal["eos", "<|EOT|>"] = "eos"
+    """With `prompt: alpaca`, what ends a training target: the tokenizer's `eos`, or the text `<|EOT|>`
+    after a newline, as the DiSHA authors' finetune.py (no EOS; generation stops at that text)."""
 
 
 @register
@@ -179,6 +207,9 @@ class GSM8K(Task):
         if source not in TRAIN_SOURCES:
             raise UserError(f"unknown train_source {source!r}; expected one of {list(TRAIN_SOURCES)}", key="train_source")
         self._config, self._data_dir = config, data_dir
+        # A model trained in the Alpaca template answers as MetaMathQA does ("The answer is: X"),
+        # never with "#### X": strict match would read ~0 for every method by construction.
+        self.primary_metric = "exact_match_answer" if self.paper_prompt else type(self).primary_metric
         if source == "gsm8k":
             train = self._gsm8k_train = load_gsm8k_split(config, data_dir, "train")
         else:
@@ -191,6 +222,10 @@ class GSM8K(Task):
         evaluation = subsample(load_gsm8k_split(config, data_dir, "eval"), None, seed)
         self._heldout_pool = evaluation
         return take_train(train, config), evaluation[: config.get("eval_limit")]
+
+    @property
+    def _target_end(self) -> str:
+        return (self._config or {}).get("target_end", "eos")
 
     @property
     def paper_prompt(self) -> bool:
@@ -211,19 +246,20 @@ class GSM8K(Task):
 
     def encode(self, record: dict, tokenizer, max_length: int) -> dict:
         if self.paper_prompt:
-            target = record.get("response", record["answer"]) + "\n"
-            return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=record["question"]), target, max_length)
+            target, eos = paper_target(record.get("response", record["answer"]), self._target_end)
+            return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=record["question"]), target, max_length, eos)
         return encode_prompt_answer(tokenizer, prompt(record["question"]), " " + record["answer"], max_length)
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:
         if self.paper_prompt:  # zero-shot, the training template; the model ends with EOS
             prompts = [PAPER_PROMPT.format(query=r["question"]) for r in records]
-            outputs = generate(model, tokenizer, prompts, settings, stop=PAPER_STOP + STOP)
+            outputs = generate(model, tokenizer, prompts, settings, stop=paper_stops(self._target_end) + STOP)
         else:
             shots = self.fewshot(settings.num_fewshot)
             outputs = generate(model, tokenizer, [prompt(r["question"], shots) for r in records], settings, stop=STOP)
         return [
-            {"target": reference(r["answer"]), "output": o, "strict": extract_strict(o), "flexible": extract_flexible(o)}
+            {"target": reference(r["answer"]), "output": o, "strict": extract_strict(o), "flexible": extract_flexible(o),
+             "answer": extract_answer(o)}
             for r, o in zip(records, outputs)
         ]
 
@@ -231,4 +267,5 @@ class GSM8K(Task):
         n = max(len(predictions), 1)
         strict = sum(normalize(extract_strict(p["output"])) == p["target"] for p in predictions)
         flexible = sum(normalize(extract_flexible(p["output"])) == p["target"] for p in predictions)
-        return {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n}
+        answer = sum(normalize(extract_answer(p["output"])) == p["target"] for p in predictions)
+        return {"exact_match_strict": strict / n, "exact_match_flexible": flexible / n, "exact_match_answer": answer / n}

@@ -9,12 +9,14 @@ strings and scoring stay the task's own, only the decoding moves. The steps:
 1. `export_merged` writes the trained model as a plain Hugging Face checkpoint with every adapter
    folded into its base weight by PEFT's own `merge` (LoRA and its variants, DoRA, Bone, Bat), one
    layer at a time; each base weight is then restored bitwise, so the model in memory is unchanged.
-2. A child process (`python -m disha_bench.tasks.vllm_engine REQUEST OUT`) loads it in vLLM on this
-   rank's GPU and decodes greedily, stopping at the same stop strings.
+2. A child process (this file run as a script, by `evaluation.vllm_python` - the interpreter of
+   vLLM's own environment - or by this one) loads it in vLLM on this rank's GPU and decodes greedily,
+   stopping at the same stop strings.
 
 Why a child process: vLLM sets up its own CUDA memory pool and, for tensor parallelism, its own
 process group, while the training process holds DeepSpeed's. The child sees only this rank's GPU and
-none of the launcher's rank variables; `evaluation.vllm_gpu_memory` is the share of that GPU it may
+none of the launcher's rank or agent variables (TORCHELASTIC_*: under torchrun they made the child's
+process group wait for the training job's store forever); `evaluation.vllm_gpu_memory` is the share of that GPU it may
 take beside the trained model, which stays resident in the parent.
 
 Greedy vLLM and greedy transformers agree up to kernel rounding (near-ties can take another path).
@@ -33,10 +35,14 @@ from typing import Sequence
 
 import torch
 
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
-                  "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "CROSS_RANK", "CROSS_SIZE",
-                  "TORCHELASTIC_RUN_ID")
-"""The launcher's variables: a child that saw them would take itself for a rank of the training job."""
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                  "ROLE_NAME", "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "CROSS_RANK",
+                  "CROSS_SIZE", "OMP_NUM_THREADS")
+"""The launcher's variables: a child that saw them would take itself for a rank of the training job
+(OMP_NUM_THREADS: torchrun's one thread per rank, not the child's)."""
+LAUNCHER_PREFIXES = ("TORCHELASTIC_", "TORCH_ELASTIC_")
+"""torchrun's agent settings: with TORCHELASTIC_USE_AGENT_STORE the child's own process group waits
+for the training job's store and never connects, while ranks 1-7 wait for rank 0."""
 
 
 def merged_weights(model) -> dict[str, torch.Tensor]:
@@ -88,8 +94,9 @@ def export_merged(model, tokenizer, directory: str) -> None:
 
 
 def child_environment(device: torch.device) -> dict[str, str]:
-    """This process's environment for the vLLM child: no rank variables, only this rank's GPU visible."""
-    env = {key: value for key, value in os.environ.items() if key not in RANK_VARIABLES}
+    """This process's environment for the vLLM child: no rank or launcher variables, only this rank's GPU visible."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in RANK_VARIABLES and not key.startswith(LAUNCHER_PREFIXES)}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -97,8 +104,18 @@ def child_environment(device: torch.device) -> dict[str, str]:
     return env
 
 
+def run_child(request_path: str, out_path: str, device: torch.device, python: str | None = None) -> None:
+    """Start the vLLM child on REQUEST -> OUT and wait for it. `python`: the interpreter of vLLM's own
+    environment (null: this one); this file runs as a script there, so the child imports only the
+    standard library, torch and vLLM, not the harness."""
+    child = subprocess.run([python or sys.executable, os.path.abspath(__file__), request_path, out_path],
+                           env=child_environment(device))
+    if child.returncode != 0:
+        raise RuntimeError(f"vLLM generation exited with code {child.returncode} (its output is above)")
+
+
 def generate_with_vllm(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str],
-                       gpu_memory: float) -> list[str]:
+                       gpu_memory: float, python: str | None = None) -> list[str]:
     """Each prompt's greedy continuation from vLLM on the merged model (decoded, special tokens skipped)."""
     parameter = next(model.parameters())
     longest = max((len(ids) for ids in tokenizer(list(prompts))["input_ids"]), default=0)
@@ -110,10 +127,7 @@ def generate_with_vllm(model, tokenizer, prompts: Sequence[str], max_new_tokens:
         request_path, out_path = os.path.join(work, "request.json"), os.path.join(work, "texts.json")
         with open(request_path, "w") as f:
             json.dump(request, f)
-        child = subprocess.run([sys.executable, "-m", __name__, request_path, out_path],
-                               env=child_environment(parameter.device))
-        if child.returncode != 0:
-            raise RuntimeError(f"vLLM generation exited with code {child.returncode} (its output is above)")
+        run_child(request_path, out_path, parameter.device, python)
         with open(out_path) as f:
             return json.load(f)
 

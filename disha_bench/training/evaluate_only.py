@@ -30,7 +30,9 @@ def unadapted(spec: RunSpec, started: float) -> RunResult:
     memory = PeakMemory(device)
     data = load_task_data(spec)
     before_model_mb = memory.usage_mb()
-    model = load_base_model(spec, data.task, data.tokenizer).to(device)
+    # Straight onto this rank's accelerator: N ranks loading a 7B model into host memory first hold
+    # N copies of it there.
+    model = load_base_model(spec, data.task, data.tokenizer, device).to(device)
     loaded_mb = memory.usage_mb()
     curve = HeldOutCurve(model, data.heldout_features, data.tokenizer.pad_token_id, device, batch_size=spec.training.batch_size,
                          schedule=Schedule.of(spec.evaluation, spec.training.max_steps), max_steps=0,

@@ -31,7 +31,7 @@ def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: Eval
     rank = distributed.rank()
     settings = EvalSettings(batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
                             num_fewshot=evaluation.num_fewshot, synced_gpus=synced_gpus, engine=evaluation.engine,
-                            vllm_gpu_memory=evaluation.vllm_gpu_memory)
+                            vllm_gpu_memory=evaluation.vllm_gpu_memory, vllm_python=evaluation.vllm_python)
     vllm_generates = evaluation.engine == "vllm" and task.head == "causal_lm"
     shards = 1 if vllm_generates else distributed.world_size()
     per_rank = math.ceil(len(records) / shards) if records else 0

@@ -76,7 +76,7 @@ def fit(engine, features: list[dict], pad_id: int, state: FitState, training: Tr
     for step in range(state.step + 1, training.max_steps + 1):
         started = time.perf_counter()
         micro_batches = [collate([features[i] for i in state.sampler.next()], pad_id) for _ in range(training.grad_accum)]
-        log = train_step(engine, micro_batches, step, device)
+        log = train_step(engine, micro_batches, step, device, token_weighted=training.loss_weighting == "token")
         state.steps.append(log)
         state.step = step
         if distributed.rank() == 0:  # the runner draws the run's progress from these events
@@ -96,23 +96,31 @@ def fit(engine, features: list[dict], pad_id: int, state: FitState, training: Tr
     return state
 
 
-def train_step(engine, micro_batches: list[dict], step: int, device) -> StepLog:
-    """One optimizer step over the micro-batches (gradient accumulation), logged across ranks. The
-    loss is the mean over the micro-batches that have a supervised token: one without any (only
-    possible with hand-made features; encoding drops such examples) adds a zero gradient and no NaN."""
+def train_step(engine, micro_batches: list[dict], step: int, device, token_weighted: bool = False) -> StepLog:
+    """One optimizer step over the micro-batches (gradient accumulation), logged across ranks.
+
+    The loss is the mean over the micro-batches that have a supervised token (one without any - only
+    possible with hand-made features; encoding drops such examples - adds a zero gradient and no NaN),
+    or with `token_weighted` the mean over every supervised token of the step on all ranks (HF
+    Trainer's, the DiSHA authors'): each micro-batch's mean is weighted by its share of those tokens,
+    times accumulation x ranks, which DeepSpeed's backward and gradient averaging divide out again."""
     start, cpu_start = time.perf_counter(), time.process_time()
     lr = engine.get_lr()[0]
+    terms = [loss_terms(batch["labels"]) for batch in micro_batches]
+    if token_weighted:  # one small collective per step: every rank's supervised tokens
+        step_terms = distributed.all_reduce_sum([float(sum(terms))], device)[0]
+        scale = len(micro_batches) * distributed.world_size() / max(step_terms, 1.0)
     loss_sum, tokens, counted = 0.0, 0, 0
-    for batch in micro_batches:
+    for batch, count in zip(micro_batches, terms):
         batch = {k: v.to(device) for k, v in batch.items()}
-        supervised = loss_terms(batch["labels"]) > 0
         output = engine(**batch)
         # Every rank still runs forward and backward (ZeRO reduces gradients over all of them).
-        loss = output.loss if supervised else output.logits.sum() * 0.0
-        engine.backward(loss)
+        loss = output.loss if count > 0 else output.logits.sum() * 0.0
+        engine.backward(loss * (count * scale) if token_weighted and count > 0 else loss)
         engine.step()
-        if supervised:
-            loss_sum, counted = loss_sum + loss.item(), counted + 1
+        if count > 0:
+            weight = count if token_weighted else 1
+            loss_sum, counted = loss_sum + loss.item() * weight, counted + weight
         tokens += int(batch["attention_mask"].sum())
     loss_sum, tokens, counted = distributed.all_reduce_sum([loss_sum, tokens, counted], device)
     if not counted:

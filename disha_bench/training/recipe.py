@@ -24,6 +24,7 @@ import deepspeed
 import torch
 
 from disha_bench.analysis import convergence
+from disha_bench.config.batching import check_epochs
 from disha_bench.running import distributed
 from disha_bench import methods
 from disha_bench.running.memory import PeakMemory
@@ -89,6 +90,11 @@ def set_up(spec: RunSpec) -> Setup:
     data = load_task_data(spec)
     if not data.features:
         raise ValueError(f"the task has no training examples ({data.dropped} dropped: answer longer than max_length)")
+    # Refused here, before the model loads: a second pass over the data that the suite did not ask for.
+    epochs = check_epochs(spec.training, distributed.world_size(), len(data.features))
+    distributed.log(f"{spec.run_id}: {spec.training.max_steps} steps x global batch "
+                    f"{spec.training.batch_size * spec.training.grad_accum * distributed.world_size()} = "
+                    f"{epochs:.3f} epochs over {len(data.features):,} training examples")
     before_model_mb = memory.usage_mb()
     model, method, matching = load_adapted_model(spec, data, device)
     loaded_mb = memory.usage_mb()

@@ -12,6 +12,7 @@ import os
 import random
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import deepspeed
@@ -55,17 +56,19 @@ def init_process(seed: int) -> torch.device:
     torch.manual_seed(seed)
     if os.environ.get("DS_ACCELERATOR") == "cpu":
         distributed.skip_cpu_shm_build()
-    deepspeed.init_distributed(verbose=False)
+    deepspeed.init_distributed(verbose=False, timeout=timedelta(minutes=distributed.process_group_timeout_min()))
     return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
 
 
 def load_task_data(spec: RunSpec) -> TaskData:
     """Load, subsample and encode the task's training, held-out and evaluation examples."""
     task = tasks.get(spec.task.name)
-    with distributed.local_rank_zero_first():  # one download per node; the other ranks read its cache
+    # One download and one tokenization per node: local rank 0 first, the other ranks read its caches
+    # (100,000 MetaMathQA rows take minutes to tokenize).
+    with distributed.local_rank_zero_first():
         train_records, eval_records = task.load(spec.task.model_dump(), spec.data_dir)
         tokenizer = models.load_tokenizer(spec.model.name)
-    encoded = cached_features(tokenizer, task, spec.task.model_dump(), spec.training.max_length, train_records)
+        encoded = cached_features(tokenizer, task, spec.task.model_dump(), spec.training.max_length, train_records)
     features = [f for f in encoded if f is not None]
     heldout_records = task.heldout(spec.evaluation.heldout_examples)
     heldout = [task.encode(r, tokenizer, spec.training.max_length) for r in heldout_records]

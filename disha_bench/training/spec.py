@@ -116,10 +116,12 @@ class RunSpec(BaseModel):
 
     def config(self) -> dict[str, Any]:
         """The resolved run configuration: hashed into the run id, recorded as RunInfo.config."""
+        evaluation = _without_unset(self.evaluation.model_dump(), ADDED_SETTINGS["evaluation"])
+        evaluation["lm_eval"] = [_without_unset(entry, ADDED_SETTINGS["lm_eval"]) for entry in evaluation["lm_eval"]]
         return {
             "model": self.model.model_dump(), "task": self.task.model_dump(),
             "method": {"name": self.method.name, "label": self.method.label, "params": self.method.params},
-            "training": self.training.model_dump(), "evaluation": self.evaluation.model_dump(),
+            "training": _without_unset(self.training.model_dump(), ADDED_SETTINGS["training"]), "evaluation": evaluation,
             "seed": self.seed, "world_size": self.world_size,
         }
 
@@ -159,3 +161,18 @@ class RunSpec(BaseModel):
             wall_time_s=now - started, world_size=world_size or self.world_size,
             analysis=self.analysis.model_dump(), node=socket.gethostname(),
         )
+
+
+ADDED_SETTINGS = {"training": ("global_batch", "max_epochs", "loss_weighting"), "evaluation": ("vllm_python",), "lm_eval": ("for_task",)}
+"""Settings added after results were first written: left out of a run's configuration (and so of its
+run id) while unset, so a suite that does not use them keeps the run ids, and the results, it had."""
+
+
+ADDED_DEFAULTS = {"loss_weighting": "micro_batch"}
+"""An added setting at this value is as if unset: the behaviour before it existed."""
+
+
+def _without_unset(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {key: value for key, value in values.items()
+            if not (key in names and value == ADDED_DEFAULTS.get(key))}
+
