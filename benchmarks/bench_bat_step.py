@@ -105,7 +105,7 @@ def measure(label: str, params: dict, args: argparse.Namespace, device_name: str
     import torch
 
     from disha_bench import methods
-    from disha_bench.running.memory import PeakMemory
+    from disha_bench.training.memory import PeakMemory
 
     device = torch.device(device_name)
     if device.type == "cpu" and args.threads:

@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from disha_bench import models, tasks  # noqa: E402
-from disha_bench.tasks.data import resolve_data_dir  # noqa: E402
+from disha_bench.core.datasets import resolve_data_dir  # noqa: E402
 from disha_bench.tasks import gsm8k  # noqa: E402
 from disha_bench.tasks.base import EvalSettings, generate  # noqa: E402
 

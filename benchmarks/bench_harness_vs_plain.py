@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="folder written by `gpu_check.py prepare`: real GSM8K rows instead of random tokens")
     args = parser.parse_args(argv)
 
-    from disha_bench.running import distributed
+    from disha_bench.training import distributed
 
     distributed.ensure_single_process_env()
     import torch

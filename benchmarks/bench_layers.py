@@ -174,7 +174,7 @@ def measure(case: dict) -> dict:
     import torch
 
     from disha_bench import methods
-    from disha_bench.running.memory import PeakMemory
+    from disha_bench.training.memory import PeakMemory
 
     device = torch.device(case["device"])
     dtype = getattr(torch, case["dtype"])

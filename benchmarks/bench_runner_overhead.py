@@ -28,17 +28,17 @@ def main() -> None:
     parser.add_argument("--zero-stage", type=int, default=2)
     args = parser.parse_args()
 
-    from disha_bench.running import distributed
+    from disha_bench.training import distributed
 
     distributed.ensure_single_process_env()
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
     import torch
 
-    from disha_bench.analysis import convergence
     from disha_bench import methods, models
-    from disha_bench.tasks.base import collate
+    from disha_bench.analysis import convergence
     from disha_bench.config.suite import TrainingConfig
+    from disha_bench.tasks.base import collate
     from disha_bench.training.ds_config import deepspeed_config
     from disha_bench.training.loop import train_step
 

@@ -52,7 +52,7 @@ def prepare(out: Path, examples: int) -> None:
     import numpy as np
 
     from disha_bench import models, tasks
-    from disha_bench.tasks.data import resolve_data_dir
+    from disha_bench.core.datasets import resolve_data_dir
 
     task = tasks.get("gsm8k")
     config = {**task.options, "name": "gsm8k", "train_limit": examples, "eval_limit": 1, "sample_seed": 0,
@@ -98,10 +98,10 @@ def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain")
     import deepspeed
     import torch
 
-    from disha_bench.running import distributed
     from disha_bench import methods
-    from disha_bench.running.memory import _status_kb
     from disha_bench.tasks.base import collate
+    from disha_bench.training import distributed
+    from disha_bench.training.memory import _status_kb
 
     distributed.ensure_single_process_env()
     cuda = torch.cuda.is_available()

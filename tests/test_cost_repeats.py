@@ -5,11 +5,10 @@ single readings (v2) fall back to the re-run repeatability, labelled."""
 from __future__ import annotations
 
 import pytest
+from report_fixtures import make
 
 from disha_bench.analysis import compare, verdicts
 from disha_bench.analysis.report_tables import repeatability_note
-
-from report_fixtures import make
 
 BASE = {"lora": 1500.0, "bone": 1200.0, "bat": 1490.0}  # Bone 20% below LoRA; Bat 0.7% below
 

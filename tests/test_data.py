@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench.tasks import data
 from disha_bench import tasks
-from disha_bench.errors import UserError
+from disha_bench.core import datasets as data
+from disha_bench.core.errors import UserError
 
 DATA = Path(os.environ.get("DISHA_BENCH_DATA", "."))  # conftest.py: $DISHA_BENCH_DATA or ../shared/data
 needs_data = pytest.mark.needs_data("glue")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from disha_bench.running import distributed
+from disha_bench.running import spawn
+from disha_bench.training import distributed
 
 
 def test_hostfile_launch_forwards_hub_and_bench_settings(tmp_path, monkeypatch):
@@ -24,7 +25,7 @@ def test_hostfile_launch_forwards_hub_and_bench_settings(tmp_path, monkeypatch):
     (tmp_path / ".deepspeed_env").write_text("NCCL_IB_DISABLE=1\n")  # the user's own file still counts
     hostfile = tmp_path / "hosts"
     hostfile.write_text("node1 slots=8\nnode2 slots=8\n")
-    command = distributed.launch_command("disha_bench.training", ["spec.json"], 1, str(hostfile))
+    command = spawn.launch_command("disha_bench.training", ["spec.json"], 1, str(hostfile))
     assert command[0] == "env" and command[1].startswith("DS_ENV_FILE=") and command[2] == "deepspeed"
     env_file = Path(command[1].split("=", 1)[1])
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600  # it holds HF_TOKEN

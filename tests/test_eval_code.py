@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench.tasks import eval_code
-from disha_bench.errors import UserError
-from disha_bench.tasks.humaneval import evaluate_samples, load_problems, pass_at_k, read_samples
+from disha_bench.cli import eval_code
+from disha_bench.core.errors import UserError
+from disha_bench.evaluation.code_execution import evaluate_samples, load_problems, pass_at_k, read_samples
 from disha_bench.tasks.base import cut_at_stop
-from disha_bench.tasks.code import STOPS
+from disha_bench.tasks.humaneval import STOPS
 
 FULL = os.environ.get("DISHA_FULL_TESTS") == "1"
 TOYS = [
@@ -156,8 +156,8 @@ def test_evaluate_writes_results_in_order_and_scores(tmp_path, toy_problems, cap
 
 
 def test_sandbox_errors_are_retried_then_reported(tmp_path, toy_problems, monkeypatch, capsys):
-    from disha_bench.tasks import humaneval
-    from disha_bench.tasks.sandbox import SandboxResult
+    from disha_bench.evaluation import code_execution as humaneval
+    from disha_bench.evaluation.sandbox import SandboxResult
 
     calls = []
     monkeypatch.setattr(humaneval, "check_sample",

@@ -13,8 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from disha_bench.tasks import feature_cache  # noqa: E402
 from disha_bench import models, tasks  # noqa: E402
+from disha_bench.training import feature_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DISHA_BENCH_DATA") or REPO.parent / "shared" / "data")

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from report_fixtures import FOLDER
 
 from disha_bench.cli import main
-from disha_bench.running import checkpoint, status
-
-from report_fixtures import FOLDER
+from disha_bench.running import status
+from disha_bench.training import checkpointer as checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "suites" / "smoke.yaml")

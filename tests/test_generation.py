@@ -1,4 +1,4 @@
-"""Greedy generation with a pool of rows (`disha_bench/tasks/generation.py`) against plain `model.generate`.
+"""Greedy generation with a pool of rows (`disha_bench/evaluation/generation.py`) against plain `model.generate`.
 
     python3 -m pytest -q tests/test_generation.py
 """
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from disha_bench import methods, models
-from disha_bench.tasks import generation
+from disha_bench.evaluation import generation
 from disha_bench.tasks.base import EvalSettings, generate
 
 PROMPTS = ["Question: 1+1?\nAnswer:", "Question: how many legs have two cats?\nAnswer:", "Hi there",
@@ -101,9 +101,9 @@ def test_plain_path_where_the_pool_cannot_reproduce_generate(tiny_llama):
 def test_transformers_older_than_the_cache_argument_is_refused_at_start_and_never_pooled(tiny_llama, monkeypatch, tmp_path):
     """transformers < 5.24 takes the pool's `cache=` into **kwargs and decodes wrongly without an error:
     pyproject's floor is 5.24, `run` refuses an older one at start-up, and the pool steps aside."""
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     import transformers
 
     from disha_bench.cli import main
@@ -111,7 +111,7 @@ def test_transformers_older_than_the_cache_argument_is_refused_at_start_and_neve
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     floor = next(d for d in pyproject["project"]["dependencies"] if d.startswith("transformers"))
-    assert f">={preflight.MIN_TRANSFORMERS}," in floor
+    assert f">={generation.MIN_TRANSFORMERS}," in floor
     model, _ = tiny_llama
     assert generation.usable(model, synced_gpus=False)
     monkeypatch.setattr(transformers, "__version__", "5.17.0")  # the GPU image's version

@@ -13,8 +13,9 @@ import yaml
 
 from disha_bench.cli import main
 from disha_bench.config.batching import check_epochs
-from disha_bench.config.suite import expand_runs, load_suite
-from disha_bench.errors import UserError
+from disha_bench.config.expansion import expand_runs
+from disha_bench.config.suite import load_suite
+from disha_bench.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 NLG = REPO / "suites" / "nlg.yaml"

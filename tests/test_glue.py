@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench.tasks import metrics_glue
 from disha_bench import tasks
-from disha_bench.errors import UserError
+from disha_bench.core.errors import UserError
+from disha_bench.tasks import metrics_glue
 from disha_bench.tasks.base import EvalSettings, collate
 from disha_bench.tasks.glue import SPECS
 

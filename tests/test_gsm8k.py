@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from disha_bench import tasks
-from disha_bench.errors import UserError
-from disha_bench.tasks import code, gsm8k
+from disha_bench.core.errors import UserError
+from disha_bench.tasks import gsm8k
+from disha_bench.tasks import humaneval as code
 from disha_bench.tasks.base import EvalSettings
 
 DATA = Path(os.environ.get("DISHA_BENCH_DATA", "."))  # conftest.py: $DISHA_BENCH_DATA or ../shared/data
@@ -217,7 +218,7 @@ def test_humaneval_problems_and_training_sources(monkeypatch):
 
 
 def _sandbox_or_skip():
-    from disha_bench.tasks.sandbox import SandboxUnavailable, run_untrusted
+    from disha_bench.evaluation.sandbox import SandboxUnavailable, run_untrusted
 
     try:
         run_untrusted("", timeout_s=10)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from disha_bench.cli import main
-from disha_bench.analysis.results import COMPLETE, load_results
+from disha_bench.contracts.results import COMPLETE, load_results
 from disha_bench.tasks.synthetic import _arith_records, _sentiment_records
 
 NAMES = ["negative", "positive"]

@@ -15,9 +15,9 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from disha_bench.tasks import lm_eval_backend  # noqa: E402
-from disha_bench.errors import UserError  # noqa: E402
-from disha_bench.config.suite import LmEvalTaskConfig  # noqa: E402
+from disha_bench.core.errors import UserError  # noqa: E402
+from disha_bench.evaluation import lm_eval_backend  # noqa: E402
+from disha_bench.evaluation.lm_eval_backend import LmEvalTaskConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DISHA_BENCH_DATA") or REPO.parent / "shared" / "data")

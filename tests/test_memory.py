@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 PHASES = textwrap.dedent("""
     import json
     import torch
-    from disha_bench.running.memory import PeakMemory
+    from disha_bench.training.memory import PeakMemory
 
     MB = 2**20
     torch.manual_seed(0)

@@ -14,9 +14,10 @@ import torch
 
 torch.set_num_threads(1)  # tiny tensors: one thread is faster and immune to a busy machine
 
-from disha_bench import methods
-from disha_bench.errors import UserError
 from method_table import ROWS, Shapes
+
+from disha_bench import methods
+from disha_bench.core.errors import UserError
 
 # tiny Llama: per layer q 64->64, k/v 64->32, o 64->64, gate/up 64->128, down 128->64
 #   sum(in + out) = 1024, sum(out) = 512, 7 modules, 2 layers

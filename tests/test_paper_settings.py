@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from disha_bench import models, tasks
-from disha_bench.config.suite import expand_runs, load_suite
-from disha_bench.tasks import code, gsm8k
+from disha_bench.config.expansion import expand_runs
+from disha_bench.config.suite import load_suite
+from disha_bench.tasks import gsm8k
+from disha_bench.tasks import humaneval as code
 from disha_bench.training.ds_config import deepspeed_config
 
 NLG = Path(__file__).resolve().parents[1] / "suites" / "nlg.yaml"

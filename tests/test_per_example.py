@@ -6,10 +6,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from report_fixtures import make
 
 from disha_bench.analysis import compare, stats
-
-from report_fixtures import make
 
 N = 200
 
@@ -68,9 +67,9 @@ def test_heldout_loss_per_example_is_paired_by_example():
 
 
 def test_the_details_show_a_seeds_by_examples_interval_instead_of_pooled_counts(tmp_path):
-    from disha_bench.analysis import report
-
     from report_fixtures import write
+
+    from disha_bench.analysis import report
 
     runs = _runs({"lora": 0.70, "bone": 0.80})
     for r in runs:  # a tiny evaluation set, where v2 results show pooled counts (k/48)

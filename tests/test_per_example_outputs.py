@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from disha_bench import tasks
-from disha_bench.config.suite import EvaluationConfig, expand_runs, load_suite
+from disha_bench.config.expansion import expand_runs
+from disha_bench.config.suite import EvaluationConfig, load_suite
 from disha_bench.tasks.base import IGNORE_INDEX, example_ids
 from disha_bench.training.heldout import Schedule, example_losses
 
@@ -32,7 +33,7 @@ def test_schedule_is_dense_first_then_spaced_and_heldout_every_still_works():
 
 
 def test_new_suite_fields_are_validated(tmp_path):
-    from disha_bench.errors import UserError
+    from disha_bench.core.errors import UserError
 
     with pytest.raises(UserError, match="evaluation.heldout_dense_steps"):
         load_suite(SMOKE, ["evaluation.heldout_dense_steps=-1"])

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from disha_bench.running import preflight
-from disha_bench.errors import UserError
 from disha_bench.config.suite import load_suite
+from disha_bench.core.errors import UserError
+from disha_bench.running import preflight
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from disha_bench.cli import main
-from disha_bench.running import distributed
+from disha_bench.training import distributed
 
 PROBE = """
 from disha_bench.running import distributed

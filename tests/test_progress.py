@@ -11,17 +11,18 @@ import sys
 
 import pytest
 
+from disha_bench.contracts import events
+from disha_bench.contracts.results import COMPLETE, StepLog
 from disha_bench.running import progress
-from disha_bench.analysis.results import COMPLETE, StepLog
 
 
 def _worker_lines(run_id: str, steps: int) -> list[str]:
     """What a worker prints: real event lines from `emit_step`, in a process of their own."""
     code = (
-        "from disha_bench.running import progress\nfrom disha_bench.analysis.results import StepLog\n"
+        "from disha_bench.contracts import events\nfrom disha_bench.contracts.results import StepLog\n"
         f"for s in range(1, {steps} + 1):\n"
-        f"    progress.emit_step({run_id!r}, StepLog(s, 2.0 / s, 1e-4, 0.5, 64, 0.25), {steps})\n"
-        f"progress.emit_phase({run_id!r}, 'evaluating')\n"
+        f"    events.emit_step({run_id!r}, StepLog(s, 2.0 / s, 1e-4, 0.5, 64, 0.25), {steps})\n"
+        f"events.emit_phase({run_id!r}, 'evaluating')\n"
         "print('[disha] a message')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -32,14 +33,14 @@ def test_event_lines_round_trip():
     stream = io.StringIO()
     sys_stdout, sys.stdout = sys.stdout, stream
     try:
-        progress.emit_step("r1", StepLog(3, 1.5, 1e-4, None, 10, 0.5), 20)
+        events.emit_step("r1", StepLog(3, 1.5, 1e-4, None, 10, 0.5), 20)
     finally:
         sys.stdout = sys_stdout
-    event = progress.parse_event(stream.getvalue())
+    event = events.parse_event(stream.getvalue())
     assert event == {"event": "step", "run_id": "r1", "max_steps": 20, "step": 3, "loss": 1.5, "lr": 1e-4,
                      "grad_norm": None, "tokens": 10, "step_time_s": 0.5}
-    assert progress.parse_event("[disha] not an event\n") is None
-    assert progress.parse_event(progress.EVENT_PREFIX + "{not json\n") is None
+    assert events.parse_event("[disha] not an event\n") is None
+    assert events.parse_event(events.EVENT_PREFIX + "{not json\n") is None
 
 
 def test_plain_lines_when_not_on_a_terminal():
@@ -109,8 +110,8 @@ def test_step_events_feed_the_metric_loggers(tmp_path, monkeypatch):
 
 
 def test_a_missing_logger_package_is_a_preflight_error(monkeypatch):
+    from disha_bench.core.errors import UserError
     from disha_bench.running import preflight
-    from disha_bench.errors import UserError
 
     monkeypatch.setitem(preflight.LOGGER_PACKAGES, "wandb", "disha_bench_no_such_package")
     with pytest.raises(UserError) as err:

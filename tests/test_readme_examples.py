@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_methods import SHAPES, batch, tiny_llama  # imported before LoHa joins the registry
 
 from disha_bench import methods
 from disha_bench.methods.base import REGISTRY
-from test_methods import SHAPES, batch, tiny_llama  # imported before LoHa joins the registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from disha_bench.analysis.results import COMPLETE, load_results
 from test_recipe import _run
+
+from disha_bench.contracts.results import COMPLETE, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

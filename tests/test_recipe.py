@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from disha_bench import models, tasks
-from disha_bench.analysis.results import COMPLETE, EVAL_FAILED, load_results
+from disha_bench.contracts.results import COMPLETE, EVAL_FAILED, load_results
 from disha_bench.running.runner import run_suite
 from disha_bench.tasks.base import IGNORE_INDEX, collate, encode_prompt_answer
 from disha_bench.training.heldout import heldout_loss, heldout_sums

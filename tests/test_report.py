@@ -14,14 +14,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from report_fixtures import FOLDER, all_results, make, write
 
 from disha_bench.analysis import compare, measures, report
-from disha_bench.running import runner
-from disha_bench.errors import UserError
-from disha_bench.analysis.results import FAILED, read_result, write_json_atomic
+from disha_bench.cli import report as report_command
 from disha_bench.config.suite import load_suite
-
-from report_fixtures import FOLDER, all_results, make, write
+from disha_bench.contracts.results import FAILED, read_result
+from disha_bench.core.errors import UserError
+from disha_bench.core.io import write_json_atomic
+from disha_bench.running import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "fixtures" / "report-synth.expected.md"
@@ -200,7 +201,7 @@ def test_runner_never_touches_reports_except_for_a_full_default_run(tmp_path, mo
 def test_cli_and_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     parser = argparse.ArgumentParser()
-    report.register(parser.add_subparsers())
+    report_command.register(parser.add_subparsers())
     args = parser.parse_args(["report", str(FOLDER), "--reference", "bone", "--target", "frac:0.5:bone"])
     assert args.func(args) == 0
     text = (tmp_path / "reports" / "synth.md").read_text()
@@ -289,7 +290,7 @@ def test_headline_of_a_glue_sized_suite_stays_within_160_characters(tmp_path):
 
 
 def test_suite_margins_reach_the_verdicts(tmp_path):
-    from disha_bench.config.suite import expand_runs
+    from disha_bench.config.expansion import expand_runs
 
     # The suite's analysis.margins travel with every run (not into its id) and decide its verdicts.
     wide, _ = load_suite(str(ROOT / "suites" / "smoke.yaml"), ["analysis.margins.heldout_loss=5"])

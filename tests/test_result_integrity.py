@@ -14,12 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from report_fixtures import FOLDER, all_results
 
 from disha_bench.analysis import report
-from disha_bench.analysis.results import CHECKSUM_KEY, DamagedResult, read_result, verify_result, write_result
+from disha_bench.contracts.results import CHECKSUM_KEY, DamagedResult, read_result, verify_result, write_result
 from disha_bench.running import status
-
-from report_fixtures import FOLDER, all_results
 
 
 @pytest.fixture

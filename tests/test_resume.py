@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from disha_bench.running import checkpoint
-from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, load_results, read_result
+from disha_bench.contracts import checkpoints as checkpoint_layout
+from disha_bench.contracts.results import BUDGET_STOPPED, COMPLETE, load_results, read_result
+from disha_bench.training import checkpointer as checkpoint
 
 SUITE = {
     "name": "resume-test",
@@ -74,7 +75,7 @@ def _logs(out: Path) -> str:
 
 def _latest_step(out: Path) -> tuple[int, str]:
     (run_dir,) = [p for p in (out / ".runs").iterdir() if p.is_dir()]
-    marker = checkpoint.read_marker(checkpoint.latest(run_dir / "checkpoints"))
+    marker = checkpoint_layout.read_marker(checkpoint_layout.latest(run_dir / "checkpoints"))
     return marker["step"], marker["reason"]
 
 
@@ -154,7 +155,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 143
     (run_dir,) = [p for p in (resumed / ".runs").iterdir() if p.is_dir()]
-    kept = [p.name for p in checkpoint.complete_checkpoints(run_dir / "checkpoints")]
+    kept = [p.name for p in checkpoint_layout.complete_checkpoints(run_dir / "checkpoints")]
     assert kept == ["step-00000004", "step-00000005"]  # the last two
     # README: a checkpoint leaves frozen parameters out, yet DeepSpeed's module file still holds the
     # output layer tied to the (frozen) input embedding, far larger than this adapter.
@@ -165,7 +166,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     tied = sum(t.numel() for name, t in module.items() if "lm_head" in name)
     adapter = sum(t.numel() for name, t in module.items() if "miss_block" in name)
     assert tied > 100 * adapter > 0, sorted(module)
-    (run_dir / "checkpoints" / "step-00000005" / checkpoint.STATE_FILE).write_text("{")
+    (run_dir / "checkpoints" / "step-00000005" / checkpoint_layout.STATE_FILE).write_text("{")
 
     rerun = _cli(suite, resumed)
     assert rerun.wait(timeout=900) == 0, _logs(resumed)

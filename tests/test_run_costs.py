@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from disha_bench.cli import main
-from disha_bench.config.suite import expand_runs, load_suite
+from disha_bench.config.expansion import expand_runs
+from disha_bench.config.suite import load_suite
 from disha_bench.training import evaluate_only, setup
 
 REPO = Path(__file__).resolve().parents[1]

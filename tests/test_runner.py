@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from disha_bench.analysis.results import load_results, read_result
+from disha_bench.contracts.results import load_results, read_result
 from disha_bench.running.runner import run_suite
 
 # One-rank runs go through `run_suite` in this process (its workers fork from one preloaded fork

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench.tasks.humaneval import build_program, check_sample
-from disha_bench.tasks.sandbox import SandboxUnavailable, run_untrusted
+from disha_bench.evaluation.code_execution import build_program, check_sample
+from disha_bench.evaluation.sandbox import SandboxUnavailable, run_untrusted
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sandbox")
 
@@ -186,7 +186,7 @@ def test_refuses_without_namespaces():
     probe = _run_in_userns("true")
     if probe.returncode != 0:
         pytest.skip(f"no user namespaces here: {probe.stderr.strip()}")
-    code = ("from disha_bench.tasks.sandbox import run_untrusted\n"
+    code = ("from disha_bench.evaluation.sandbox import run_untrusted\n"
             "try:\n    run_untrusted('print(1)')\nexcept Exception as e:\n"
             "    print(type(e).__name__, e)\n")
     # inside a user namespace we own, forbid new network namespaces, then try to sandbox
@@ -202,7 +202,7 @@ import importlib.util, json, sys
 sys.path.insert(0, sys.argv[1])
 # By its file: the sandbox needs only the standard library, while its package (disha_bench.tasks) imports
 # torch, which the system Python the unprivileged user runs lacks.
-spec = importlib.util.spec_from_file_location("disha_sandbox", sys.argv[1] + "/disha_bench/tasks/sandbox.py")
+spec = importlib.util.spec_from_file_location("disha_sandbox", sys.argv[1] + "/disha_bench/evaluation/sandbox.py")
 sandbox = sys.modules["disha_sandbox"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sandbox)
 run_untrusted = sandbox.run_untrusted

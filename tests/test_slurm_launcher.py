@@ -24,10 +24,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from disha_bench.running import checkpoint
+from disha_bench.contracts import checkpoints as checkpoint_layout
+from disha_bench.contracts.results import COMPLETE, load_results
 from disha_bench.running.launchers.slurm import SlurmOptions, slurm_parameters, submit_suite
-from disha_bench.analysis.results import COMPLETE, load_results
 from disha_bench.running.status import DONE, PENDING, collect, render
+from disha_bench.training import checkpointer as checkpoint
 
 SUITE = {
     "name": "slurm-test",
@@ -146,5 +147,5 @@ def test_sbatch_script_of_a_run_job():
     script = submitit_slurm._make_sbatch_string("python -m x", "/tmp/jobs", **slurm_parameters(options))
     for line in ("--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=8", "--partition=gpu", "--time=600",
                  "--cpus-per-task=64", "--mem=200GB", "--constraint=h100",
-                 f"--signal=USR2@{int(checkpoint.stop_grace_s()) + 30}"):
+                 f"--signal=USR2@{int(checkpoint_layout.stop_grace_s()) + 30}"):
         assert f"#SBATCH {line}\n" in script, line

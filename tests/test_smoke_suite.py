@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from disha_bench.analysis.check import check
-from disha_bench.analysis.results import load_results
+from disha_bench.contracts.results import load_results
 from disha_bench.running.runner import run_suite
 
 ROOT = Path(__file__).resolve().parents[1]

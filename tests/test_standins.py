@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from disha_bench import models, tasks
-from disha_bench.analysis.results import load_results
+from disha_bench.contracts.results import load_results
 from disha_bench.tasks.base import collate
 from disha_bench.training.heldout import run_heldout_loss
 
@@ -49,7 +49,7 @@ def test_the_7b_shaped_standin_trains_saves_reloads_and_merges_on_two_ranks(tmp_
     assert proc.returncode == 0, proc.stdout[-3000:] + logs
     from peft import PeftModel
 
-    from disha_bench.tasks.vllm_engine import export_merged
+    from disha_bench.evaluation.vllm_engine import export_merged
 
     tokenizer = models.load_tokenizer(STANDIN)
     for result in load_results(out):

@@ -8,8 +8,8 @@ over 5 seeds must be claimed in at least 90% of repeats.
 """
 
 import math
-import statistics
 import random
+import statistics
 
 import pytest
 from scipy import stats as scipy_stats

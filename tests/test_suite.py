@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from disha_bench.cli import main
-from disha_bench.config.suite import expand_runs, load_suite
+from disha_bench.config.expansion import expand_runs
+from disha_bench.config.suite import load_suite
 
 GOOD = {
     "name": "t",

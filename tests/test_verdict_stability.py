@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from disha_bench.analysis import compare, findings, verdicts
-from disha_bench.analysis.results import load_results
+from disha_bench.contracts.results import load_results
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 SUITES = ("nlg-cpu", "nlu-cpu")

@@ -1,4 +1,4 @@
-"""vLLM as the evaluation engine (`disha_bench/tasks/vllm_engine.py`): the merged checkpoint it loads,
+"""vLLM as the evaluation engine (`disha_bench/evaluation/vllm_engine.py`): the merged checkpoint it loads,
 the checks that refuse it where it cannot run, and - on a CUDA machine with the `vllm` extra - the
 generation itself.
 
@@ -16,13 +16,14 @@ import sys
 
 import pytest
 import torch
+from test_generation import PROMPTS, randomise_adapter
+from test_preflight import _assert_refused, _cli, _write_suite
 from transformers import AutoModelForCausalLM
 
 from disha_bench import methods, models
+from disha_bench.evaluation.vllm_engine import RANK_VARIABLES, child_environment, export_merged
+from disha_bench.running import spawn
 from disha_bench.tasks.base import EvalSettings, generate
-from disha_bench.tasks.vllm_engine import RANK_VARIABLES, child_environment, export_merged
-from test_generation import PROMPTS, randomise_adapter
-from test_preflight import _assert_refused, _cli, _write_suite
 
 VLLM_AND_CUDA = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
@@ -105,7 +106,7 @@ def test_vllm_generates_what_greedy_transformers_generates_on_the_merged_model()
 
 CHILD_UNDER_TORCHRUN = r"""
 import json, os, sys, torch
-from disha_bench.tasks.vllm_engine import run_child
+from disha_bench.evaluation.vllm_engine import run_child
 out = os.path.join(sys.argv[1], f"child-env-{os.environ['RANK']}.json")
 run_child(os.path.join(sys.argv[1], "request.json"), out, torch.device("cpu"), python=sys.argv[2])
 """
@@ -119,7 +120,6 @@ def test_the_vllm_child_under_a_real_torchrun_sees_no_launcher_and_runs_in_its_o
     import subprocess
     import sys
 
-    from disha_bench.running import distributed
 
     interpreter = tmp_path / "vllm-python"
     interpreter.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import json, os, sys; "
@@ -127,13 +127,13 @@ def test_the_vllm_child_under_a_real_torchrun_sees_no_launcher_and_runs_in_its_o
     interpreter.chmod(0o755)
     script = tmp_path / "child.py"
     script.write_text(CHILD_UNDER_TORCHRUN)
-    command = distributed.launch_command("unused", [], 2, None)[:-2]  # torchrun's own arguments
+    command = spawn.launch_command("unused", [], 2, None)[:-2]  # torchrun's own arguments
     proc = subprocess.run([*command, str(script), str(tmp_path), str(interpreter)], capture_output=True, text=True,
-                          timeout=300, env=distributed.launch_env(2))
+                          timeout=300, env=spawn.launch_env(2))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"child-env-{rank}.json").read_text())
         leaked = [k for k in seen["env"] if k in RANK_VARIABLES or k.startswith(("TORCHELASTIC_", "TORCH_ELASTIC_"))]
         assert not leaked, leaked
-        assert seen["argv"][1].endswith("disha_bench/tasks/vllm_engine.py")  # run as a script: no harness imports
+        assert seen["argv"][1].endswith("disha_bench/evaluation/vllm_engine.py")  # run as a script: no harness imports
         assert seen["env"]["PATH"] == os.environ["PATH"]  # the rest of the environment is kept

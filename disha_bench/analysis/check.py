@@ -35,7 +35,6 @@ the resolved run configuration that differ (library versions are not configurati
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import re
@@ -43,14 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from disha_bench.analysis import measures
-from disha_bench.analysis.check_calibration import (
-    COST_TOLERANCES, calibrate_curves, config_changes, constant_metrics, cost_rows, cost_summary,
-)
+from disha_bench.analysis.check_calibration import COST_TOLERANCES, calibrate_curves, config_changes, constant_metrics, cost_rows, cost_summary
 from disha_bench.analysis.compare import latest_per_seed
-from disha_bench.analysis.measures import damaged_files, load_checked
 from disha_bench.analysis.convergence import heldout_points
-from disha_bench.errors import UserError
-from disha_bench.analysis.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult, atomic_write_text
+from disha_bench.analysis.measures import damaged_files, load_checked
+from disha_bench.contracts.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult
+from disha_bench.core.errors import UserError
+from disha_bench.core.io import atomic_write_text
 
 FORMAT = "disha-bench-baseline"
 VERSION = 3
@@ -66,22 +64,6 @@ DEFAULT_TOLERANCES = {
 }
 OK, WORSE, BETTER, INFO = "ok", "REGRESSION", "improved", "not compared"
 Key = tuple[str, str, int]
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("baseline", help="store a regression baseline from a results folder")
-    p.add_argument("results_dir", help="folder of result files, e.g. results/smoke")
-    p.add_argument("-o", "--out", required=True, help="baseline file to write (JSON)")
-    p.add_argument("--reference", help="method the memory and throughput ratios are taken against "
-                   "(default: the suite's analysis.reference recorded in the results)")
-    p.add_argument("--replicate", action="append", default=[], metavar="DIR",
-                   help="results folder of a replicate run of the same suite (e.g. another thread count): "
-                        "curve tolerances are calibrated on its differences (repeatable)")
-    p.set_defaults(func=lambda a: (print(f"wrote {write_baseline(a.results_dir, a.out, a.reference, a.replicate)}"), 0)[1])
-    p = subparsers.add_parser("check", help="compare a results folder with a baseline; exit 1 on a regression")
-    p.add_argument("results_dir", help="folder of result files, e.g. results/smoke")
-    p.add_argument("--baseline", required=True, help="file written by `disha-bench baseline`")
-    p.set_defaults(func=lambda a: check(a.results_dir, a.baseline))
 
 
 def _reference(results: list[RunResult]) -> str | None:

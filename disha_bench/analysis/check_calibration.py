@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 from disha_bench.analysis import measures
 from disha_bench.analysis.convergence import heldout_points
-from disha_bench.analysis.results import EVALUATED_STATUSES, RunResult
+from disha_bench.contracts.results import EVALUATED_STATUSES, RunResult
 
 CURVE_SAFETY = 100.0
 """Calibrated curve tolerance = this x the largest replicate difference ..."""

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from disha_bench.analysis import convergence, measures, stats, verdicts
-from disha_bench.analysis.costs import field_of, cost_values, repeatability, step_time_s
-from disha_bench.analysis.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult
+from disha_bench.analysis.costs import cost_values, field_of, repeatability, step_time_s
+from disha_bench.config import targets as target_specs
+from disha_bench.contracts.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult
 
 UNADAPTED_LABEL, UNADAPTED_METHOD = "unadapted", "none"
 DEFAULT_TARGET = "frac:0.5:{reference}"
@@ -231,7 +232,7 @@ def analyze_task(task: str, runs: list[RunResult], reference: str | None, specs:
     if reference not in labels:
         reference = None
     labels = ([reference] if reference else []) + sorted(l for l in labels if l != reference)
-    specs = list(specs) or ([DEFAULT_TARGET.format(reference=reference)] if reference else [f"frac:0.5:{convergence.WORST}"])
+    specs = list(specs) or ([DEFAULT_TARGET.format(reference=reference)] if reference else [f"frac:0.5:{target_specs.WORST}"])
     targets = list(zip(specs, convergence.resolve_targets(specs, compared)))
     primary = measures.primary_metric([r for r in compared if r.run.status in EVALUATED_STATUSES])
     methods = {label: _figures(label, compared, targets, ema) for label in labels}
@@ -395,7 +396,7 @@ def latest_per_seed(results: list[RunResult]) -> tuple[list[RunResult], list[str
 
 
 def analyze_suite(results: list[RunResult], reference: str | None = None, specs: list | None = None,
-                  ema: float = convergence.DEFAULT_EMA) -> list[TaskAnalysis]:
+                  ema: float = target_specs.DEFAULT_EMA) -> list[TaskAnalysis]:
     """One TaskAnalysis per task, in the order the results first mention them (one run per seed)."""
     results, _ = latest_per_seed(results)
     reference = reference or next((r.run.analysis.get("reference") for r in results

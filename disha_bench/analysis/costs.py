@@ -14,7 +14,7 @@ import statistics
 from typing import Any
 
 from disha_bench.analysis import measures, stats, verdicts
-from disha_bench.analysis.results import TRAINED_STATUSES, RunResult
+from disha_bench.contracts.results import TRAINED_STATUSES, RunResult
 
 COST_KEYS = ("peak_mb", "tokens_per_s", "train_time_s")
 

@@ -21,6 +21,7 @@ from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis import stats, verdicts
 from disha_bench.analysis.compare import TaskAnalysis, compare_pair, decide_family, require_stable_costs
 
+
 def protocol(results: list) -> str:
     """The training protocol as the results record it: one shared learning rate (as the paper) or not."""
     rates = {}

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
-from pathlib import Path
-
 from disha_bench.analysis.convergence import heldout_points
-from disha_bench.errors import UserError
-from disha_bench.analysis.results import RunResult, scan_results
+from disha_bench.contracts.results import RunResult, scan_results
+from disha_bench.core.errors import UserError
 
 # Evaluation metrics are higher-is-better (Task.primary_metric) except these loss-like names.
 _LOWER_IS_BETTER = re.compile(r"loss|error|perplexity|ppl|wer|cer|mse|mae", re.I)

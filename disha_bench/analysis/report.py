@@ -17,7 +17,6 @@ first line of every report records its count of complete runs.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -25,7 +24,6 @@ import re
 import shlex
 import statistics
 import textwrap
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -33,39 +31,19 @@ from disha_bench.analysis import compare as an
 from disha_bench.analysis import findings, measures, plots, report_tables, verdicts
 from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis.compare import TaskAnalysis
-from disha_bench.analysis.convergence import DEFAULT_EMA
-from disha_bench.errors import UserError, ensure_writable
 from disha_bench.analysis.measures import load_checked
-from disha_bench.analysis.results import (BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult,
-                                          atomic_write_text)
+from disha_bench.config.targets import DEFAULT_EMA
+from disha_bench.contracts.results import BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult
+from disha_bench.core.errors import UserError, ensure_writable
+from disha_bench.core.io import atomic_write_text
 
 _STAMP = re.compile(r"<!-- disha-bench report: (\d+) complete runs")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="write the report of a results folder", description=__doc__.split("\n\n")[0])
-    p.add_argument("results_dir", help="folder of result files, e.g. results/smoke")
-    p.add_argument("--out", "-o", help="markdown file to write (default: reports/<suite>.md); CSV and PNGs go beside it")
-    p.add_argument("--target", action="append", dest="targets", metavar="SPEC",
-                   help="held-out target, repeatable: LOSS, final:LABEL, min:LABEL or frac:F:LABEL (default: the suite's, "
-                        "else frac:0.5:<reference>)")
-    p.add_argument("--reference", help="method every other is compared with (default: the suite's analysis.reference)")
-    p.add_argument("--ema", type=float, help=f"EMA factor of the secondary training-loss figure (default {DEFAULT_EMA})")
-    p.add_argument("--force", action="store_true", help="replace a report built from more complete runs")
-    p.set_defaults(func=_command)
-
-
-def _command(args: argparse.Namespace) -> int:
-    _check_labels(load_checked(args.results_dir), args.reference, args.targets or [])
-    path = write_report(args.results_dir, args.out, shlex.join(["disha-bench", *sys.argv[1:]]), args.targets,
-                        args.ema, reference=args.reference, force=args.force)
-    return 0 if path else 1
-
-
 def _check_labels(results: list[RunResult], reference: str | None, targets: list[str]) -> None:
     """--reference and --target name methods of these results (a typo would silently compare nothing)."""
-    from disha_bench.analysis.convergence import WORST, parse_target
-    from disha_bench.errors import did_you_mean
+    from disha_bench.config.targets import WORST, parse_target
+    from disha_bench.core.errors import did_you_mean
 
     labels = sorted({r.run.method for r in results})
     if reference is not None and reference not in labels:
@@ -80,7 +58,7 @@ def _check_labels(results: list[RunResult], reference: str | None, targets: list
 
 def settings_from(results: list[RunResult], targets: list | None, ema: float | None) -> tuple[list, float]:
     """Targets and EMA factor: explicit arguments, else what the runs recorded, else defaults."""
-    from disha_bench.analysis.convergence import parse_target
+    from disha_bench.config.targets import parse_target
 
     for r in results:
         if targets is None and (r.run.analysis or {}).get("targets"):

@@ -9,8 +9,12 @@ is derived from the ranks; a count that cannot hold it is refused before any mod
 
 from __future__ import annotations
 
-from disha_bench.config.suite import TrainingConfig
-from disha_bench.errors import UserError
+from typing import TYPE_CHECKING
+
+from disha_bench.core.errors import UserError
+
+if TYPE_CHECKING:  # the suite checks batches through this module
+    from disha_bench.config.suite import TrainingConfig
 
 
 def check_global_batch(training: TrainingConfig, file: str | None = None) -> None:

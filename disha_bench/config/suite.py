@@ -9,17 +9,15 @@ configuration, so editing one method re-runs only that method's runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from disha_bench.analysis.convergence import DEFAULT_EMA
-from disha_bench.errors import UserError, did_you_mean
-from disha_bench.config.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
-
-if TYPE_CHECKING:
-    from disha_bench.training.spec import MethodEntry, RunSpec
+from disha_bench.config.targets import DEFAULT_EMA
+from disha_bench.core.errors import UserError, did_you_mean
+from disha_bench.core.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
+from disha_bench.evaluation.lm_eval_backend import LmEvalTaskConfig
 
 _Strict = StrictModel
 
@@ -113,22 +111,6 @@ class TrainingConfig(_Strict):
     (status `stopped_by_budget`; evaluation and the result still happen). null: no time budget."""
     deepspeed: dict[str, Any] = Field(default_factory=dict)
     """Free-form DeepSpeed config merged (recursively) over the generated one."""
-
-
-class LmEvalTaskConfig(_Strict):
-    task: str
-    """lm-eval task name (e.g. `gsm8k`), or a task defined by a YAML file under `include_path`."""
-    num_fewshot: Optional[int] = Field(None, ge=0)
-    """Few-shot examples; null: the task's default."""
-    limit: Optional[int] = Field(None, gt=0)
-    """Evaluate at most this many documents; null: all."""
-    include_path: Optional[str] = None
-    """Folder of extra task YAMLs (offline tasks over local files)."""
-    gen_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Generation settings passed to lm-eval (e.g. max_gen_toks, until)."""
-    for_task: Optional[str] = None
-    """The suite task whose runs run it; null: the suite task of the same name when there is one
-    (lm-eval's `gsm8k` after GSM8K runs only, not after HumanEval's), else every task's runs."""
 
 
 def lm_eval_for(configs: list[LmEvalTaskConfig], task: str, suite_tasks: Iterable[str]) -> list[LmEvalTaskConfig]:
@@ -400,7 +382,7 @@ def _check_names(suite: Suite, file: str) -> None:
     if suite.analysis.reference is not None and suite.analysis.reference not in labels:
         raise UserError(f"no method labelled '{suite.analysis.reference}' in this suite; "
                         f"{did_you_mean(suite.analysis.reference, labels)}", file=file, key="analysis.reference")
-    from disha_bench.analysis.convergence import check_targets
+    from disha_bench.config.targets import check_targets
 
     check_targets(suite.convergence.targets, labels, file=file)
     duplicates = {label for label in labels if labels.count(label) > 1}
@@ -417,61 +399,9 @@ def _check_names(suite: Suite, file: str) -> None:
 # Expansion into runs
 
 
-def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> list["RunSpec"]:
-    """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
-    reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
-    for task, for method): machine drift spreads over the methods instead of lining up with one.
-    With `training.global_batch` each run's grad_accum is derived for `world_size` ranks."""
-    from disha_bench import methods, tasks
-    # Imported here: the run spec's module imports this one for the section models.
-    from disha_bench.training.spec import UNADAPTED, UNADAPTED_LABEL, RunAnalysis, RunMethod, RunSpec
-
-    from disha_bench.config.batching import for_ranks
-
-    table = method_table(suite)
-    analysis = RunAnalysis(reference=reference_label(suite), targets=list(suite.convergence.targets),
-                           margins=suite.analysis.margins.model_dump())
-    task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
-    # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
-    # relative alpha) is resolved in the worker, where the model is.
-    training = for_ranks(suite.training, world_size, file)
-    entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.validate_params(m.name, dict(m.model_extra or {}))),
-                training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
-    if suite.analysis.unadapted:
-        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), training))
-    names = [t.name for t in suite.tasks]
-    evaluations = {name: suite.evaluation.model_copy(update={"lm_eval": lm_eval_for(suite.evaluation.lm_eval, name, names)})
-                   for name in names}
-    runs = []
-    for seed in suite.seeds:
-        for task in task_configs:
-            for method, training in entries:
-                if method.name == UNADAPTED and seed != suite.seeds[0]:
-                    continue  # nothing is trained: one run per task says it all
-                spec = RunSpec(
-                    suite=suite.name, model=suite.model, task=sampled(task, seed), method=method, training=training,
-                    evaluation=evaluations[task.name], seed=seed, world_size=world_size, methods=table,
-                    convergence=suite.convergence, analysis=analysis,
-                )
-                runs.append(spec.with_id())
-    return runs
-
-
 def sampled(task: TaskConfig, seed: int) -> TaskConfig:
     """The task of one run: its `sample_seed` resolved to the run seed unless the suite fixed it."""
     return task if task.sample_seed is not None else task.model_copy(update={"sample_seed": seed})
 
 
-def reference_label(suite: Suite) -> str:
-    """The method every other is compared with: `analysis.reference`, else the first method."""
-    first = suite.methods[0]
-    return suite.analysis.reference or first.label or first.name
 
-
-def method_table(suite: Suite) -> dict[str, "MethodEntry"]:
-    """label -> the method as written: what parameter matching needs. The params are left
-    unvalidated here because validation fills in a default rank, and a method may not carry both a
-    rank and `match_params`."""
-    from disha_bench.training.spec import MethodEntry
-
-    return {(m.label or m.name): MethodEntry(name=m.name, params=dict(m.model_extra or {})) for m in suite.methods}

@@ -23,19 +23,9 @@ from typing import Any
 
 from torch import nn
 
-from disha_bench.config.schema import field_lines, join_key, validate_model
-from disha_bench.errors import UserError
-from disha_bench.methods.base import (
-    REGISTRY,
-    Method,
-    RankedMethod,
-    count_all,
-    count_trainable,
-    head_modules,
-    register,
-    resolve_targets,
-    task_type,
-)
+from disha_bench.core.errors import UserError
+from disha_bench.core.schema import field_lines, join_key, validate_model
+from disha_bench.methods.base import REGISTRY, Method, RankedMethod, count_all, count_trainable, head_modules, register, resolve_targets, task_type
 from disha_bench.methods.bat_kernel import patch_bat_layers, unpatch_bat_layers
 from disha_bench.methods.matching import resolve_matching
 

@@ -23,10 +23,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from disha_bench.config.schema import StrictModel, join_key
-from disha_bench.errors import UserError
+from disha_bench.core.errors import UserError
+from disha_bench.core.registry import Registry
+from disha_bench.core.schema import StrictModel, join_key
 from disha_bench.methods.params import Label, TargetModules
-from disha_bench.registry import Registry
 
 
 class Method(StrictModel):

@@ -32,7 +32,7 @@ from torch import nn
 
 from disha_bench.methods import input_rebuild
 
-__all__ = ["BatLinearFunction", "bat_weight", "bat_linear", "EfficientBatLinear", "patch_bat_layers", "register_zero3_parameters", "is_bat_layer"]
+__all__ = ["BatLinearFunction", "bat_weight", "bat_linear", "patch_bat_layers", "register_zero3_parameters", "is_bat_layer"]
 
 
 def bat_weight(weight: torch.Tensor, block: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from disha_bench.errors import UserError, did_you_mean
+from disha_bench.core.errors import UserError, did_you_mean
 from disha_bench.methods.base import Method, head_param_count, join_key
 
 

@@ -20,12 +20,11 @@ import socket
 from dataclasses import asdict
 from pathlib import Path
 
-from disha_bench.analysis.results import (
-    TRAINED_STATUSES, Cost, CostRepeat, cost_path, read_result, write_json_atomic,
-)
+from disha_bench.config.run_spec import RunSpec
 from disha_bench.config.suite import Suite
-from disha_bench.running import distributed, worker
-from disha_bench.training.spec import RunSpec
+from disha_bench.contracts.results import TRAINED_STATUSES, Cost, CostRepeat, cost_path, read_result
+from disha_bench.core.io import write_json_atomic
+from disha_bench.running import spawn, worker
 
 
 def interleaved(members: list[RunSpec], repeats: int, task: str, seed: int) -> list[RunSpec]:
@@ -83,7 +82,7 @@ def run_cost_phase(suite: Suite, runs: list[RunSpec], results_dir: Path, data_di
 def measure_once(run: RunSpec, position: int, steps: int, results_dir: Path, data_dir: str | None, nproc: int,
                  hostfile: str | None, fork: bool, threads: int | None = None) -> CostRepeat | None:
     """One repeat in a fresh worker; None (and a line saying why) when it failed."""
-    from disha_bench.running.runner import _kill_tree, start_worker
+    from disha_bench.running.spawn import _kill_tree, start_worker
 
     work = results_dir / ".runs" / "cost"
     work.mkdir(parents=True, exist_ok=True)
@@ -94,7 +93,7 @@ def measure_once(run: RunSpec, position: int, steps: int, results_dir: Path, dat
     spec_path = work / f"{stem}.spec.json"
     write_json_atomic(spec_path, spec.model_dump(mode="json"))
     with open(work / f"{stem}.log", "w", buffering=1) as log:
-        env = distributed.launch_env(nproc)
+        env = spawn.launch_env(nproc)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         proc = start_worker([str(spec_path.resolve())], env, nproc, hostfile, fork)

@@ -49,44 +49,11 @@ class Measurement:
     """Where it was measured."""
 
 
-def register(subparsers) -> None:
-    plan = subparsers.add_parser("plan", help="runs, steps, tokens and (with --measure) time of a suite",
-                                 description=__doc__.splitlines()[0])
-    plan.add_argument("suite")
-    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    plan.add_argument("--nproc", type=int, default=1, help="ranks the suite will run on (default 1)")
-    plan.add_argument("--hostfile", help="DeepSpeed hostfile: ranks = its slots")
-    plan.add_argument("--measure", action="store_true", help="time a few steps of each task x method here")
-    plan.add_argument("--measure-steps", type=int, default=3, help="timed optimizer steps per task x method")
-    plan.add_argument("--data-dir", help="folder with local datasets (default $DISHA_BENCH_DATA)")
-    plan.set_defaults(func=_plan)
-
-
-def _plan(args) -> int:
-    from disha_bench.running import preflight
-    from disha_bench.tasks.data import resolve_data_dir
-    from disha_bench.running.runner import _hostfile_slots
-    from disha_bench.config.suite import load_suite
-
-    suite, _ = load_suite(args.suite, args.overrides)
-    world = _hostfile_slots(args.hostfile) if args.hostfile else args.nproc
-    rows = plan_runs(suite, world, args.suite)
-    if args.measure:  # builds models on this machine: everything a run needs must be here
-        data_dir = resolve_data_dir(args.data_dir)
-        preflight.check(suite, file=args.suite, data_dir=data_dir)
-        measure(suite, rows, data_dir, args.measure_steps)
-    else:  # offline plan (the cluster's data and models may be elsewhere); code tasks need a sandbox
-        preflight.check_code_tasks(suite, file=args.suite)
-    print(format_plan(suite, rows, world))
-    print("\n".join(power_lines(suite)))
-    return 0
-
-
 def plan_runs(suite, world: int, file: str | None = None) -> list[PlannedRun]:
     """The offline plan: every run of the suite on `world` ranks (unadapted reference runs train nothing).
     A run that would pass over its `train_limit` examples more than `max_epochs` times is refused."""
     from disha_bench.config.batching import check_epochs
-    from disha_bench.config.suite import expand_runs
+    from disha_bench.config.expansion import expand_runs
 
     rows = []
     for run in expand_runs(suite, world, file):
@@ -141,7 +108,7 @@ def _duration(seconds: float) -> str:
 
 def measure(suite, rows: list[PlannedRun], data_dir: str | None, steps: int) -> None:
     """Time `steps` optimizer steps of each (task, method label); every seed's row gets the figure."""
-    from disha_bench.config.suite import expand_runs
+    from disha_bench.config.expansion import expand_runs
 
     cache: dict[tuple[str, str], Measurement] = {}
     for row, run in zip(rows, expand_runs(suite, 1)):

@@ -21,15 +21,11 @@ from __future__ import annotations
 import os
 from typing import Iterable, Optional
 
-from disha_bench.tasks import data
 from disha_bench import models, tasks
-from disha_bench.errors import UserError
 from disha_bench.config.suite import Suite
-
-MIN_TRANSFORMERS = "5.24"
-"""The oldest transformers the harness runs on: 5.24 renamed the models' `past_key_values` argument to
-`cache`, which the generation pool passes; older versions take it into **kwargs, ignore it and
-decode wrongly without an error (pyproject's floor is the same)."""
+from disha_bench.core import datasets as data
+from disha_bench.core.errors import UserError
+from disha_bench.evaluation.generation import MIN_TRANSFORMERS, transformers_supported
 
 SANDBOX_PROBE = "import json, math\nassert json.loads('[1, 2]') == [1, 2] and math.isqrt(16) == 4\n"
 """A program the sandbox must run to its end: the standard library imports as the unprivileged user."""
@@ -45,7 +41,7 @@ def check(suite: Suite, *, file: str, data_dir: Optional[str], task_names: Optio
     selected = [(i, cfg) for i, cfg in enumerate(suite.tasks) if wanted is None or cfg.name in wanted]
     go_offline_if_unreachable()
     check_libraries()
-    from disha_bench.running.distributed import process_group_timeout_min
+    from disha_bench.training.distributed import process_group_timeout_min
 
     process_group_timeout_min()  # a bad value fails here, not in every rank of every run
     # The model and every task's data are checked before saying anything: all that is missing, at once.
@@ -96,15 +92,6 @@ def go_offline_if_unreachable() -> None:
             setattr(sys.modules[module], attribute, True)
     print(f"the hub ({endpoint.hostname}) is unreachable ({reason}): working offline from the caches "
           "(set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 to skip this probe)", flush=True)
-
-
-def transformers_supported(version: Optional[str] = None) -> bool:
-    """Whether `version` (default: the installed transformers) is at least MIN_TRANSFORMERS."""
-    from packaging.version import Version
-
-    import transformers
-
-    return Version(version or transformers.__version__).release[:2] >= Version(MIN_TRANSFORMERS).release[:2]
 
 
 def check_libraries() -> None:
@@ -203,8 +190,8 @@ def check_engine(engine: str, *, file: str, python: Optional[str] = None) -> Non
 
 
 def check_sandbox(*, unsafe_no_isolation: bool = False, file: Optional[str] = None, key: Optional[str] = None) -> None:
-    """Run a tiny program in `disha_bench.tasks.sandbox` the way HumanEval scoring will; it must pass."""
-    from disha_bench.tasks.sandbox import SandboxUnavailable, run_untrusted
+    """Run a tiny program in `disha_bench.evaluation.sandbox` the way HumanEval scoring will; it must pass."""
+    from disha_bench.evaluation.sandbox import SandboxUnavailable, run_untrusted
 
     try:
         result = run_untrusted(SANDBOX_PROBE, timeout_s=60.0, unsafe_no_isolation=unsafe_no_isolation)

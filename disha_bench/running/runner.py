@@ -12,29 +12,37 @@ Ctrl-C or SIGKILL resumes where it stopped and never touches a finished result.
 from __future__ import annotations
 
 import fnmatch
-import os
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from disha_bench.running import checkpoint, distributed, preflight, progress, worker
-from disha_bench.tasks.data import resolve_data_dir
-from disha_bench.errors import UserError, ensure_writable
-from disha_bench.running.ownership import RunLock, lock_path
-from disha_bench.analysis.results import (
-    BUDGET_STOPPED, COMPLETE, COST_DIR, EVAL_FAILED, FAILED, FINAL_STATUSES, DamagedResult, RunResult, cost_path,
-    read_result, verify_result,
-    write_json_atomic, write_result,
+from disha_bench.config.expansion import expand_runs
+from disha_bench.config.run_spec import RunSpec
+from disha_bench.config.suite import Suite, load_suite
+from disha_bench.contracts import checkpoints as checkpoint_layout
+from disha_bench.contracts.results import (
+    BUDGET_STOPPED,
+    COMPLETE,
+    COST_DIR,
+    EVAL_FAILED,
+    FAILED,
+    FINAL_STATUSES,
+    DamagedResult,
+    RunResult,
+    cost_path,
+    read_result,
+    verify_result,
+    write_result,
 )
-from disha_bench.config.suite import Suite, expand_runs, load_suite
-from disha_bench.training.spec import RunSpec
+from disha_bench.core.datasets import resolve_data_dir
+from disha_bench.core.errors import UserError, ensure_writable
+from disha_bench.core.io import write_json_atomic
+from disha_bench.running import preflight, progress, spawn, worker
+from disha_bench.running.ownership import RunLock, lock_path
+from disha_bench.running.spawn import _kill_tree, start_worker
 
-WORKER_MODULE = "disha_bench.training"
-"""`python -m` module of a worker (its __main__ runs training/launch.py)."""
 INTERRUPTED = "interrupted"
 """Outcome (never a result status) of a run stopped by a signal after saving a checkpoint."""
 ELSEWHERE = "running elsewhere"
@@ -69,7 +77,7 @@ def run_suite(
     preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r.task.name for r in runs})
     if fresh:
         _set_aside(results_dir, [run.run_id for run in runs] if only else None)
-        checkpoint.discard(results_dir, [run.run_id for run in runs])
+        checkpoint_layout.discard(results_dir, [run.run_id for run in runs])
     fork = worker.can_fork(nproc, hostfile)
     finished = sum(1 for r in runs if _is_final(results_dir / f"{r.run_id}.json"))
     display = progress.SuiteProgress(len(runs), finished, loggers=suite.output.loggers, results_dir=results_dir)
@@ -107,7 +115,7 @@ def _run_one(run: RunSpec, counter: str, suite: Suite, results_dir: Path, data_d
     finally:
         lock.release()
     if status in FINAL_STATUSES and not suite.output.keep_checkpoints:
-        checkpoint.discard(results_dir, [run.run_id])
+        checkpoint_layout.discard(results_dir, [run.run_id])
     print(f"{counter} {run.run_id}: {status}{_why(result_path, status)}", flush=True)
     return status
 
@@ -164,7 +172,7 @@ def _launch_spec(run: RunSpec, result_path: Path, previous: RunResult | None, su
         "keep_adapter": suite.output.save_adapter,
         "data_dir": data_dir,
         "command": command,
-        "checkpoint_dir": str(checkpoint.checkpoints_root(result_path.parent, run.run_id).resolve()),
+        "checkpoint_dir": str(checkpoint_layout.checkpoints_root(result_path.parent, run.run_id).resolve()),
         "checkpoint_every": suite.output.checkpoint_every,
     })
     if previous is not None and previous.run.status == EVAL_FAILED and spec.has_saved_adapter():
@@ -185,7 +193,7 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
     spec_path = work / f"{spec.run_id}.spec.json"
     write_json_atomic(spec_path, spec.model_dump(mode="json"))
     log_path = work / f"{spec.run_id}.log"
-    args, env = [str(spec_path.resolve())], distributed.launch_env(nproc)
+    args, env = [str(spec_path.resolve())], spawn.launch_env(nproc)
     started = time.time()
     with open(log_path, "w", buffering=1) as log:  # line-buffered: tail -f works
         proc = start_worker(args, env, nproc, hostfile, fork)
@@ -207,20 +215,6 @@ def _launch(spec: RunSpec, results_dir: Path, nproc: int, hostfile: str | None, 
     if display is not None:
         display.run_finished(status)
     return status
-
-
-def start_worker(args: list[str], env: dict[str, str], nproc: int, hostfile: str | None, fork: bool):
-    """A worker process running `python -m disha_bench.training ARGS` (forked from the fork server
-    when `fork`): a Popen-like object with stdout lines."""
-    if fork:
-        from disha_bench.training import launch
-
-        return worker.ForkedWorker(launch.main, args, env)
-    # A new session lets Ctrl-C / SIGTERM of the suite take the whole worker tree down.
-    return subprocess.Popen(
-        distributed.launch_command(WORKER_MODULE, args, nproc, hostfile), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, preexec_fn=worker.die_with_parent,
-    )
 
 
 def _recorded_status(spec: RunSpec, results_dir: Path, log_path: Path, started: float, returncode: int | None) -> str:
@@ -250,24 +244,11 @@ def _is_final(result_path: Path) -> bool:
 
 def _checkpoint_on_signal_since(results_dir: Path, run_id: str, started: float) -> int | None:
     """The step of a checkpoint this launch saved because of a stop signal, else None."""
-    found = checkpoint.latest(checkpoint.checkpoints_root(results_dir, run_id))
+    found = checkpoint_layout.latest(checkpoint_layout.checkpoints_root(results_dir, run_id))
     if found is None:
         return None
-    marker = checkpoint.read_marker(found)
+    marker = checkpoint_layout.read_marker(found)
     return marker["step"] if marker["reason"] == "signal" and marker["saved_at"] >= started else None
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGTERM the worker group, then SIGKILL after the grace period: a training worker uses the
-    grace to save a checkpoint (torchrun forwards the signal and waits as long)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=checkpoint.stop_grace_s())
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _last_lines(path: Path, count: int) -> str:
@@ -322,7 +303,7 @@ def _write_report(suite: Suite, results_dir: Path, command: str, full_run: bool)
     otherwise a report beside the results. An existing report is never replaced by one built from
     fewer complete runs (report.write_report keeps it and says so)."""
     from disha_bench.analysis.report import write_report
-    from disha_bench.config.suite import reference_label
+    from disha_bench.config.expansion import reference_label
 
     return write_report(results_dir, report_destination(suite, results_dir, full_run), command=command,
                         targets=suite.convergence.targets, ema=suite.convergence.ema, reference=reference_label(suite))

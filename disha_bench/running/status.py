@@ -25,10 +25,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from disha_bench.running import checkpoint
-from disha_bench.errors import UserError
+from disha_bench.contracts import checkpoints as checkpoint_layout
+from disha_bench.contracts.results import EVAL_FAILED, FAILED, FINAL_STATUSES, DamagedResult, RunResult, verify_result
 from disha_bench.running.ownership import is_stale, lock_path, read_lock
-from disha_bench.analysis.results import EVAL_FAILED, FAILED, FINAL_STATUSES, DamagedResult, RunResult, verify_result
 
 DONE, RUNNING, PENDING, DAMAGED = "done", "running", "pending", "damaged"
 STATES = (DONE, RUNNING, FAILED, EVAL_FAILED, PENDING, DAMAGED)
@@ -78,8 +77,8 @@ def _state(results_dir: Path, run_id: str) -> RunState:
     if owner is not None and not is_stale(*owner):
         step = _last_step(results_dir / ".runs" / f"{run_id}.log")
         return RunState(run_id, RUNNING, f"{owner[0].describe()}" + (f", step {step}" if step else ""))
-    saved = checkpoint.latest(checkpoint.checkpoints_root(results_dir, run_id))
-    resumes = f"resumes from step {checkpoint.read_marker(saved)['step']}" if saved else ""
+    saved = checkpoint_layout.latest(checkpoint_layout.checkpoints_root(results_dir, run_id))
+    resumes = f"resumes from step {checkpoint_layout.read_marker(saved)['step']}" if saved else ""
     if result is not None:  # status failed
         log = results_dir / ".runs" / f"{run_id}.log"
         where = f"log {log}" if log.is_file() else ""
@@ -150,15 +149,4 @@ def spanning_note(states: list[RunState]) -> list[str]:
     return notes
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("status", help="done / running / failed / pending runs of a results folder")
-    parser.add_argument("results_dir", help="results folder of a suite (e.g. results/nlg)")
-    parser.set_defaults(func=_command)
 
-
-def _command(args) -> int:
-    results_dir = Path(args.results_dir)
-    if not results_dir.is_dir():
-        raise UserError("results folder not found", file=args.results_dir)
-    print(render(collect(results_dir)))
-    return 0

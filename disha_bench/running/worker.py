@@ -26,6 +26,8 @@ import sys
 import traceback
 from multiprocessing import reduction
 
+from disha_bench.training.distributed import die_with_parent
+
 # What a run imports, so that its fork finds it loaded; modules a run may not need are cheap extras.
 PRELOADED = (
     "torch", "deepspeed", "transformers", "peft", "transformers.tokenization_utils_tokenizers",
@@ -33,7 +35,7 @@ PRELOADED = (
     "deepspeed.runtime.zero.muon.muon_optimizer",
     "transformers.models.llama.modeling_llama", "transformers.models.bert.modeling_bert",
     "disha_bench.training.recipe", "disha_bench.methods", "disha_bench.tasks", "disha_bench.models",
-    "disha_bench.analysis.convergence", "disha_bench.running.memory",
+    "disha_bench.analysis.convergence", "disha_bench.training.memory",
 )
 
 
@@ -196,35 +198,4 @@ def _run_child(main, args: list[str], env: dict[str, str], output_fd: int) -> No
             os._exit(code)  # skip multiprocessing's own exit handling: the exit status is the run's
 
 
-def die_with_launcher() -> None:
-    """In a rank that torchrun or the deepspeed launcher started: die when the launcher dies.
 
-    torchrun starts each rank in a session of its own, so a runner killed with SIGKILL (torchrun
-    dies with it) would leave the ranks training on, unowned, beside the re-run that resumes the run.
-    """
-    parent = os.getppid()
-    die_with_parent()
-    if os.getppid() != parent:  # the launcher died before the line above took effect
-        os._exit(1)
-
-
-def _load_libc():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-
-# Loaded once here, not in die_with_parent: as a Popen preexec_fn it runs between fork and exec in
-# a process whose parent has threads (the run lock's heartbeat), where loading a library may deadlock.
-_LIBC = _load_libc()
-
-
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent dies, even by SIGKILL (no orphaned training)."""
-    try:
-        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except AttributeError:  # no libc.so.6 (not Linux), or no prctl
-        pass

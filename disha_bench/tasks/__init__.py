@@ -1,23 +1,25 @@
-"""Task registry: `get(name)` returns a ready task object; modules below register themselves.
+"""Task registry: `get(name)` returns a ready task object; every module of this package that
+defines a task registers it (`@register`, from `tasks.base`), and all are imported here.
 
     disha-bench list tasks
 
-Beside the tasks themselves live what they need to load and score: `data.py` (the datasets layer),
-`feature_cache.py`, `metrics_glue.py`, `humaneval.py` with `sandbox.py` (model-written code run
-safely) and `eval_code.py`, and `lm_eval_backend.py`.
+Beside the tasks live what only they need: `metrics_glue.py` (GLUE's official metrics). The
+machinery they share with other layers lives below: the datasets layer (`core.datasets`), the
+generation pool, vLLM, lm-eval and the code sandbox (`evaluation/`).
 """
 
 from __future__ import annotations
 
-from disha_bench.registry import Registry
-from disha_bench.tasks.base import Task
+import importlib
+import pkgutil
 
-REGISTRY: Registry[type[Task]] = Registry("task")
+from disha_bench.core.schema import field_lines
+from disha_bench.tasks.base import REGISTRY, Task
 
-
-def register(cls: type[Task]) -> type[Task]:
-    REGISTRY.register(cls.name, cls)
-    return cls
+_HELPERS = {"base", "metrics_glue"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _HELPERS:
+        importlib.import_module(f"{__name__}.{_module.name}")  # each task module registers itself
 
 
 def get(name: str, *, file: str | None = None, key: str | None = None) -> Task:
@@ -25,18 +27,9 @@ def get(name: str, *, file: str | None = None, key: str | None = None) -> Task:
 
 
 def describe() -> str:
-    """Every task, its head, primary metric and description, and its own options (from `Options`);
-    the keys every task takes (TaskConfig) are listed once at the end."""
-    from disha_bench.config.schema import field_lines
-    from disha_bench.config.suite import TaskConfig
-
+    """Every task, its head, primary metric and description, and its own options (from `Options`)."""
     lines = []
     for name, cls in REGISTRY.items():
         lines.append(f"{name}: {cls.description} [{cls.head}; primary metric {cls.primary_metric}]")
         lines += field_lines(cls.Options)
-    lines += ["", "every task also takes:"] + field_lines(TaskConfig)
     return "\n".join(lines)
-
-
-# Importing the modules fills the registry.
-from disha_bench.tasks import code, glue, gsm8k, jsonl, synthetic  # noqa: E402,F401

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from disha_bench.config.schema import StrictModel
+from disha_bench.core.registry import Registry
+from disha_bench.core.schema import StrictModel
 
 IGNORE_INDEX = -100
 
@@ -67,7 +68,7 @@ class Task:
     description: ClassVar[str] = ""
     """One line for `disha-bench list tasks`."""
     runs_code: ClassVar[bool] = False
-    """Scoring executes model-written code in `disha_bench.tasks.sandbox` (preflight checks the sandbox)."""
+    """Scoring executes model-written code in `disha_bench.evaluation.sandbox` (preflight checks the sandbox)."""
     Options: ClassVar[type[TaskOptions]] = TaskOptions
     """The typed model of the task's own suite keys."""
     options: ClassVar[dict[str, Any]] = {}
@@ -268,13 +269,13 @@ with the batch shape; `benchmarks/bench_gsm8k_eval.py` counts how many agree."""
 def generate(model, tokenizer, prompts: Sequence[str], settings: EvalSettings, stop: Sequence[str] = (),
              mode: str = "pool") -> list[str]:
     """Greedy generation with left padding; each output is cut at the first stop string (`GENERATION_MODES`)."""
-    from disha_bench.tasks import generation
+    from disha_bench.evaluation import generation
 
     if mode not in GENERATION_MODES:
         raise ValueError(f"generation mode {mode!r}, expected one of {GENERATION_MODES}")
     model.eval()
     if settings.engine == "vllm":
-        from disha_bench.tasks.vllm_engine import generate_with_vllm
+        from disha_bench.evaluation.vllm_engine import generate_with_vllm
 
         texts = generate_with_vllm(model, tokenizer, prompts, settings.max_new_tokens, stop, settings.vllm_gpu_memory,
                                    settings.vllm_python)
@@ -317,3 +318,11 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """`text` up to (not including) the first occurrence of any stop string."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
     return text[:cut]
+
+
+REGISTRY: Registry[type[Task]] = Registry("task")
+
+
+def register(cls: type[Task]) -> type[Task]:
+    REGISTRY.register(cls.name, cls)
+    return cls

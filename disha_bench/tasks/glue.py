@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from disha_bench.tasks.data import HubSpec, load_split, read_tsv, require_columns
-from disha_bench.errors import UserError
+from disha_bench.core.datasets import HubSpec, load_split, read_tsv, require_columns
+from disha_bench.core.errors import UserError
+from disha_bench.tasks.base import EvalSettings, Task, classify, encode_text_classification, register, subsample
 from disha_bench.tasks.metrics_glue import glue_metrics
-from disha_bench.tasks import register
-from disha_bench.tasks.base import EvalSettings, Task, classify, encode_text_classification, subsample
 
 _BINARY = {"0": 0, "1": 1}
 _ENTAIL = {"entailment": 0, "not_entailment": 1}

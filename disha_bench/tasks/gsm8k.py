@@ -3,7 +3,7 @@
     DISHA_BENCH_DATA=../shared/data python -m pytest tests/test_gsm8k.py
 
 Prompt and scoring are lm-eval's `gsm8k` task (0.4.x), so numbers are comparable with
-`lm_eval --tasks gsm8k` (lm-eval itself runs through `disha_bench.tasks.lm_eval_backend`):
+`lm_eval --tasks gsm8k` (lm-eval itself runs through `disha_bench.evaluation.lm_eval_backend`):
 
 - prompt `Question: {question}\\nAnswer:`, target ` {answer}`, k-shot examples joined by a blank
   line; generation stops at `Question:` (and at EOS);
@@ -40,10 +40,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from disha_bench.tasks.data import HubSpec, load_split, read_records
-from disha_bench.errors import UserError
-from disha_bench.tasks import register
-from disha_bench.tasks.base import EvalSettings, Task, TaskOptions, encode_prompt_answer, generate, subsample
+from disha_bench.core.datasets import HubSpec, load_split, read_records
+from disha_bench.core.errors import UserError
+from disha_bench.tasks.base import EvalSettings, Task, TaskOptions, encode_prompt_answer, generate, register, subsample
 
 # --- lm-eval's gsm8k filters and metric settings (lm_eval/tasks/gsm8k/gsm8k.yaml) --------------
 STRICT_PATTERN = r"#### (\-?[0-9\.\,]+)"

@@ -27,8 +27,8 @@ from typing import Any, Optional, Sequence
 
 from pydantic import Field, field_validator
 
-from disha_bench.errors import UserError
-from disha_bench.tasks import register
+from disha_bench.core.datasets import read_jsonl
+from disha_bench.core.errors import UserError
 from disha_bench.tasks.base import (
     EvalSettings,
     Task,
@@ -37,9 +37,9 @@ from disha_bench.tasks.base import (
     encode_prompt_answer,
     encode_text_classification,
     generate,
+    register,
     subsample,
 )
-from disha_bench.tasks.data import read_jsonl
 
 
 class ClassificationOptions(TaskOptions):

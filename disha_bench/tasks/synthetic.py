@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import Field
 
-from disha_bench.tasks import gsm8k, register
+from disha_bench.tasks import gsm8k
 from disha_bench.tasks.base import (
     EvalSettings,
     Task,
@@ -22,6 +22,7 @@ from disha_bench.tasks.base import (
     encode_prompt_answer,
     encode_text_classification,
     generate,
+    register,
     subsample,
 )
 

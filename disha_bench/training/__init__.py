@@ -1,9 +1,9 @@
-"""One run of a suite: the run spec, the training recipe and the pieces it is made of.
+"""One run of a suite: everything that runs inside its processes (the spec it reads is
+`disha_bench.config.run_spec`).
 
     python -m disha_bench.training results/smoke/.runs/<run-id>.spec.json
     torchrun --nproc_per_node 2 -m disha_bench.training <spec.json>
 
-- `spec.py`      RunSpec: what the runner hands the worker (one pydantic model, one JSON file).
 - `launch.py`    the worker process: read the spec, run the recipe, write the result (rank 0).
 - `recipe.py`    the run top to bottom: set up (data, model, adapter, engine), fit, save, evaluate, summarize.
 - `setup.py`     seeds and process group, the task's data (train, held-out, evaluation), the base model.
@@ -17,6 +17,11 @@
 - `evaluate_only.py` runs that train nothing: the unadapted reference, re-evaluating a saved adapter.
 - `saving.py`    saving the trained adapter (ZeRO-3 aware).
 - `meta.py`      provenance: library versions, git state, hardware, host.
+- `distributed.py` rank helpers (rank, world size, collectives, local rank 0 first, dying with the launcher).
+- `memory.py`    peak memory (CPU VmHWM, CUDA max allocated).
+- `checkpointer.py` mid-run checkpoints (the folder layout is `disha_bench.contracts.checkpoints`).
+- `feature_cache.py` tokenized features cached per task, written once per node.
+- `cost_repeat.py` one short repeat of the cost phase.
 
-Nothing heavy is imported here: the runner and `suite` import `spec` without loading torch's stack.
+Nothing heavy is imported here.
 """

@@ -17,12 +17,13 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from disha_bench.analysis.results import CostRepeat, write_json_atomic
-from disha_bench.running import distributed
+from disha_bench.config.run_spec import RunSpec
+from disha_bench.contracts.results import CostRepeat
+from disha_bench.core.io import write_json_atomic
+from disha_bench.training import distributed
 from disha_bench.training.loop import FitState, fit
 from disha_bench.training.recipe import set_up
 from disha_bench.training.sampler import GlobalBatches
-from disha_bench.training.spec import RunSpec
 
 WARMUP_STEPS = 1
 """Leading steps of a repeat left out of its medians (allocator and JIT warm-up)."""

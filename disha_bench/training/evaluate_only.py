@@ -14,14 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from disha_bench import methods
-from disha_bench.running import distributed
-from disha_bench.running.memory import PeakMemory
-from disha_bench.analysis.results import BUDGET_STOPPED, COMPLETE, Memory, RunResult, Training, read_result
+from disha_bench.config.run_spec import RunSpec
+from disha_bench.contracts.results import BUDGET_STOPPED, COMPLETE, Memory, RunResult, Training, read_result
+from disha_bench.training import distributed
 from disha_bench.training.evaluation import evaluate_into
 from disha_bench.training.heldout import HeldOutCurve, Schedule
+from disha_bench.training.memory import PeakMemory
 from disha_bench.training.saving import discard_saved, load_trained
 from disha_bench.training.setup import init_process, load_base_model, load_task_data
-from disha_bench.training.spec import RunSpec
 
 
 def unadapted(spec: RunSpec, started: float) -> RunResult:

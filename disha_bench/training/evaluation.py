@@ -14,11 +14,11 @@ import time
 import traceback
 from typing import Any
 
-from disha_bench.running import distributed
-from disha_bench.running.memory import PeakMemory
-from disha_bench.analysis.results import EVAL_FAILED, RunResult, Throughput
 from disha_bench.config.suite import EvaluationConfig
+from disha_bench.contracts.results import EVAL_FAILED, RunResult, Throughput
 from disha_bench.tasks.base import EvalSettings, Task, example_ids
+from disha_bench.training import distributed
+from disha_bench.training.memory import PeakMemory
 from disha_bench.training.setup import TaskData
 
 
@@ -61,7 +61,7 @@ def lm_eval_into(metrics: dict[str, Any], model, data: TaskData, evaluation: Eva
     gathers the partitioned weights) happens on all ranks in the same order."""
     if not synced_gpus and distributed.rank() != 0:
         return
-    from disha_bench.tasks.lm_eval_backend import evaluate_lm_eval
+    from disha_bench.evaluation.lm_eval_backend import evaluate_lm_eval
 
     scores = evaluate_lm_eval(model, data.tokenizer, evaluation.lm_eval, next(model.parameters()).device,
                               data.data_dir, batch_size=evaluation.batch_size)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from disha_bench.running import distributed
-from disha_bench.analysis.results import HeldOut, HeldOutPoint
+from disha_bench.contracts.results import HeldOut, HeldOutPoint
 from disha_bench.tasks.base import IGNORE_INDEX, collate
+from disha_bench.training import distributed
 from disha_bench.training.loop import FitState, loss_terms
 
 

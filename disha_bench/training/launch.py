@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from disha_bench.running import distributed, worker
-from disha_bench.running.checkpoint import EXIT_INTERRUPTED, Interrupted
-from disha_bench.analysis.results import FAILED, RunResult, write_result
+from disha_bench.config.run_spec import RunSpec
+from disha_bench.contracts.results import FAILED, RunResult, write_result
+from disha_bench.training import distributed
+from disha_bench.training.checkpointer import EXIT_INTERRUPTED, Interrupted
 from disha_bench.training.meta import collect_meta
-from disha_bench.training.spec import RunSpec
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     spec = RunSpec.model_validate_json(Path(argv[0]).read_text())
     started = time.time()
     if "RANK" in os.environ:  # started by torchrun or the deepspeed launcher
-        worker.die_with_launcher()
+        distributed.die_with_launcher()
     distributed.ensure_single_process_env()
     if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
         os.environ["DS_ACCELERATOR"] = "cpu"

@@ -16,12 +16,12 @@ from typing import Callable
 import torch
 
 from disha_bench.analysis import convergence
-from disha_bench.running import distributed, progress
-from disha_bench.analysis.results import COMPLETE, DIVERGED, StepLog
 from disha_bench.config.suite import TrainingConfig
+from disha_bench.contracts import events
+from disha_bench.contracts.results import COMPLETE, DIVERGED, StepLog
 from disha_bench.tasks.base import IGNORE_INDEX, collate
+from disha_bench.training import distributed
 from disha_bench.training.sampler import GlobalBatches
-
 
 SLOWDOWN_ENV = "DISHA_BENCH_TEST_SLOWDOWN"
 """Test hook, below the configuration: `<method label>=<factor>` (e.g. `bat=1.5`) makes every
@@ -80,7 +80,7 @@ def fit(engine, features: list[dict], pad_id: int, state: FitState, training: Tr
         state.steps.append(log)
         state.step = step
         if distributed.rank() == 0:  # the runner draws the run's progress from these events
-            progress.emit_step(name, log, training.max_steps)
+            events.emit_step(name, log, training.max_steps)
         diverged = convergence.is_diverged(log.loss, state.steps[0].loss, training.divergence_factor)
         state.train_time_s += time.perf_counter() - started
         if diverged:

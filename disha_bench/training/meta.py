@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from disha_bench import __version__
-from disha_bench.analysis.results import Meta
+from disha_bench.contracts.results import Meta
 
 LIBRARIES = ("torch", "transformers", "peft", "deepspeed")
 

@@ -23,23 +23,22 @@ from typing import Any
 import deepspeed
 import torch
 
+from disha_bench import methods
 from disha_bench.analysis import convergence
 from disha_bench.config.batching import check_epochs
-from disha_bench.running import distributed
-from disha_bench import methods
-from disha_bench.running.memory import PeakMemory
-from disha_bench.analysis.results import TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
-from disha_bench.training import evaluate_only
+from disha_bench.config.run_spec import RunSpec
+from disha_bench.contracts.results import TRAINED_STATUSES, HeldOut, Memory, RunResult, Throughput, Training
+from disha_bench.training import distributed, evaluate_only
 from disha_bench.training.ds_config import deepspeed_config
 from disha_bench.training.evaluation import evaluate_into
 from disha_bench.training.heldout import HeldOutCurve, Schedule
 from disha_bench.training.loop import FitState, fit, set_test_slowdown
+from disha_bench.training.memory import PeakMemory
 from disha_bench.training.resume import FitControl
 from disha_bench.training.sampler import GlobalBatches
 from disha_bench.training.saving import discard_saved, save_trained
 from disha_bench.training.schedule import lr_lambda
 from disha_bench.training.setup import TaskData, init_process, load_base_model, load_task_data
-from disha_bench.training.spec import RunSpec
 
 
 @dataclass

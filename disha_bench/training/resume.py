@@ -9,7 +9,7 @@ The recipe uses it in this order (see recipe.train):
     fit(..., between_steps=control.after(curve))    # True ends training: a signal, or max_time spent
     control.after_fit(state, already_saved=trained) # the end-of-training checkpoint; signals kill again
 
-Checkpoints themselves (layout, atomic save, RNGs) are `disha_bench.running.checkpoint`. `training.max_time`
+Checkpoints themselves (layout, atomic save, RNGs) are `disha_bench.training.checkpointer`. `training.max_time`
 is counted in training time (seconds inside optimizer steps, summed over resumed segments; held-out
 evaluation and checkpoints excluded), so that every method gets the same compute for its budget.
 """
@@ -22,12 +22,12 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-from disha_bench.running import distributed
 from disha_bench import methods
-from disha_bench.running.checkpoint import Checkpointer, Interrupted, Progress
-from disha_bench.analysis.results import BUDGET_STOPPED, EVALUATED_STATUSES, HeldOut, HeldOutPoint
+from disha_bench.config.run_spec import RunSpec
+from disha_bench.contracts.results import BUDGET_STOPPED, EVALUATED_STATUSES, HeldOut, HeldOutPoint
+from disha_bench.training import distributed
+from disha_bench.training.checkpointer import Checkpointer, Interrupted, Progress
 from disha_bench.training.loop import FitState
-from disha_bench.training.spec import RunSpec
 
 
 class FitControl:

@@ -15,8 +15,8 @@ from pathlib import Path
 import deepspeed
 import torch
 
-from disha_bench.running import distributed
 from disha_bench import methods
+from disha_bench.training import distributed
 
 
 def save_trained(engine, method: methods.Method, target: Path, zero_stage: int) -> None:

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from deepspeed.accelerator import get_accelerator
 
-from disha_bench.running import distributed
 from disha_bench import models, tasks
-from disha_bench.tasks.feature_cache import cached_features
+from disha_bench.config.run_spec import RunSpec
 from disha_bench.tasks.base import Task, example_ids
-from disha_bench.training.spec import RunSpec
+from disha_bench.training import distributed
+from disha_bench.training.feature_cache import cached_features
 
 
 @dataclass

@@ -24,13 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from disha_bench.running import checkpoint, runner, worker
-from disha_bench.errors import UserError
-from disha_bench.tasks.data import resolve_data_dir
+from disha_bench.config.expansion import expand_runs
+from disha_bench.config.suite import load_suite
+from disha_bench.contracts import checkpoints as checkpoint_layout
+from disha_bench.contracts.results import FINAL_STATUSES, read_result
+from disha_bench.core.datasets import resolve_data_dir
+from disha_bench.core.errors import UserError
+from disha_bench.core.io import write_json_atomic
+from disha_bench.running import runner, worker
 from disha_bench.running.ownership import is_stale, lock_path, read_lock
-from disha_bench.analysis.results import FINAL_STATUSES, read_result, write_json_atomic
 from disha_bench.running.status import JOB_SUFFIX, collect, render
-from disha_bench.config.suite import expand_runs, load_suite
 
 
 @dataclass
@@ -63,7 +66,7 @@ class RunJob:
         self.nproc, self.data_dir, self.command, self.grace_s = nproc, data_dir, command, grace_s
 
     def __call__(self) -> int:
-        os.environ[checkpoint.GRACE_ENV] = str(self.grace_s)
+        os.environ[checkpoint_layout.GRACE_ENV] = str(self.grace_s)
         return runner.run_suite(self.suite_path, out=self.out, overrides=self.overrides, only=[self.run_id],
                                 nproc=self.nproc, data_dir=self.data_dir, command=self.command, write_report=False)
 
@@ -106,7 +109,7 @@ def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str
     results_dir = (Path(out) if out else Path("results") / suite.name).resolve()
     if fresh:
         runner._set_aside(results_dir, [run.run_id for run in runs] if only else None)
-        checkpoint.discard(results_dir, [run.run_id for run in runs])
+        checkpoint_layout.discard(results_dir, [run.run_id for run in runs])
     executor = make_executor(launcher, options, results_dir / ".submitit")
     data_dir = resolve_data_dir(data_dir)
     jobs = []
@@ -118,7 +121,7 @@ def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str
             continue
         executor.update_parameters(**{"job_name" if launcher == "slurm" else "name": f"disha-{run_id}"[:120]})
         job = executor.submit(RunJob(str(Path(suite_path).resolve()), str(results_dir), list(overrides), run_id,
-                                     options.gpus_per_run, data_dir, command, checkpoint.stop_grace_s()))
+                                     options.gpus_per_run, data_dir, command, checkpoint_layout.stop_grace_s()))
         write_json_atomic(results_dir / ".runs" / f"{run_id}{JOB_SUFFIX}",
                           {"job_id": str(job.job_id), "launcher": launcher, "submitted_at": time.time()})
         print(f"{run_id}: submitted as job {job.job_id}", flush=True)
@@ -158,7 +161,7 @@ def slurm_parameters(options: SlurmOptions) -> dict[str, Any]:
         "nodes": 1, "ntasks_per_node": 1, "gpus_per_node": options.gpus_per_run, "time": options.time_min,
         "cpus_per_task": options.cpus_per_run or 8 * options.gpus_per_run,
         # SIGUSR2 this long before the time limit: the grace to checkpoint, plus a margin.
-        "signal_delay_s": int(checkpoint.stop_grace_s()) + 30,
+        "signal_delay_s": int(checkpoint_layout.stop_grace_s()) + 30,
     }
     optional = {"partition": options.partition, "mem": f"{options.mem_gb}GB" if options.mem_gb else None,
                 "account": options.account, "constraint": options.constraint}

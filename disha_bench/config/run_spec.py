@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from disha_bench.analysis.results import RunInfo
 from disha_bench.config.suite import ConvergenceConfig, EvaluationConfig, ModelConfig, TaskConfig, TrainingConfig
+from disha_bench.contracts.results import RunInfo
 
 UNADAPTED = "none"
 """Method name of the reference run: the base model evaluated as it is, nothing trained."""

@@ -10,14 +10,13 @@ documented right under its field.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any
+
+from disha_bench.core.io import _json_default, write_json_atomic
 
 SCHEMA_VERSION = 3
 # v3 (all additions optional, so v2 files still load with them absent): per-example held-out losses and
@@ -40,9 +39,6 @@ TRAINED_STATUSES = (COMPLETE, BUDGET_STOPPED, EVAL_FAILED)
 """Training record usable for curves, convergence, memory and throughput."""
 EVALUATED_STATUSES = (COMPLETE, BUDGET_STOPPED)
 """Evaluation metrics present and usable."""
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import: the permissions a plain open() would give a new file
 
 
 @dataclass
@@ -309,48 +305,6 @@ def _heldout(data: dict[str, Any] | None) -> HeldOut | None:
     if not data:
         return None
     return HeldOut(**{**data, "points": [HeldOutPoint(**p) for p in data.get("points", [])]})
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside `path` for writing; on a clean exit fsync it and rename it onto
-    `path`, so a reader sees either the old content or the complete new one, never half a file.
-    On an error the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide reports and results from the group
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (see `atomic_open`)."""
-    with atomic_open(path) as f:
-        f.write(text)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that `path` holds either its old content or the complete new one."""
-    with atomic_open(path) as f:
-        json.dump(data, f, indent=1, default=_json_default)
-        f.write("\n")
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars and tensors sneak into metrics; store them as plain numbers.
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 CHECKSUM_KEY = "checksum"

@@ -13,11 +13,10 @@ the JIT-extension cache: `FORWARDED_ENV`) travels in a DeepSpeed environment fil
 from __future__ import annotations
 
 import os
+import signal
 import socket
-import sys
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +63,7 @@ vLLM while the other ranks wait at a barrier."""
 def process_group_timeout_min() -> float:
     """The process-group timeout in minutes: $DISHA_BENCH_PG_TIMEOUT_MIN (forwarded to every node),
     else DEFAULT_PG_TIMEOUT_MIN; a UserError when the variable is not a positive number."""
-    from disha_bench.errors import UserError
+    from disha_bench.core.errors import UserError
 
     raw = os.environ.get(PG_TIMEOUT_ENV, "").strip()
     if not raw:
@@ -84,66 +83,6 @@ def rank() -> int:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-FORWARDED_ENV = ("HF_", "DISHA_BENCH_", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM", "DS_ACCELERATOR")
-"""Variables (or prefixes) every node of a hostfile launch gets: HF_TOKEN, HF_HOME, HF_HUB_OFFLINE, ..."""
-
-
-def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The part of `env` that a hostfile launch forwards (one-line values only: the file is line-based)."""
-    return {k: v for k, v in sorted(env.items()) if k.startswith(FORWARDED_ENV) and "\n" not in v}
-
-
-def write_deepspeed_env(env: Mapping[str, str], directory: Path) -> Path:
-    """A DeepSpeed environment file with the user's own `.deepspeed_env` lines, then `forwarded_env`.
-
-    DS_ENV_FILE replaces the launcher's lookup of `~/.deepspeed_env` and `./.deepspeed_env`, so
-    those lines are copied first. Owner-only permissions: the file can hold HF_TOKEN.
-    """
-    lines = []
-    for own in (Path.home() / ".deepspeed_env", Path(".deepspeed_env")):
-        if own.is_file():
-            lines += [line for line in own.read_text().splitlines() if "=" in line]
-    lines += [f"{key}={value}" for key, value in forwarded_env(env).items()]
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"deepspeed_env.{os.getpid()}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return path
-
-
-def launch_command(module: str, args: list[str], nproc: int, hostfile: str | None) -> list[str]:
-    """The command line that starts `python -m module args` on the requested ranks."""
-    if hostfile:
-        from disha_bench.models import cache_dir
-
-        env_file = write_deepspeed_env(launch_env(nproc), cache_dir() / "launch")
-        return ["env", f"DS_ENV_FILE={env_file}", "deepspeed", "--hostfile", hostfile, "--master_port",
-                str(free_port()), "--module", module, *args]
-    if nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", module, *args]
-    return [sys.executable, "-m", module, *args]
-
-
-def launch_env(nproc: int) -> dict[str, str]:
-    """Environment for the workers: threads split between ranks, a persistent JIT-extension cache."""
-    from disha_bench.models import cache_dir
-
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    # DeepSpeed JIT-compiles ops on every cold start (about 25 s on CPU); keep them between runs.
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    # torchrun forwards SIGTERM (and SIGUSR1, when told to) to its workers and SIGKILLs them after
-    # its shutdown timeout: give them the runner's grace to save a checkpoint.
-    from disha_bench.running.checkpoint import stop_grace_s
-
-    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(int(stop_grace_s())))
-    env.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
-    return env
 
 
 @contextmanager
@@ -195,3 +134,37 @@ def log(message: str) -> None:
     """A progress line, printed by rank 0 only."""
     if rank() == 0:
         print(f"{LOG_PREFIX} {message}", flush=True)
+
+
+def die_with_launcher() -> None:
+    """In a rank that torchrun or the deepspeed launcher started: die when the launcher dies.
+
+    torchrun starts each rank in a session of its own, so a runner killed with SIGKILL (torchrun
+    dies with it) would leave the ranks training on, unowned, beside the re-run that resumes the run.
+    """
+    parent = os.getppid()
+    die_with_parent()
+    if os.getppid() != parent:  # the launcher died before the line above took effect
+        os._exit(1)
+
+
+def _load_libc():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+# Loaded once here, not in die_with_parent: as a Popen preexec_fn it runs between fork and exec in
+# a process whose parent has threads (the run lock's heartbeat), where loading a library may deadlock.
+_LIBC = _load_libc()
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies, even by SIGKILL (no orphaned training)."""
+    try:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except AttributeError:  # no libc.so.6 (not Linux), or no prctl
+        pass

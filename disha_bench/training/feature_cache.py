@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from disha_bench.core.io import atomic_open
 from disha_bench.models import cache_dir
-from disha_bench.analysis.results import atomic_open
 
 
 def digest(tokenizer, task, task_config: dict[str, Any], max_length: int, records: Sequence[dict]) -> str:

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticUndefined
 
-from disha_bench.errors import UserError, did_you_mean
+from disha_bench.core.errors import UserError, did_you_mean
 
 
 class StrictModel(BaseModel):

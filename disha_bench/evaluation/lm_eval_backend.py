@@ -35,12 +35,14 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
+from pydantic import Field
 
-from disha_bench.tasks.data import find_local
-from disha_bench.errors import UserError
+from disha_bench.core.datasets import find_local
+from disha_bench.core.errors import UserError
+from disha_bench.core.schema import StrictModel
 
 BOOTSTRAP_ITERS = 1000
 LOCAL_TASKS: dict[str, dict[str, str]] = {
@@ -53,7 +55,6 @@ CODE_TASK_PREFIXES = ("humaneval", "mbpp", "ds1000", "apps", "codexglue", "instr
 
 def as_configs(tasks: Sequence) -> list:
     """`LmEvalTaskConfig`s from configs or from their dicts (a run spec's `evaluation.lm_eval`)."""
-    from disha_bench.config.suite import LmEvalTaskConfig
 
     return [t if isinstance(t, LmEvalTaskConfig) else LmEvalTaskConfig.model_validate(t) for t in tasks]
 
@@ -191,3 +192,19 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+class LmEvalTaskConfig(StrictModel):
+    task: str
+    """lm-eval task name (e.g. `gsm8k`), or a task defined by a YAML file under `include_path`."""
+    num_fewshot: Optional[int] = Field(None, ge=0)
+    """Few-shot examples; null: the task's default."""
+    limit: Optional[int] = Field(None, gt=0)
+    """Evaluate at most this many documents; null: all."""
+    include_path: Optional[str] = None
+    """Folder of extra task YAMLs (offline tasks over local files)."""
+    gen_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Generation settings passed to lm-eval (e.g. max_gen_toks, until)."""
+    for_task: Optional[str] = None
+    """The suite task whose runs run it; null: the suite task of the same name when there is one
+    (lm-eval's `gsm8k` after GSM8K runs only, not after HumanEval's), else every task's runs."""

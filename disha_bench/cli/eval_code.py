@@ -3,7 +3,7 @@
     disha-bench eval-code samples.jsonl [--problems FILE] [--timeout S] [--workers N] [--k 1,10,100]
 
 Each line of SAMPLES is {"task_id": "HumanEval/0", "completion": "..."}; every sample runs in
-`disha_bench.tasks.sandbox`. Writes SAMPLES_results.jsonl (input order and keys, plus `passed` and
+`disha_bench.evaluation.sandbox`. Writes SAMPLES_results.jsonl (input order and keys, plus `passed` and
 `result`) and prints {"pass@k": ...} as JSON. Exit 0 once every sample is judged, 2 on bad input
 (nothing is written), 1 when the sandbox itself failed on some sample.
 """
@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from disha_bench.errors import UserError
+from disha_bench.core.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -50,7 +50,7 @@ def parse_ks(text: str) -> tuple[int, ...]:
 
 
 def run(args) -> int:
-    from disha_bench.tasks.humaneval import SandboxError, evaluate_samples
+    from disha_bench.evaluation.code_execution import SandboxError, evaluate_samples
 
     ks = parse_ks(args.k)
     if not args.timeout > 0:

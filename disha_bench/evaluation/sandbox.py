@@ -102,7 +102,7 @@ class SandboxResult:
 
 
 try:
-    from disha_bench.errors import UserError as _Base
+    from disha_bench.core.errors import UserError as _Base
 except ImportError:  # running as the helper script (python -I -S): never raised there
     _Base = Exception
 
@@ -272,7 +272,9 @@ def _call(name: str, *args) -> int:
 
 
 def _mount(src, dst, fstype, flags, data=None) -> None:
-    enc = (lambda s: s.encode() if isinstance(s, str) else s)
+    def enc(s):
+        return s.encode() if isinstance(s, str) else s
+
     _call("mount", enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data))
 
 

@@ -21,12 +21,12 @@ import os
 import signal
 import sys
 
-from disha_bench.errors import UserError
+from disha_bench.core.errors import UserError
 
-# Subcommands that live beside the code they drive; each module has register(subparsers).
-PLUGGED_COMMANDS = ("disha_bench.analysis.report", "disha_bench.analysis.check", "disha_bench.tasks.eval_code",
-                    "disha_bench.running.plan", "disha_bench.running.status")
-LAZY_COMMANDS = {"eval-code": ("disha_bench.tasks.eval_code", "score HumanEval completions (pass@k) in a sandbox")}
+# One module per command beside this one; each has register(subparsers).
+PLUGGED_COMMANDS = ("disha_bench.cli.report", "disha_bench.cli.check", "disha_bench.cli.eval_code",
+                    "disha_bench.cli.plan", "disha_bench.cli.status")
+LAZY_COMMANDS = {"eval-code": ("disha_bench.cli.eval_code", "score HumanEval completions (pass@k) in a sandbox")}
 """Plugged commands whose module imports torch (through the tasks package): registered only when
 invoked, so that `--help` stays fast; listed meanwhile with this help line."""
 
@@ -124,7 +124,8 @@ def _run(args) -> int:
 
 
 def _validate(args) -> int:
-    from disha_bench.config.suite import expand_runs, load_suite
+    from disha_bench.config.expansion import expand_runs
+    from disha_bench.config.suite import load_suite
 
     suite, _ = load_suite(args.suite, args.overrides)
     runs = expand_runs(suite, args.nproc, args.suite)
@@ -138,6 +139,11 @@ def _validate(args) -> int:
 def _list(args) -> int:
     module = importlib.import_module(f"disha_bench.{args.what}")
     print(module.describe())
+    if args.what == "tasks":
+        from disha_bench.config.suite import TaskConfig
+        from disha_bench.core.schema import field_lines
+
+        print("\n".join(["", "every task also takes:"] + field_lines(TaskConfig)))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from disha_bench.errors import UserError, did_you_mean
+from disha_bench.core.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 

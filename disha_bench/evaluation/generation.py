@@ -27,7 +27,7 @@ cache that is not plain per-layer key/value tensors, or ZeRO-3 synced GPUs, `usa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -46,7 +46,6 @@ def usable(model, synced_gpus: bool) -> bool:
 
     Under ZeRO-3 with several ranks every rank must call forward until all ranks are done, and each
     rank's batch width would differ; `generate(synced_gpus=True)` handles that, so it keeps it."""
-    from disha_bench.running.preflight import transformers_supported
 
     if synced_gpus or model.config.is_encoder_decoder or not transformers_supported():
         return False  # transformers < 5.24 ignores `cache=` and would decode wrongly
@@ -215,3 +214,17 @@ def step(model, pool: Pool) -> None:
     pool.next_position = pool.next_position + 1
     for tokens, token in zip(pool.tokens, following.tolist()):
         tokens.append(token)
+
+
+MIN_TRANSFORMERS = "5.24"
+"""The oldest transformers the harness runs on: 5.24 renamed the models' `past_key_values` argument to
+`cache`, which the generation pool passes; older versions take it into **kwargs, ignore it and
+decode wrongly without an error (pyproject's floor is the same)."""
+
+
+def transformers_supported(version: Optional[str] = None) -> bool:
+    """Whether `version` (default: the installed transformers) is at least MIN_TRANSFORMERS."""
+    import transformers
+    from packaging.version import Version
+
+    return Version(version or transformers.__version__).release[:2] >= Version(MIN_TRANSFORMERS).release[:2]

@@ -44,10 +44,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from disha_bench.running import distributed
+from disha_bench.contracts.checkpoints import MARKER, STATE_FILE, complete_checkpoints, read_marker, step_dir_name
+from disha_bench.training import distributed
 
-MARKER = "COMPLETE"
-STATE_FILE = "state.json"
 KEEP = 2
 """Complete checkpoints kept per run: the newest and the one before, to fall back on if it is damaged."""
 DAMAGED_PREFIX = ".damaged-"
@@ -57,49 +56,6 @@ PAUSE_ENV = "DISHA_BENCH_PAUSE_AT_STEP"
 """Fault-injection hook for tests, `STEP` or `STEP:RUN-ID-GLOB`: every rank of a matching run waits
 after this optimizer step, before any checkpoint of it, until a stop signal arrives, so that a test
 can kill the run at a known step."""
-
-
-GRACE_ENV = "DISHA_BENCH_STOP_GRACE_S"
-DEFAULT_GRACE_S = 120.0
-
-
-def stop_grace_s() -> float:
-    """Seconds a stopping runner gives its workers to save a checkpoint before SIGKILL
-    ($DISHA_BENCH_STOP_GRACE_S, `disha-bench run --stop-grace`; default 120)."""
-    return float(os.environ.get(GRACE_ENV) or DEFAULT_GRACE_S)
-
-
-def checkpoints_root(results_dir: Path, run_id: str) -> Path:
-    """Where the checkpoints of one run live."""
-    return Path(results_dir) / ".runs" / run_id / "checkpoints"
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:08d}"
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first (half-written ones never count)."""
-    if not Path(root).is_dir():
-        return []
-    found = [p for p in Path(root).glob("step-*") if (p / MARKER).is_file()]
-    return sorted(found, key=lambda p: p.name)
-
-
-def latest(root: Path) -> Path | None:
-    """The newest complete checkpoint whose marker reads (its files are checked only by `verify`)."""
-    for found in reversed(complete_checkpoints(root)):
-        try:
-            read_marker(found)
-            return found
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def read_marker(checkpoint: Path) -> dict[str, Any]:
-    """{"step", "reason", "saved_at", "host", "files"} of a complete checkpoint."""
-    return json.loads((Path(checkpoint) / MARKER).read_text())
 
 
 def manifest(folder: Path) -> dict[str, dict[str, Any]]:
@@ -157,12 +113,6 @@ def resumable(root: Path, log=print) -> Path | None:
     if damaged_any:
         log("warning: no whole checkpoint left; the run starts again from step 0")
     return None
-
-
-def discard(results_dir: Path, run_ids: list[str]) -> None:
-    """Remove the checkpoints of these runs (after their result is written, or for --fresh)."""
-    for run_id in run_ids:
-        shutil.rmtree(checkpoints_root(results_dir, run_id), ignore_errors=True)
 
 
 @dataclass

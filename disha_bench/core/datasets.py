@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from disha_bench.errors import UserError
+from disha_bench.core.errors import UserError
 
 ENV_VAR = "DISHA_BENCH_DATA"
 SPLITS = ("train", "eval")
