@@ -2,7 +2,7 @@
 a 10x smaller learning rate is flagged; a consistent sub-1% memory difference is not a claim.
 
 Real runs of a tiny random Llama through the suite runner (the smoke suite's model and generated
-classification task, 10 steps, 16 runs), analysed as `disha-bench report` does.
+classification task, 30 steps, 256 held-out examples, 16 runs), analysed as `disha-bench report` does.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ LR = 2.0e-3
 def _suite(path: Path) -> Path:
     smoke = yaml.safe_load((ROOT / "suites" / "smoke.yaml").read_text())
     smoke.update(name="aa", seeds=[0, 1, 2, 3, 4], convergence={"targets": ["frac:0.5:lora"], "ema": 0.8})
-    smoke["tasks"] = [{"name": "synthetic-sentiment", "train_limit": 80, "eval_limit": 16}]
+    # One data sample for every seed (sample_seed fixed): at 10 steps of a random tiny model, which 80
+    # examples a seed trains on moves the held-out loss more than a 10x smaller lr does in one of five
+    # seeds; the analysis under test, not the data draw, is what this checks.
+    smoke["tasks"] = [{"name": "synthetic-sentiment", "train_limit": 80, "eval_limit": 16, "sample_seed": 0}]
     smoke["methods"] = [{"name": "lora", "r": 4, "alpha": "2r"},
                         {"name": "lora", "label": "lora-aa", "r": 4, "alpha": "2r", "lr": LR * 1.0001},
                         {"name": "lora", "label": "lora-slow", "r": 4, "alpha": "2r", "lr": LR / 10}]
-    smoke["training"].update(max_steps=10, lr=LR, warmup_steps=2)
-    smoke["evaluation"].update(heldout_examples=16)
+    smoke["training"].update(max_steps=30, lr=LR, warmup_steps=2)
+    smoke["evaluation"].update(heldout_examples=256)
     smoke["analysis"] = {"reference": "lora"}
     path.write_text(yaml.safe_dump(smoke))
     return path
