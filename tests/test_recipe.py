@@ -169,7 +169,7 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
 os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 from disha_bench.analysis import convergence
-from disha_bench.running import distributed
+from disha_bench.training import distributed
 from disha_bench import methods, models
 distributed.skip_cpu_shm_build()
 import deepspeed
