@@ -79,6 +79,20 @@ HEADS = {"llama": 0, "bert": BERT_HEAD}
 assert {row.method for row in ROWS.values()} == set(methods.names())
 
 
+def assert_trains(model, groups: list[dict], data: dict, steps: int = 6) -> None:
+    """A few AdamW steps on one batch lower the loss."""
+    opt = torch.optim.AdamW(groups)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = model(**data).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1e-3, losses
+
+
 def outputs(model, kind, data):
     with torch.no_grad():
         return model(**{k: v for k, v in data.items() if k != "labels"}).logits
@@ -123,16 +137,7 @@ def test_battery(label, kind, tmp_path):
     data = batch(kind)
     groups = method.param_groups(model, lr=lr, weight_decay=0.0)
     assert sum(p.numel() for g in groups for p in g["params"]) == actual
-    opt = torch.optim.AdamW(groups)
-    model.train()
-    losses = []
-    for _ in range(6):
-        opt.zero_grad()
-        loss = model(**data).loss
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] - 1e-3, losses
+    assert_trains(model, groups, data)
     model.eval()
     y = outputs(model, kind, data)
 

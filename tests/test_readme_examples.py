@@ -10,8 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
-from test_methods import SHAPES, batch, tiny_llama  # imported before LoHa joins the registry
+from test_methods import SHAPES, assert_trains, batch, tiny_llama  # imported before LoHa joins the registry
 
 from disha_bench import methods
 from disha_bench.methods.base import REGISTRY
@@ -57,14 +56,4 @@ def test_add_a_method_example(readme_method):
     matched = methods.resolve_matching(tiny_llama(), table)["loha"]
     assert matched["count"] == matched["method"].expected_trainable(tiny_llama())
     # it trains
-    data = batch("llama")
-    opt = torch.optim.AdamW(method.param_groups(model, lr=1e-2, weight_decay=0.0))
-    model.train()
-    losses = []
-    for _ in range(6):
-        opt.zero_grad()
-        loss = model(**data).loss
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] - 1e-3, losses
+    assert_trains(model, method.param_groups(model, lr=1e-2, weight_decay=0.0), batch("llama"))
