@@ -98,7 +98,7 @@ def harness_side(model, method: str, params: dict, args):
 
     training = TrainingConfig(batch_size=args.size_spec["batch"], grad_accum=args.accum, precision=args.precision,
                               zero_stage=args.zero_stage, lr=1e-4, gradient_checkpointing=args.checkpointing)
-    groups = methods.optimizer_param_groups(model, method, params, training.lr, training.weight_decay)
+    groups = methods.parse(method, params).param_groups(model, training.lr, training.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=training.lr)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(training, 1))
     engine.train()

@@ -9,8 +9,9 @@
 
 Per (stage, method): a `plain` run (one micro-batch per step) and, at ZeRO-2, `ckpt+accum`
 (gradient checkpointing, 4 micro-batches per step); the peak counter is reset after warm-up, so
-both the whole process's peak and the timed steps' peak are printed; 30 timed steps after 5 of
-warm-up. Then the harness-vs-plain-loop A/B (`bench_harness_vs_plain.py`, bf16, real GSM8K rows).
+both the whole process's peak and the timed steps' peak are printed; 20 timed steps after 3 of
+warm-up. The harness-vs-plain-loop A/B (`bench_harness_vs_plain.py`, bf16, real GSM8K rows) runs
+first; every figure is written to `--json` as soon as it is measured (a timeout keeps the rest).
 
 Pretrained weights cannot travel to the GPU machine (64 MiB per call), and memory and throughput
 need none: the model is a `LlamaForCausalLM` built from a config with a fixed seed. The data is
@@ -39,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METHODS = ("lora", "bone", "bat")
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FULL = {"hidden": 2048, "intermediate": 5632, "layers": 16, "heads": 16, "kv_heads": 4, "seq": 512, "batch": 8,
-        "r": 64, "warmup": 5, "steps": 30}
+        "r": 64, "warmup": 3, "steps": 20}
 TINY = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2, "seq": 128, "batch": 2,
         "r": 16, "warmup": 1, "steps": 2}
 VARIANTS = {"plain": {"accum": 1, "checkpointing": False}, "ckpt+accum": {"accum": 4, "checkpointing": True}}
@@ -133,10 +134,13 @@ def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain")
               "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     if stage == 3:
-        methods.after_zero3_init(engine.module, method)
+        methods.parse(method, params).after_zero3_init(engine.module)
     steps, tokens, started = size["warmup"] + size["steps"], 0, 0.0
-    whole_peak = 0.0
+    whole_peak = first_step_mb = 0.0
+    after_init_mb = torch.cuda.memory_allocated(device) / 2**20 if cuda else 0.0  # weights (+ ZeRO's copies)
     for step in range(steps):
+        if step == 1 and cuda:  # optimizer state exists after the first step
+            first_step_mb = torch.cuda.memory_allocated(device) / 2**20
         if step == size["warmup"]:
             if cuda:
                 torch.cuda.synchronize()
@@ -163,14 +167,20 @@ def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain")
     return {"method": method, "stage": stage, "variant": variant, "accum": accum, "checkpointing": checkpointing,
             "batch": size["batch"], "seq": size["seq"], "device": torch.cuda.get_device_name(device) if cuda else "cpu",
             "params": total, "trainable": trainable, "peak_mb": round(peak, 1), "train_peak_mb": round(train_peak, 1),
-            "tokens_per_s": round(tokens / seconds, 1), "step_s": round(seconds / size["steps"], 4),
+            "tokens_per_s": round(tokens / seconds, 1),
+            "after_init_mb": round(after_init_mb, 1), "after_first_step_mb": round(first_step_mb, 1), "step_s": round(seconds / size["steps"], 4),
             "timed_steps": size["steps"], "final_loss": round(float(loss), 4)}
 
 
-def run_all(args, size: dict) -> list[dict]:
-    results = []
-    jobs = [(stage, method, "plain") for stage in args.stages for method in METHODS]
-    jobs += [(2, method, "ckpt+accum") for method in METHODS if 2 in args.stages and "ckpt+accum" in args.variants]
+def save(args, figures: dict) -> None:
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+def run_all(args, size: dict, figures: dict) -> list[dict]:
+    results = figures.setdefault("runs", [])
+    jobs = [(stage, method, "plain") for stage in args.stages for method in args.methods]
+    jobs += [(2, method, "ckpt+accum") for method in args.methods if 2 in args.stages and "ckpt+accum" in args.variants]
     for stage, method, variant in jobs:
         command = [sys.executable, os.path.abspath(__file__), "one", "--method", method, "--stage", str(stage),
                    "--variant", variant, "--data", str(args.data)] + (["--tiny"] if args.tiny else [])
@@ -186,13 +196,14 @@ def run_all(args, size: dict) -> list[dict]:
             continue
         result = json.loads(lines[-1][len("RESULT "):])
         results.append(result)
+        save(args, figures)
         print(f"ZeRO-{stage} {method:5s} {variant:10s} on {result['device']}: peak {result['peak_mb']:9.1f} MB "
               f"(timed steps {result['train_peak_mb']:9.1f} MB)  {result['tokens_per_s']:10.1f} tokens/s  "
               f"trainable {result['trainable']:,} of {result['params']:,}  loss {result['final_loss']}", flush=True)
     return results
 
 
-def harness_vs_plain(args) -> int:
+def harness_vs_plain(args, figures: dict) -> int:
     """The A/B of benchmarks/bench_harness_vs_plain.py on this machine (bf16 on CUDA), real GSM8K rows."""
     size = "tiny" if args.tiny else "gpu"
     command = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_harness_vs_plain.py"),
@@ -205,7 +216,10 @@ def harness_vs_plain(args) -> int:
     except subprocess.TimeoutExpired:
         print(f"harness vs plain: TIMED OUT after {args.timeout * 2:.0f} s", flush=True)
         return 1
-    print("\n".join(line for line in proc.stdout.splitlines() if line.startswith(("RESULT", "harness vs", "lowest"))), flush=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("RESULT", "harness vs", "lowest"))]
+    print("\n".join(lines), flush=True)
+    figures["harness_vs_plain"] = lines
+    save(args, figures)
     if proc.returncode:
         print(f"harness vs plain: FAILED (exit {proc.returncode})\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}", flush=True)
     return proc.returncode
@@ -229,7 +243,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(".gpucheck"), help="the folder `prepare` wrote")
     parser.add_argument("--tiny", action="store_true", help="hidden 64 x 2 layers, 2 steps: the CPU dry run")
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3])
-    parser.add_argument("--method", choices=METHODS)
+    parser.add_argument("--method", choices=METHODS, help="one: the method")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="run: the methods")
     parser.add_argument("--stage", type=int)
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="plain")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS),
@@ -245,12 +260,11 @@ def main() -> int:
         print("RESULT " + json.dumps(one(args.method, args.stage, size, args.data, args.variant)), flush=True)
     else:
         print(f"gpu check: {'tiny (dry run)' if args.tiny else 'full'} size {size}", flush=True)
-        results = run_all(args, size)
+        figures: dict = {"size": size}
+        ab = 0 if args.no_ab else harness_vs_plain(args, figures)
+        results = run_all(args, size, figures)
         print_ratios(results)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
-        ab = 0 if args.no_ab else harness_vs_plain(args)
-        expected = len(METHODS) * (len(args.stages) + (2 in args.stages and "ckpt+accum" in args.variants))
+        expected = len(args.methods) * (len(args.stages) + (2 in args.stages and "ckpt+accum" in args.variants))
         return 0 if len(results) == expected and ab == 0 else 1
     return 0
 

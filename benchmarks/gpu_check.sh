@@ -12,13 +12,13 @@
 #   (peft is carried: the image's may predate Bat, which needs >= 0.20; the check refuses to run without it)
 #   (the machine's image has torch, transformers, peft, einops, msgpack, ninja, psutil, py-cpuinfo,
 #   nvidia-ml-py; check pydantic-core's wheel is the cp312 manylinux one)
-#   DS_ACCELERATOR=cpu bash benchmarks/gpu_check.sh --tiny     # dry run here, a few minutes on 2 cores
+#   GPU_CHECK_SKIP_WHEELS=1 DS_ACCELERATOR=cpu bash benchmarks/gpu_check.sh --tiny   # dry run here (the wheels are cp312)
 # Then, with the device tool (one call, < 10 minutes):
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".gpucheck"], timeout_s=600)
 # Its figures come back in $OUT/gpu_check.json and $OUT/gpu_check.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if compgen -G ".whl/*.whl" > /dev/null; then
+if [ -z "${GPU_CHECK_SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:$PWD"
 else
@@ -37,4 +37,9 @@ python3 -c "import torch, transformers, peft, deepspeed; print('torch', torch.__
 # Bat (MissConfig(init_weights="bat")) needs peft >= 0.20; the harness pins 0.21.x: carry its wheel.
 python3 -c "import sys, peft; from packaging.version import Version; v = Version(peft.__version__); sys.exit(0 if Version('0.21') <= v < Version('0.22') else 'error: peft ' + peft.__version__ + ' loaded; carry the peft==0.21.2 wheel in .whl (see the header)')"
 set -o pipefail
-timeout 560 python3 benchmarks/gpu_check.py run --data .gpucheck --json "$OUT/gpu_check.json" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+timeout 480 python3 benchmarks/gpu_check.py run --data .gpucheck --json "$OUT/gpu_check.json" "$@" 2>&1 | tee "$OUT/gpu_check.log" || true
+# With time to spare (a call has 10 minutes): the A/B again with ZeRO off, to show what ZeRO-2's wrapper costs.
+if [ "$SECONDS" -lt 500 ] && [[ " $* " != *" --tiny "* ]]; then
+  timeout $((560 - SECONDS)) python3 benchmarks/bench_harness_vs_plain.py --size gpu --precision bf16 --data .gpucheck \
+    --zero-stage 0 --methods lora bone --steps 20 --warmup 3 --block 5 2>&1 | grep -E "^(RESULT|harness vs|lowest)" | tee -a "$OUT/gpu_check.log" || true
+fi

@@ -20,7 +20,10 @@ def deepspeed_config(training: TrainingConfig, world: int) -> dict[str, Any]:
         "train_batch_size": training.batch_size * training.grad_accum * world,
         "gradient_clipping": training.grad_clip or 0.0,
         "zero_optimization": {"stage": training.zero_stage},
-        "bf16": {"enabled": training.precision == "bf16"},
+        # bf16 needs no loss scaling, so DeepSpeed's overflow check (on by default: several kernels
+        # per parameter tensor per step, launch-bound on a GPU with LoRA's 2 tensors per module) only
+        # hides a non-finite step; the loop's divergence check sees the loss instead.
+        "bf16": {"enabled": training.precision == "bf16", "check_grad_overflow": False},
         "fp16": {"enabled": training.precision == "fp16"},
         # torch's AdamW needs no JIT build (DeepSpeed's fused Adam compiles for a minute on CPU).
         "zero_allow_untested_optimizer": True,

@@ -110,19 +110,23 @@ def train_step(engine, micro_batches: list[dict], step: int, device, token_weigh
     if token_weighted:  # one small collective per step: every rank's supervised tokens
         step_terms = distributed.all_reduce_sum([float(sum(terms))], device)[0]
         scale = len(micro_batches) * distributed.world_size() / max(step_terms, 1.0)
-    loss_sum, tokens, counted = 0.0, 0, 0
+    losses, weights, tokens = [], [], 0
     for batch, count in zip(micro_batches, terms):
-        batch = {k: v.to(device) for k, v in batch.items()}
+        tokens += int(batch["attention_mask"].sum())  # counted on the host: no device sync per micro-batch
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         output = engine(**batch)
         # Every rank still runs forward and backward (ZeRO reduces gradients over all of them).
         loss = output.loss if count > 0 else output.logits.sum() * 0.0
         engine.backward(loss * (count * scale) if token_weighted and count > 0 else loss)
         engine.step()
         if count > 0:
-            weight = count if token_weighted else 1
-            loss_sum, counted = loss_sum + loss.item() * weight, counted + weight
-        tokens += int(batch["attention_mask"].sum())
-    loss_sum, tokens, counted = distributed.all_reduce_sum([loss_sum, tokens, counted], device)
+            losses.append(loss.detach())
+            weights.append(count if token_weighted else 1)
+    # One device-to-host copy per step (a GPU keeps queueing work meanwhile); the same float64
+    # arithmetic, in the same order, as reading each micro-batch's loss as it came.
+    values = torch.stack(losses).tolist() if losses else []
+    loss_sum = sum(value * weight for value, weight in zip(values, weights))
+    loss_sum, tokens, counted = distributed.all_reduce_sum([loss_sum, tokens, sum(weights)], device)
     if not counted:
         raise ValueError(f"step {step}: no supervised token in any micro-batch of any rank")
     if device.type == "cuda":
