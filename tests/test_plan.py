@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_offline_plan_of_the_paper_suite(capsys, tmp_path):
     hostfile = tmp_path / "hosts"
     hostfile.write_text("node1 slots=4\nnode2 slots=4\n")
-    assert main(["plan", str(REPO / "suites" / "nlg.yaml"), "--hostfile", str(hostfile)]) == 0
+    # the per-GPU memory model traces 7B-wide layers (a minute or more): tests/test_memory_model.py covers it
+    assert main(["plan", str(REPO / "suites" / "nlg.yaml"), "--hostfile", str(hostfile), "--no-memory"]) == 0
     out = capsys.readouterr().out
     assert "32 runs on 8 rank(s), global batch 2 x 4 x 8 = 64, max_length 512" in out
     rows = [line.split() for line in out.splitlines() if re.match(r"(gsm8k|humaneval)-", line)]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from disha_bench.running.plan import format_plan, measure, plan_runs, power_lines
+from disha_bench.running.plan import format_plan, measure, memory_lines, plan_runs, power_lines
 
 
 def register(subparsers) -> None:
@@ -16,6 +16,10 @@ def register(subparsers) -> None:
     plan.add_argument("--measure", action="store_true", help="time a few steps of each task x method here")
     plan.add_argument("--measure-steps", type=int, default=3, help="timed optimizer steps per task x method")
     plan.add_argument("--data-dir", help="folder with local datasets (default $DISHA_BENCH_DATA)")
+    plan.add_argument("--no-memory", action="store_true", help="skip the per-GPU memory and time model")
+    plan.add_argument("--device-tflops", type=float, default=780.0,
+                      help="the GPU's dense bf16 rate for the time model (default: an H200, as measured by the GPU check)")
+    plan.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for the time model")
     plan.set_defaults(func=_plan)
 
 
@@ -36,4 +40,6 @@ def _plan(args) -> int:
         preflight.check_code_tasks(suite, file=args.suite)
     print(format_plan(suite, rows, world))
     print("\n".join(power_lines(suite)))
+    if not args.no_memory:
+        print("\n".join(memory_lines(suite, world, args.device_tflops, args.mfu)))
     return 0

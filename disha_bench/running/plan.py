@@ -101,6 +101,54 @@ def power_lines(suite) -> list[str]:
     return prior_lines(len(suite.seeds), 2 * max(1, len(suite.methods) - 1))
 
 
+PAPER_PEAK_GB = {("meta-llama/Llama-2-7b-hf", "lora"): 22.3, ("meta-llama/Llama-2-7b-hf", "bone"): 20.2}
+"""Peak GB per GPU in the DiSHA paper's Table 8 (Llama-2-7B), as issue 23 and suites/nlg.yaml quote it."""
+
+
+def memory_lines(suite, world: int, device_tflops: float, mfu: float) -> list[str]:
+    """Per-GPU peak memory and time of each method (running/memory_model), one line per method label."""
+    from disha_bench import models, tasks
+    from disha_bench.config.batching import for_ranks
+    from disha_bench.config.expansion import expand_runs
+    from disha_bench.running import memory_model
+    from disha_bench.running.activation_trace import saved_bytes
+    from disha_bench.training.recipe import resolve_method
+
+    config = models.architecture_config(suite.model.name)
+    if config is None:
+        return [f"per-GPU memory: not modelled, the configuration of '{suite.model.name}' is not known offline"]
+    causal = {t.name for t in suite.tasks if tasks.REGISTRY.get(t.name).head == "causal_lm"}
+    if not causal:
+        return ["per-GPU memory: modelled for causal-LM tasks only (this suite has none)"]
+    t = for_ranks(suite.training, world)
+    bucket = ((t.deepspeed or {}).get("zero_optimization") or {}).get("reduce_bucket_size", memory_model.DEFAULT_REDUCE_BUCKET)
+    setting = memory_model.Setting(world, t.zero_stage, t.precision, t.batch_size, t.max_length,
+                                   t.gradient_checkpointing, int(bucket))
+    meta = memory_model.meta_model(config)
+    tokens_per_step = t.batch_size * t.grad_accum * t.max_length
+    lines = [f"per-GPU memory and time (first principles, running/memory_model.py; every row at max_length "
+             f"{t.max_length}): {world} rank(s), ZeRO-{t.zero_stage}, {t.precision}, micro-batch {t.batch_size}, "
+             f"checkpointing {'on' if t.gradient_checkpointing else 'off'}; time at an assumed {mfu:.0%} of "
+             f"{device_tflops:,.0f} TFLOP/s",
+             f"{'method':14s} {'trainable':>12s} {'weights':>8s} {'optim.':>7s} {'ZeRO':>6s} {'activ.':>7s} "
+             f"{'loss':>6s} {'peak GB':>8s} {'paper GB':>8s} {'s/step':>7s} {'run':>8s}"]
+    done: set[str] = set()
+    for run in expand_runs(suite, world):
+        if run.is_unadapted or run.method.label in done or run.task.name not in causal:
+            continue
+        done.add(run.method.label)
+        method, _ = resolve_method(meta, run)
+        params, trainable = memory_model.counts(config, method, meta)
+        saved = saved_bytes(config, method, t.precision, t.zero_stage).per_token_per_layer
+        e = memory_model.estimate(config, params, trainable, saved, setting)
+        step = memory_model.step_seconds(e, tokens_per_step, device_tflops * 1e12, mfu)
+        paper = PAPER_PEAK_GB.get((suite.model.name, run.method.name))
+        lines.append(f"{run.method.label:14s} {trainable:12,d} {e.weights / 1024:7.1f}G {e.optimizer / 1024:6.2f}G "
+                     f"{e.zero_buffers / 1024:5.2f}G {e.activations / 1024:6.2f}G {e.loss / 1024:5.2f}G "
+                     f"{e.peak * 2**20 / 1e9:8.1f} {paper if paper else '-':>8} {step:7.2f} {_duration(step * t.max_steps):>8s}")
+    return lines
+
+
 def _duration(seconds: float) -> str:
     hours, rest = divmod(int(round(seconds)), 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
