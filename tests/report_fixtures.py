@@ -14,6 +14,7 @@ import math
 import random
 from pathlib import Path
 
+from disha_bench.contracts.metrics import Metric, declare, share_of_examples
 from disha_bench.contracts.results import (
     BUDGET_STOPPED,
     COMPLETE,
@@ -38,6 +39,8 @@ MEMORY = {"lora": 1500.0, "bone": 1200.0, "bat": 1260.0}
 SPEED = {"lora": 400.0, "bone": 420.0, "bat": 330.0}
 ACCURACY = {"lora": 0.70, "bone": 0.80, "bat": 0.80}
 COMMAND = "disha-bench run suites/synth.yaml"
+ACCURACY_METRIC = share_of_examples("accuracy", "share of the 16 examples classified correctly")
+VALIDATION_LOSS = Metric("validation_loss", higher_is_better=False, lower=0.0, help="mean loss on the validation set")
 
 
 def make(task: str, method: str, seed: int, status: str = COMPLETE, commit: str = "c0ffee1234") -> RunResult:
@@ -53,10 +56,11 @@ def make(task: str, method: str, seed: int, status: str = COMPLETE, commit: str 
     evaluation = {}
     if evaluated and task == "synth-cls":
         correct = min(16, round(16 * (0.5 if unadapted else ACCURACY[method]) + rng.choice([-1, 0, 1])))
-        evaluation = {"accuracy": correct / 16, "primary_metric": "accuracy", "n_examples": 16,
-                      "majority_class": {"label": 1, "accuracy": 0.5625}}
+        evaluation = declare({"accuracy": correct / 16, "primary_metric": "accuracy", "n_examples": 16,
+                              "majority_class": {"label": 1, "accuracy": 0.5625}}, {"accuracy": ACCURACY_METRIC})
     elif evaluated:
-        evaluation = {"validation_loss": points[-1].loss + 0.02, "primary_metric": "validation_loss", "n_examples": 32}
+        evaluation = declare({"validation_loss": points[-1].loss + 0.02, "primary_metric": "validation_loss",
+                              "n_examples": 32}, {"validation_loss": VALIDATION_LOSS})
     peak = MEMORY.get(method, 900.0) * (1 + rng.gauss(0, 0.005))
     return RunResult(
         run=RunInfo(run_id=f"{task}-{method}-s{seed}-0000abcd", suite="synth", task=task, method=method, seed=seed,

@@ -22,6 +22,7 @@ import pytest
 from disha_bench.analysis import check
 from disha_bench.analysis.check_calibration import CURVE_FLOOR
 from disha_bench.cli import check as check_command
+from disha_bench.contracts.metrics import declare, share_of_examples
 from disha_bench.contracts.results import HeldOut, HeldOutPoint, Memory, RunInfo, RunResult, StepLog, Throughput, Training, write_result
 from disha_bench.core.errors import UserError
 from disha_bench.core.io import write_json_atomic
@@ -29,6 +30,7 @@ from disha_bench.training.loop import SLOWDOWN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 TAU = {"bone": 3.0, "lora": 12.0}
+ACCURACY = share_of_examples("accuracy", "share of the 100 examples classified correctly")
 
 
 def make(method, seed, lr_factor=1.0, wobble=0.0, status="complete", task="t", config_hash="aaaa", memory=None,
@@ -47,8 +49,8 @@ def make(method, seed, lr_factor=1.0, wobble=0.0, status="complete", task="t", c
             StepLog(step=t, loss=loss(t), lr=1e-3, grad_norm=1.0, tokens=64, step_time_s=0.1) for t in range(1, 31)]),
         heldout=HeldOut(n_examples=32, source="validation split", every=5, points=[
             HeldOutPoint(step=t, loss=loss(t) + 0.1, train_time_s=0.1 * t, tokens=64 * t) for t in range(0, 31, 5)]),
-        evaluation={"accuracy": (0.8 if method == "bone" else 0.7) + 0.01 * seed + accuracy_shift,
-                    "primary_metric": "accuracy", "n_examples": 100} if evaluated else {},
+        evaluation=declare({"accuracy": (0.8 if method == "bone" else 0.7) + 0.01 * seed + accuracy_shift,
+                            "primary_metric": "accuracy", "n_examples": 100}, {"accuracy": ACCURACY}) if evaluated else {},
         memory=Memory(device="cpu", peak_mb=memory or (900.0 if method == "bone" else 1000.0)),
         throughput=Throughput(tokens_per_s=speed or 500.0),
     )
@@ -173,7 +175,8 @@ def test_cost_repeats_catch_a_1_5x_slower_step_and_pass_machine_noise(tmp_path, 
 def test_metrics_constant_in_every_run_are_not_compared(tmp_path, capsys):
     runs = [make(m, s) for m in TAU for s in (0, 1, 2)]
     for r in runs:
-        r.evaluation["exact_match"] = 0.0
+        r.evaluation = declare({**r.evaluation, "exact_match": 0.0},
+                               {"accuracy": ACCURACY, "exact_match": share_of_examples("exact_match", "never right")})
     path = check.write_baseline(write(tmp_path / "zero", runs), tmp_path / "z.json")
     assert json.loads(path.read_text())["constant_metrics"] == {"t": {"exact_match": 0.0}}
     assert check.check(tmp_path / "zero", path) == 0

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from disha_bench.analysis import measures, report
+from disha_bench import tasks
+from disha_bench.analysis import report
+from disha_bench.contracts.metrics import by_name
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 SUITES = sorted(p.stem for p in REPORTS.glob("*.md") if (REPORTS / "results" / p.stem).is_dir())
@@ -41,12 +43,11 @@ def test_committed_report_is_regenerated_exactly_from_its_raw_results(suite, tmp
     assert fresh.with_suffix(".csv").read_text() == (REPORTS / f"{suite}.csv").read_text()
 
 
-def _domain(metric: str) -> tuple[float, float]:
-    """Proportions in [0, 1], correlations in [-1, 1]; everything else a report shows (losses, memory,
-    speed, time, steps, counts) is non-negative."""
-    if measures.is_proportion(metric) or measures.metric_domain(metric) == (-1.0, 1.0):
-        return measures.metric_domain(metric)
-    return 0.0, math.inf
+def _domain(task: str, metric: str) -> tuple[float, float]:
+    """A task metric's declared range (proportions [0, 1], correlations [-1, 1]); everything else a
+    report shows (losses, memory, speed, time, steps, counts) is non-negative."""
+    declared = by_name(tasks.REGISTRY.get(task).metrics).get(metric)
+    return declared.domain if declared is not None else (0.0, math.inf)
 
 
 @pytest.mark.parametrize("suite", SUITES)
@@ -55,11 +56,11 @@ def test_no_committed_interval_leaves_its_domain(suite):
         rows = list(csv.DictReader(handle))
     assert rows
     for row in rows:
-        low, high = _domain(row["metric"])
+        low, high = _domain(row["task"], row["metric"])
         for key in ("mean", "ci_low", "ci_high"):
             if row[key]:
                 assert low <= float(row[key]) <= high, (suite, row["task"], row["method"], row["metric"], key, row[key])
-        if measures.is_proportion(row["metric"]):  # a difference of two proportions
+        if (low, high) == (0.0, 1.0):  # a difference of two proportions
             for key in ("vs_low", "vs_high"):
                 if row[key]:
                     assert -1.0 <= float(row[key]) <= 1.0, (suite, row["task"], row["method"], row["metric"], key)

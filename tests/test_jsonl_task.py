@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from disha_bench import tasks
 from disha_bench.cli import main
+from disha_bench.contracts.metrics import recorded_declarations
 from disha_bench.contracts.results import COMPLETE, load_results
 from disha_bench.tasks.synthetic import _arith_records, _sentiment_records
 
@@ -64,6 +66,9 @@ def test_own_classification_and_generation_data_train_and_score(tmp_path, monkey
     assert cls.evaluation["n_examples"] == 16 and 0 <= cls.evaluation["accuracy"] <= 1
     assert cls.evaluation["majority_class"]["label"] in (0, 1)  # a real two-class head
     assert gen.evaluation["n_examples"] == 16 and 0 <= gen.evaluation["exact_match"] <= 1
+    # each result records the declarations of the metrics it reports (what analysis reads)
+    assert recorded_declarations(cls.evaluation) == {"accuracy": tasks.get("jsonl-classification").metrics[0]}
+    assert recorded_declarations(gen.evaluation)["exact_match"].is_count
     for r in (cls, gen):  # trained: the held-out curve moved from the unadapted model's loss
         assert len(r.training.steps) == 4 and r.heldout.source == "evaluation file"
         assert r.heldout.points[-1].loss != r.heldout.points[0].loss

@@ -67,6 +67,8 @@ def test_gsm8k_through_lm_eval_on_an_in_memory_bat_model(monkeypatch, tmp_path):
     record = result["gsm8k"]
     assert record["n_samples"] == 3 and record["num_fewshot"] == 1 and record["source"]["test"].endswith("test.jsonl")
     assert set(record["metrics"]) == {"exact_match,strict-match", "exact_match,flexible-extract"}
+    # declared with lm-eval's own direction (exact match: higher is better)
+    assert {k: d["higher_is_better"] for k, d in record["metric_declarations"].items()} == dict.fromkeys(record["metrics"], True)
     for entry in record["metrics"].values():
         assert 0.0 <= entry["value"] <= 1.0
         assert isinstance(entry["stderr"], float) and entry["stderr"] >= 0.0  # closed form: sqrt(p(1-p)/(n-1))

@@ -201,7 +201,8 @@ def _metric_rows(e: dict, r: RunResult, tols: dict, constant: dict[str, float]) 
         if name in constant and c == b:
             rows.append(_row(e, name, _f(b), _f(c), "", "", INFO, f"{_f(b)} in every run of the task: says nothing"))
             continue
-        tol = max(tols["metric_abs"], tols["metric_examples"] / n if n and measures.is_proportion(name) else 0.0)
+        share = measures.declaration(r, name).is_proportion  # `metric_examples` examples' worth of a [0, 1] score
+        tol = max(tols["metric_abs"], tols["metric_examples"] / n if n and share else 0.0)
         rows.append(_row(e, name, _f(b), _f(c), f"{c - b:+.3g}", f"±{tol:.3g}", WORSE if abs(c - b) > tol else OK))
     return rows
 

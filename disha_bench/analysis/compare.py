@@ -28,6 +28,7 @@ from typing import Any
 from disha_bench.analysis import convergence, measures, stats, verdicts
 from disha_bench.analysis.costs import cost_values, field_of, repeatability, step_time_s
 from disha_bench.config import targets as target_specs
+from disha_bench.contracts.metrics import MEASURES, Metric
 from disha_bench.contracts.results import EVALUATED_STATUSES, TRAINED_STATUSES, RunResult
 
 UNADAPTED_LABEL, UNADAPTED_METHOD = "unadapted", "none"
@@ -51,24 +52,35 @@ class Endpoint:
     """Where the quantity's values lie; intervals are clipped to it."""
     unit: str = ""
     """`%` (proportion), `MB`, `s`, `steps`, `tok/s`, `params` or ``: picks the number format."""
+    count: bool = False
+    """A share of examples (`Metric.is_count`): its interval also carries the evaluation set's sampling error."""
 
     def direction_text(self) -> str:
         return {"low": "lower", "high": "higher"}.get(self.better or "", "")
 
 
 POSITIVE = (0.0, math.inf)
-HELDOUT_FINAL = Endpoint("heldout_final", "held-out loss at budget", "low", domain=POSITIVE)
-PEAK = Endpoint("peak_mb", "peak memory", "low", ratio=True, domain=POSITIVE, unit="MB")
-SPEED = Endpoint("tokens_per_s", "tokens/s", "high", ratio=True, domain=POSITIVE, unit="tok/s")
-TRAIN_TIME = Endpoint("train_time_s", "training time (budget)", "low", ratio=True, domain=POSITIVE, unit="s")
-PARAMS = Endpoint("params", "trainable params", None, domain=POSITIVE, unit="params")
-TRAIN_LOSS = Endpoint("train_loss_final", "train loss at budget (EMA, secondary)", "low", domain=POSITIVE)
 
 
-def metric_endpoint(name: str) -> Endpoint:
-    unit = "%" if measures.is_proportion(name) else ""
-    return Endpoint(f"metric:{name}", name, "high" if measures.higher_is_better(name) else "low",
-                    domain=measures.metric_domain(name), unit=unit)
+def measure_endpoint(name: str, title: str, ranked: bool = True, **kwargs: Any) -> Endpoint:
+    """The endpoint of a measure declared in `contracts.metrics.MEASURES` (held-out loss, costs)."""
+    declared = MEASURES[name]
+    better = ("high" if declared.higher_is_better else "low") if ranked else None
+    return Endpoint(name, title, better, domain=declared.domain, **kwargs)
+
+
+HELDOUT_FINAL = measure_endpoint("heldout_final", "held-out loss at budget")
+PEAK = measure_endpoint("peak_mb", "peak memory", ratio=True, unit="MB")
+SPEED = measure_endpoint("tokens_per_s", "tokens/s", ratio=True, unit="tok/s")
+TRAIN_TIME = measure_endpoint("train_time_s", "training time (budget)", ratio=True, unit="s")
+PARAMS = measure_endpoint("params", "trainable params", ranked=False, unit="params")
+TRAIN_LOSS = measure_endpoint("train_loss_final", "train loss at budget (EMA, secondary)")
+
+
+def metric_endpoint(declared: Metric) -> Endpoint:
+    """A task metric's endpoint, from its declaration (never from its name)."""
+    return Endpoint(f"metric:{declared.name}", declared.name, "high" if declared.higher_is_better else "low",
+                    domain=declared.domain, unit="%" if declared.is_proportion else "", count=declared.is_count)
 
 
 def target_endpoints(i: int, text: str) -> tuple[Endpoint, ...]:
@@ -238,7 +250,8 @@ def analyze_task(task: str, runs: list[RunResult], reference: str | None, specs:
     methods = {label: _figures(label, compared, targets, ema) for label in labels}
     metric_names = sorted({k for f in methods.values() for k in f.values if k.startswith("metric:")},
                           key=lambda k: (k != f"metric:{primary}", k))
-    endpoints = [metric_endpoint(k[7:]) for k in metric_names] + [HELDOUT_FINAL]
+    declared = measures.declared_metrics(compared, [k[7:] for k in metric_names])
+    endpoints = [metric_endpoint(declared[k[7:]]) for k in metric_names] + [HELDOUT_FINAL]
     for i, (spec, value) in enumerate(targets):
         endpoints += target_endpoints(i, _target_text(spec, value))
     endpoints += [PEAK, SPEED, TRAIN_TIME, PARAMS, TRAIN_LOSS]
@@ -282,9 +295,8 @@ def _figures(label: str, compared: list[RunResult], targets: list, ema: float) -
 
 def margin_for(a: TaskAnalysis, e: Endpoint, base: MethodFigures, other: MethodFigures) -> float | None:
     """The margin a comparison is decided with; a cost's is at least its repeatability."""
-    count = e.key.startswith("metric:") and measures.is_count(e.key[len("metric:"):])
     n = base.n_examples if base.n_examples == other.n_examples else None
-    margin = verdicts.margin_of(verdicts.margin_kind(e.key, count), a.margins, n)
+    margin = verdicts.margin_of(verdicts.margin_kind(e.key, e.count), a.margins, n)
     if margin is not None and e.key in a.repeatability:
         margin = max(margin, a.repeatability[e.key][0])
     return margin
@@ -374,7 +386,7 @@ def compare_pair(e: Endpoint, base: MethodFigures, other: MethodFigures) -> stat
         known = lambda bounds: {s: b for s, b in bounds.items() if b is not None}  # noqa: E731
         return stats.paired_censored(known(base.bounds[e.key]), known(other.bounds[e.key]))
     c = stats.paired(a, b, ratio=e.ratio, domain=e.domain)
-    if e.key.startswith("metric:") and measures.is_count(e.key[len("metric:"):]):
+    if e.count:
         n = base.n_examples
         c = stats.with_sampling_error(c, a, n if n == other.n_examples else None)
     return c

@@ -1,56 +1,77 @@
 """What the analysis reads out of one result file: peak memory, throughput, held-out loss, metrics.
 
-    python -c "from disha_bench.analysis import measures; print(measures.metric_domain('accuracy'))"
+    python -c "from disha_bench.analysis import measures; print(measures.load_checked('reports/results/smoke')[0].evaluation)"
 
 One place for these read-outs, so that `report` and `check` can never disagree on, say, which
 memory figure is "peak memory" (the absolute peak of the whole run, the maximum over ranks; results
 written before schema v2 only have the training peak above the start-up baseline, which is used,
-and said, when the absolute one is missing).
+and said, when the absolute one is missing). A metric's meaning (direction, range, whether a count)
+is its declaration (`declarations`): recorded in the result, else its task's, never guessed from
+its name; a metric with neither is an error naming the result file.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 from disha_bench.analysis.convergence import heldout_points
-from disha_bench.contracts.results import RunResult, scan_results
+from disha_bench.contracts.metrics import DECLARATIONS_KEY, Metric, by_name, recorded_declarations
+from disha_bench.contracts.results import EVALUATED_STATUSES, RunResult, scan_results
 from disha_bench.core.errors import UserError
 
-# Evaluation metrics are higher-is-better (Task.primary_metric) except these loss-like names.
-_LOWER_IS_BETTER = re.compile(r"loss|error|perplexity|ppl|wer|cer|mse|mae", re.I)
-_PROPORTIONS = re.compile(r"accuracy|exact_match|pass@|f1|^em$|precision|recall", re.I)
-_CORRELATIONS = re.compile(r"mcc|matthews|pearson|spearman|corr", re.I)
+
+def declarations(result: RunResult) -> dict[str, Metric]:
+    """{metric name: declaration} for `result`: those it recorded (schema v4), else, for results
+    written before declarations existed, its task's own from the task registry ({} for an unknown task).
+    ValueError when a recorded declaration is malformed."""
+    recorded = recorded_declarations(result.evaluation)
+    if recorded is not None:
+        return recorded
+    from disha_bench import tasks  # only for older results: reading v4 results needs no torch import
+
+    return by_name(tasks.REGISTRY.get(result.run.task).metrics) if result.run.task in tasks.REGISTRY else {}
 
 
-def higher_is_better(metric: str) -> bool:
-    return not _LOWER_IS_BETTER.search(metric)
+def declaration(result: RunResult, metric: str, file: str | Path | None = None) -> Metric:
+    """The declaration of `metric` in `result`; UserError naming the result file (`file`, else the
+    run id's file name) and the metric when there is none: analysis never guesses from the name."""
+    where = str(file) if file is not None else f"{result.run.run_id}.json"
+    try:
+        found = declarations(result).get(metric)
+    except ValueError as err:
+        raise UserError(f"damaged metric declaration: {err}", file=where, key=DECLARATIONS_KEY) from None
+    if found is None:
+        raise UserError(f"metric '{metric}' has no declaration: the result records none and task "
+                        f"'{result.run.task}' does not declare it (a task declares its metrics in `metrics`)",
+                        file=where, key=f"evaluation.{metric}")
+    return found
 
 
-def is_proportion(metric: str) -> bool:
-    """Metrics that are a share of examples (accuracy, exact match, pass@k, F1)."""
-    return bool(_PROPORTIONS.search(metric)) and not _LOWER_IS_BETTER.search(metric)
+def require_declarations(result: RunResult, file: str | Path) -> None:
+    """Raise `declaration`'s UserError, naming `file`, for the first metric of `result` that has none."""
+    for metric in numeric_metrics(result):
+        if not metric.startswith("majority"):
+            declaration(result, metric, file)
 
 
-_COUNTS = re.compile(r"accuracy|exact_match|pass@|^em$", re.I)
-
-
-def is_count(metric: str) -> bool:
-    """Share-of-examples metrics that are k correct of n (accuracy, exact match, pass@k), not F1."""
-    return bool(_COUNTS.search(metric)) and not _LOWER_IS_BETTER.search(metric)
-
-
-def metric_domain(metric: str) -> tuple[float, float]:
-    """Where a metric's values (and so its intervals) can lie."""
-    if is_proportion(metric):
-        return 0.0, 1.0
-    if _CORRELATIONS.search(metric):
-        return -1.0, 1.0
-    if _LOWER_IS_BETTER.search(metric):
-        return 0.0, math.inf
-    return -math.inf, math.inf
+def declared_metrics(runs: list[RunResult], names: list[str]) -> dict[str, Metric]:
+    """The declaration of each metric in `names` (as the evaluated runs of one task give it); UserError
+    when a run has none for it, or two runs declare it differently."""
+    found: dict[str, tuple[Metric, RunResult]] = {}
+    for r in runs:
+        if r.run.status not in EVALUATED_STATUSES:
+            continue
+        for name in names:
+            if name not in numeric_metrics(r):
+                continue
+            metric = declaration(r, name)
+            first = found.setdefault(name, (metric, r))
+            if (first[0].higher_is_better, first[0].domain, first[0].is_count) != \
+                    (metric.higher_is_better, metric.domain, metric.is_count):
+                raise UserError(f"metric '{name}' is declared differently in {first[1].run.run_id}.json "
+                                f"({first[0]}) and here ({metric})", file=f"{r.run.run_id}.json")
+    return {name: metric for name, (metric, _) in found.items()}
 
 
 def peak_memory_mb(result: RunResult) -> float | None:
@@ -136,6 +157,8 @@ def load_checked(results_dir: str | Path) -> list[RunResult]:
     if not results:
         first, why = next(iter(damaged.items()))
         raise UserError(f"none of the {len(files)} .json files is a readable result file ({first.name}: {why})", file=str(path))
+    for result in results:
+        require_declarations(result, path / f"{result.run.run_id}.json")
     return results
 
 

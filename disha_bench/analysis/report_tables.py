@@ -168,7 +168,8 @@ def _mean_cell(row: dict, a: TaskAnalysis) -> str:
         c = stats.paired_examples({s: dict.fromkeys(v, 0.0) for s, v in scores.items()}, scores)
         low, high = stats.clip(c.ci_low, c.ci_high, a.endpoint(row["key"]).domain)
         return fmt.mean_ci(c.estimate, low, high, row["unit"]) + " (seeds x examples)"
-    n_examples = a.methods[row["method"]].n_examples if row["key"].startswith("metric:") and measures.is_count(row["key"][7:]) else None
+    endpoint = a.endpoint(row["key"])
+    n_examples = a.methods[row["method"]].n_examples if endpoint is not None and endpoint.count else None
     if n_examples and n_examples < TINY_EVAL:
         correct = [round(v * n_examples) for v in row["per_seed"].values() if v is not None]
         k, n = sum(correct), n_examples * len(correct)

@@ -18,9 +18,11 @@ from typing import Any
 
 from disha_bench.core.io import _json_default, write_json_atomic
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # v3 (all additions optional, so v2 files still load with them absent): per-example held-out losses and
 # example ids, the held-out schedule, per-example evaluation scores, and the cost phase's repeats.
+# v4: `evaluation["metric_declarations"]`, the declaration of every metric the evaluation reports
+# (older results get their task's declarations from the task registry when analysed).
 
 # The run-status model, shared by the recipe, the runner, report, check and status:
 # - complete:            trained for the whole budget and evaluated.
@@ -261,7 +263,8 @@ class RunResult:
     """Training log and counts; null when the run failed before training."""
     evaluation: dict[str, Any] = field(default_factory=dict)
     """Task metrics by name (e.g. `accuracy`, `mcc`, `exact_match_strict`) plus `primary_metric`
-    (the name of the headline metric) and `n_examples`."""
+    (the name of the headline metric), `n_examples` and, from v4, `metric_declarations`: {metric name:
+    its declaration (`contracts.metrics.Metric.to_dict`: direction, range, whether a count)}."""
     convergence: dict[str, Any] = field(default_factory=dict)
     """Convergence summary computed from training.steps (see disha_bench.analysis.convergence)."""
     memory: Memory | None = None

@@ -6,8 +6,8 @@
 `evaluate_lm_eval(model, tokenizer, tasks, device, data_dir)` runs every configured task through
 `lm_eval.simple_evaluate` with `HFLM(pretrained=model)`: the very module that was trained (PEFT
 adapters, the efficient Bat kernel), unmerged, on one process. It returns, per task, every metric
-with its standard error (`{"exact_match,strict-match": {"value": 0.41, "stderr": 0.014}}`), the
-number of documents, the shots, the generation settings and where the data came from.
+with its standard error (`{"exact_match,strict-match": {"value": 0.41, "stderr": 0.014}}`) and its
+declaration (`metric_declarations`: direction from lm-eval's own `higher_is_better`), the number of documents, the shots, the generation settings and where the data came from.
 
 - **Offline.** Tasks in `LOCAL_TASKS` (GSM8K) are lm-eval's *own* task YAML, read from the
   installed lm-eval and changed in one place only: `dataset_path: json` with absolute
@@ -40,6 +40,7 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import Field
 
+from disha_bench.contracts.metrics import DECLARATIONS_KEY, Metric
 from disha_bench.core.datasets import find_local
 from disha_bench.core.errors import UserError
 from disha_bench.core.schema import StrictModel
@@ -161,8 +162,10 @@ def _task_record(output: dict, config, started: float) -> dict[str, Any]:
     import lm_eval
 
     metrics: dict[str, dict[str, dict[str, float | None]]] = {}
+    declarations: dict[str, dict[str, dict[str, Any]]] = {}
     for task_name, row in output["results"].items():
         entries = {}
+        directions = (output.get("higher_is_better") or {}).get(task_name) or {}
         for key, value in row.items():
             metric, _, filter_name = key.partition(",")
             # Metric keys are "metric,filter"; others (alias, sample_len) are bookkeeping.
@@ -170,12 +173,14 @@ def _task_record(output: dict, config, started: float) -> dict[str, Any]:
                 continue
             stderr = row.get(f"{metric}_stderr,{filter_name}")
             entries[key] = {"value": float(value), "stderr": _number(stderr)}
+            declarations.setdefault(task_name, {})[key] = lm_eval_declaration(task_name, key, directions.get(metric)).to_dict()
         metrics[task_name] = entries
     n_samples = {name: counts.get("effective", counts.get("original"))
                  for name, counts in (output.get("n-samples") or {}).items()}
     shots = output.get("n-shot") or {}
     return {
         "metrics": metrics if len(metrics) > 1 else next(iter(metrics.values()), {}),
+        DECLARATIONS_KEY: declarations if len(declarations) > 1 else next(iter(declarations.values()), {}),
         "n_samples": n_samples.get(config.task, n_samples),
         "num_fewshot": shots.get(config.task, shots),
         "limit": config.limit,
@@ -183,6 +188,16 @@ def _task_record(output: dict, config, started: float) -> dict[str, Any]:
         "eval_time_s": round(time.perf_counter() - started, 3),
         "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
     }
+
+
+def lm_eval_declaration(task: str, key: str, higher_is_better: bool | None) -> Metric:
+    """The declaration of lm-eval metric `key` ("metric,filter") of `task`: its direction as lm-eval
+    declares it (higher is better when lm-eval says nothing, and the help says so). lm-eval declares
+    no range and no per-example count, so the metric is unbounded and not a count."""
+    stated = isinstance(higher_is_better, bool)
+    return Metric(key, higher_is_better if stated else True,
+                  help=f"lm-eval task {task}, metric,filter {key}; direction "
+                       + ("from lm-eval's higher_is_better" if stated else "not declared by lm-eval, taken as higher is better"))
 
 
 def _number(value) -> float | None:

@@ -18,10 +18,11 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
 
+from disha_bench.contracts.metrics import Metric, by_name
 from disha_bench.core.registry import Registry
 from disha_bench.core.schema import StrictModel
 
@@ -64,7 +65,10 @@ class Task:
     num_labels: ClassVar[int] = 0
     """Classes of a classification head; 1 means regression; 0 for causal LM tasks."""
     primary_metric: ClassVar[str]
-    """Headline metric reported in leaderboards (higher is better)."""
+    """Headline metric reported in leaderboards; one of `metrics`."""
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    """The declaration (direction, range, whether a count) of every metric `score` can report;
+    each result records those it reports, and analysis reads them instead of guessing from names."""
     description: ClassVar[str] = ""
     """One line for `disha-bench list tasks`."""
     runs_code: ClassVar[bool] = False
@@ -108,6 +112,15 @@ class Task:
     def score(self, predictions: list[dict]) -> dict[str, float]:
         """Metrics over all predictions; must contain `primary_metric`."""
         raise NotImplementedError
+
+    def declarations(self, reported: Iterable[str]) -> dict[str, Metric]:
+        """{name: declaration} of the `reported` metrics; ValueError naming one this task does not declare."""
+        declared = by_name(self.metrics)
+        missing = [name for name in reported if name not in declared]
+        if missing:
+            raise ValueError(f"task '{self.name}' reports metric '{missing[0]}' but does not declare it "
+                             f"(declared: {', '.join(declared) or 'none'}); add it to the task's `metrics`")
+        return {name: declared[name] for name in reported}
 
     example_metrics: ClassVar[tuple[str, ...]] = ()
     """Metrics that are a mean over examples (exact match, pass@1): `score_examples` lists each
@@ -324,5 +337,10 @@ REGISTRY: Registry[type[Task]] = Registry("task")
 
 
 def register(cls: type[Task]) -> type[Task]:
+    """Add `cls` to the registry; ValueError when its primary metric is not among its declared `metrics`."""
+    declared = by_name(cls.metrics)
+    if cls.primary_metric not in declared:
+        raise ValueError(f"task '{cls.name}': primary metric '{cls.primary_metric}' is not declared in `metrics` "
+                         f"(declared: {', '.join(declared) or 'none'})")
     REGISTRY.register(cls.name, cls)
     return cls

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from disha_bench.core.datasets import HubSpec, load_split, read_tsv, require_columns
 from disha_bench.core.errors import UserError
 from disha_bench.tasks.base import EvalSettings, Task, classify, encode_text_classification, register, subsample
-from disha_bench.tasks.metrics_glue import glue_metrics
+from disha_bench.tasks.metrics_glue import DECLARED, glue_metrics
 
 _BINARY = {"0": 0, "1": 1}
 _ENTAIL = {"entailment": 0, "not_entailment": 1}
@@ -164,6 +164,7 @@ def _pair(text: str | list[str]) -> str | tuple[str, str]:
 def _make(spec: GlueSpec) -> type[GlueTask]:
     cls = type(f"Glue_{spec.name}", (GlueTask,), {
         "spec": spec, "name": spec.name, "num_labels": spec.classes(), "primary_metric": spec.primary,
+        "metrics": DECLARED[spec.metric],
         "description": f"GLUE {spec.directory} ({'regression' if spec.labels is None else f'{spec.classes()} classes'}; "
                        f"hub nyu-mll/glue or glue/{spec.directory}/*.tsv)",
     })

@@ -40,6 +40,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from disha_bench.contracts.metrics import share_of_examples
 from disha_bench.core.datasets import HubSpec, load_split, read_records
 from disha_bench.core.errors import UserError
 from disha_bench.tasks.base import EvalSettings, Task, TaskOptions, encode_prompt_answer, generate, register, subsample
@@ -191,6 +192,11 @@ class GSM8K(Task):
     name = "gsm8k"
     head = "causal_lm"
     primary_metric = "exact_match_strict"
+    metrics = (
+        share_of_examples("exact_match_strict", "share of problems whose first `#### n` answer matches (lm-eval strict-match)"),
+        share_of_examples("exact_match_flexible", "share of problems whose last number matches (lm-eval flexible-extract)"),
+        share_of_examples("exact_match_answer", "share of problems whose first answer line (`The answer is: n` or `#### n`) matches"),
+    )
     example_metrics = ("exact_match_strict", "exact_match_flexible")
     description = "GSM8K grade-school math, greedy generation, lm-eval strict/flexible match (hub openai/gsm8k or gsm8k/*.jsonl)"
     Options = GSM8KOptions

@@ -44,6 +44,7 @@ from typing import Any, Literal, Sequence
 import torch
 from pydantic import Field
 
+from disha_bench.contracts.metrics import share_of_examples
 from disha_bench.core.datasets import HubSpec, find_local, load_split, read_records
 from disha_bench.core.errors import UserError
 from disha_bench.tasks.base import (
@@ -195,6 +196,9 @@ class HumanEval(Task):
     head = "causal_lm"
     runs_code = True
     primary_metric = "pass@1"
+    # pass@k is a mean over problems of each problem's own estimate: resamplable problem by problem.
+    metrics = tuple(share_of_examples(f"pass@{k}", f"unbiased pass@{k} (Chen et al.), averaged over the problems")
+                    for k in PASS_KS)
     description = "HumanEval pass@k of generated completions, run in the sandbox (train: CodeFeedback or stdlib)"
     Options = HumanEvalOptions
     heldout_source = "canonical solutions of the problems"

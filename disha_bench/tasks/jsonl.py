@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 
 from pydantic import Field, field_validator
 
+from disha_bench.contracts.metrics import share_of_examples
 from disha_bench.core.datasets import read_jsonl
 from disha_bench.core.errors import UserError
 from disha_bench.tasks.base import (
@@ -127,6 +128,7 @@ class JsonlClassification(JsonlTask):
     head = "sequence_classification"
     num_labels = 2  # the instance's own count is set from `labels` when it loads
     primary_metric = "accuracy"
+    metrics = (share_of_examples("accuracy", "share of evaluation records classified correctly"),)
     description = "your own classification data: JSON Lines files with a text and a label per line"
     Options = ClassificationOptions
 
@@ -171,6 +173,8 @@ class JsonlGeneration(JsonlTask):
     name = "jsonl-generation"
     head = "causal_lm"
     primary_metric = "exact_match"
+    metrics = (share_of_examples("exact_match", "share of evaluation records whose output equals the answer, "
+                                                "surrounding whitespace stripped"),)
     description = "your own generation data: JSON Lines files with a prompt and an answer per line"
     Options = GenerationOptions
     stop: tuple[str, ...] = ("\n\n",)

@@ -12,6 +12,21 @@ import math
 import warnings
 from typing import Sequence
 
+from disha_bench.contracts.metrics import Metric, bounded_score, share_of_examples
+
+ACCURACY = share_of_examples("accuracy", "share of evaluation examples classified correctly")
+F1 = bounded_score("f1", "F1 of the positive class (1), over the whole evaluation set")
+MCC = bounded_score("mcc", "Matthews correlation of predicted and true classes", lower=-1.0)
+PEARSON = bounded_score("pearson", "Pearson correlation of predicted and true scores", lower=-1.0)
+SPEARMAN = bounded_score("spearman", "Spearman rank correlation of predicted and true scores", lower=-1.0)
+DECLARED: dict[str, tuple[Metric, ...]] = {
+    "mcc": (MCC, ACCURACY),
+    "correlation": (PEARSON, SPEARMAN, bounded_score("pearson_spearman_mean", "mean of Pearson and Spearman", lower=-1.0)),
+    "f1": (ACCURACY, F1, bounded_score("accuracy_f1_mean", "mean of accuracy and F1")),
+    "accuracy": (ACCURACY,),
+}
+"""The declarations of what `glue_metrics` reports, by kind."""
+
 
 def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
     if not labels:

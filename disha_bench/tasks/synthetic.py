@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import Field
 
+from disha_bench.contracts.metrics import share_of_examples
 from disha_bench.tasks import gsm8k
 from disha_bench.tasks.base import (
     EvalSettings,
@@ -99,6 +100,7 @@ class SyntheticSentiment(GeneratedTask):
     head = "sequence_classification"
     num_labels = 2
     primary_metric = "accuracy"
+    metrics = (share_of_examples("accuracy", "share of generated sentences classified correctly"),)
     description = "generated two-class sentiment sentences (smoke test, offline)"
     Options = GeneratedOptions
     generate_records, text_key = staticmethod(_sentiment_records), "text"
@@ -137,6 +139,7 @@ class SyntheticArith(GeneratedTask):
     name = "synthetic-arith"
     head = "causal_lm"
     primary_metric = "exact_match"
+    metrics = (share_of_examples("exact_match", "share of problems answered right (GSM8K's strict `#### n` match)"),)
     example_metrics = ("exact_match",)
     description = "generated addition word problems in GSM8K format (smoke test, offline)"
     Options = ArithOptions

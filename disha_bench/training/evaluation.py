@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 from disha_bench.config.suite import EvaluationConfig
+from disha_bench.contracts.metrics import declare
 from disha_bench.contracts.results import EVAL_FAILED, RunResult, Throughput
 from disha_bench.tasks.base import EvalSettings, Task, example_ids
 from disha_bench.training import distributed
@@ -23,7 +24,8 @@ from disha_bench.training.setup import TaskData
 
 
 def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: EvaluationConfig, synced_gpus: bool) -> dict[str, Any]:
-    """Metrics of `task` on `records`, with `primary_metric`, `n_examples` and `per_example` (the
+    """Metrics of `task` on `records`, with `primary_metric`, `n_examples`, the metrics' declarations
+    (`metric_declarations`; a metric the task does not declare raises) and `per_example` (the
     examples' ids and per-example scores, `Task.score_examples`; complete on rank 0 only: scoring,
     e.g. running code in the sandbox, happens once). Shards are padded to equal
     length: ZeRO-3 needs every rank in every forward. With `engine: vllm` rank 0 generates for all
@@ -46,7 +48,8 @@ def evaluate(model, tokenizer, task: Task, records: list[dict], evaluation: Eval
     metrics, columns = task.score_examples(ordered)
     ids = example_ids(records)
     per_example = {"ids": [ids[index] for index, _ in merged], **columns}
-    return {**metrics, "primary_metric": task.primary_metric, "n_examples": len(ordered), "per_example": per_example}
+    recorded = {**metrics, "primary_metric": task.primary_metric, "n_examples": len(ordered), "per_example": per_example}
+    return declare(recorded, task.declarations(metrics))
 
 
 def majority_class(task: Task, records: list[dict], label: Any) -> dict[str, Any]:
