@@ -45,8 +45,9 @@ def test_nlu_cpu_without_data_exits_2_with_the_fix(offline_env, tmp_path):
     env = {k: v for k, v in offline_env.items() if k != "DISHA_BENCH_DATA"}
     out = tmp_path / "results"
     proc = _cli(["run", str(REPO / "suites" / "nlu-cpu.yaml"), "--out", str(out)], env, tmp_path)
-    _assert_refused(proc, out, "nlu-cpu.yaml: tasks[0]", "the hub is offline", "--data-dir or DISHA_BENCH_DATA",
-                    "glue/SST-2/train.tsv")
+    # one line for all the suite's GLUE tasks, each named with the file it needs
+    _assert_refused(proc, out, "nlu-cpu.yaml: ", "things are missing: tasks[0]", "the hub is offline",
+                    "--data-dir or DISHA_BENCH_DATA", "glue/SST-2/train.tsv", "glue/STS-B/train.tsv")
 
 
 def _write_suite(path: Path, **changes) -> Path:

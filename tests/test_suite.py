@@ -73,6 +73,11 @@ BAD_SUITES = [
     ("kernel-enum", _with("methods.2.kernel", "fast"), ["methods[2].kernel", "'efficient' or 'peft'"]),
     ("dropout-range", _with("methods.1.dropout", 1.5), ["methods[1].dropout", "< 1"]),
     ("target-unknown-label", _with("convergence", {"targets": ["final:lorra"]}), ["convergence.targets", "lora"]),
+    # a task's own training keys: the same checks as the suite's, named under the task
+    ("task-training-typo", _with("tasks.0.training", {"max_step": 3}), ["tasks[0].training.max_step", "did you mean 'max_steps'"]),
+    ("task-training-steps", _with("tasks.0.training", {"max_steps": 0}), ["tasks[0].training.max_steps", "> 0"]),
+    ("task-training-not-mapping", _with("tasks.0.training", 300), ["tasks[0].training", "mapping"]),
+    ("task-training-warmup", _with("tasks.0.training", {"warmup_steps": 5}), ["tasks[0].training.warmup_steps", "longer than training"]),
 ]
 
 
@@ -162,6 +167,21 @@ def test_a_method_lr_replaces_training_lr_for_that_method_only(tmp_path):
     runs = expand_runs(load_suite(suite_path, ["methods.2.lr=1e-5"])[0])
     assert {r.training.lr for r in runs if r.method.name == "bat"} == {1e-5}
     assert all(before.get(r.run_id) == r.training.lr for r in runs if r.method.name != "bat")
+
+
+def test_a_task_training_key_sets_that_tasks_budget_and_leaves_other_run_ids_alone(tmp_path):
+    suite_path = tmp_path / "s.yaml"
+    suite_path.write_text(_with("tasks", [{"name": "synthetic-sentiment"}, {"name": "synthetic-arith"}]))
+    before = {r.run_id: r for r in expand_runs(load_suite(suite_path)[0])}
+    runs = expand_runs(load_suite(suite_path, ["tasks.1.training.max_steps=5", "methods.2.lr=1e-5"])[0])
+    arith = [r for r in runs if r.task.name == "synthetic-arith"]
+    assert {r.training.max_steps for r in arith} == {5} and {r.training.batch_size for r in arith} == {2}
+    assert {r.training.lr for r in arith if r.method.name == "bat"} == {1e-5}  # a method's lr still wins
+    sentiment = [r for r in runs if r.task.name == "synthetic-sentiment"]
+    assert {r.training.max_steps for r in sentiment} == {2}
+    unchanged = {r.run_id for r in sentiment if r.method.name != "bat"}
+    assert unchanged and unchanged <= set(before)  # the task key is not hashed into the other tasks' runs
+    assert "training" not in arith[0].task.model_dump()  # recorded once, in the run's resolved training
 
 
 def test_good_values_of_every_kind_are_accepted(tmp_path, capsys):

@@ -17,16 +17,16 @@ if TYPE_CHECKING:  # the suite checks batches through this module
     from disha_bench.config.suite import TrainingConfig
 
 
-def check_global_batch(training: TrainingConfig, file: str | None = None) -> None:
+def check_global_batch(training: TrainingConfig, file: str | None = None, key: str = "training") -> None:
     """What `validate` can check without the rank count: global_batch alone, a multiple of batch_size."""
     if training.global_batch is None:
         return
     if "grad_accum" in training.model_fields_set:
         raise UserError("set global_batch or grad_accum, not both (with global_batch the accumulation follows the ranks)",
-                        file=file, key="training.grad_accum")
+                        file=file, key=f"{key}.grad_accum")
     if training.global_batch % training.batch_size:
         raise UserError(f"expected a multiple of batch_size {training.batch_size}, got {training.global_batch}",
-                        file=file, key="training.global_batch")
+                        file=file, key=f"{key}.global_batch")
 
 
 def for_ranks(training: TrainingConfig, world_size: int, file: str | None = None) -> TrainingConfig:

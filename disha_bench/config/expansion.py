@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from disha_bench.config.run_spec import UNADAPTED, UNADAPTED_LABEL, MethodEntry, RunAnalysis, RunMethod, RunSpec
-from disha_bench.config.suite import Suite, TaskConfig, lm_eval_for, sampled
+from disha_bench.config.suite import Suite, TaskConfig, lm_eval_for, sampled, task_training
 
 
 def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> list[RunSpec]:
     """One typed run spec per task x method x seed, each with a stable `run_id`, plus one unadapted
     reference run per task (`analysis.unadapted`). Seed-major with methods interleaved (for seed,
     for task, for method): machine drift spreads over the methods instead of lining up with one.
-    With `training.global_batch` each run's grad_accum is derived for `world_size` ranks."""
+    Each task's runs train with the suite's `training` under the task's own keys (`task_training`),
+    then the method's `lr`. With `training.global_batch` each run's grad_accum is derived for
+    `world_size` ranks."""
     from disha_bench import methods, tasks
     from disha_bench.config.batching import for_ranks
 
@@ -21,20 +23,21 @@ def expand_runs(suite: Suite, world_size: int = 1, file: str | None = None) -> l
     task_configs = [TaskConfig.model_validate({**tasks.get(t.name).options, **t.model_dump()}) for t in suite.tasks]
     # Numeric alpha where r is fixed (`alpha: 2r` with r: 36 -> 72.0); a matched rank (and its
     # relative alpha) is resolved in the worker, where the model is.
-    training = for_ranks(suite.training, world_size, file)
+    trainings = {t.name: for_ranks(task_training(suite, t, file), world_size, file) for t in suite.tasks}
     entries = [(RunMethod(name=m.name, label=m.label or m.name, params=methods.validate_params(m.name, dict(m.model_extra or {}))),
-                training.model_copy(update={"lr": m.lr} if m.lr else {}, deep=True)) for m in suite.methods]
+                {"lr": m.lr} if m.lr else {}) for m in suite.methods]
     if suite.analysis.unadapted:
-        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), training))
+        entries.insert(0, (RunMethod(name=UNADAPTED, label=UNADAPTED_LABEL), {}))
     names = [t.name for t in suite.tasks]
     evaluations = {name: suite.evaluation.model_copy(update={"lm_eval": lm_eval_for(suite.evaluation.lm_eval, name, names)})
                    for name in names}
     runs = []
     for seed in suite.seeds:
         for task in task_configs:
-            for method, training in entries:
+            for method, method_training in entries:
                 if method.name == UNADAPTED and seed != suite.seeds[0]:
                     continue  # nothing is trained: one run per task says it all
+                training = trainings[task.name].model_copy(update=method_training, deep=True)
                 spec = RunSpec(
                     suite=suite.name, model=suite.model, task=sampled(task, seed), method=method, training=training,
                     evaluation=evaluations[task.name], seed=seed, world_size=world_size, methods=table,

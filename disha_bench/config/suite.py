@@ -50,6 +50,13 @@ class TaskConfig(StrictModel):
     `auto` (local when found, else the hub)."""
     data_files: Optional[dict[str, str]] = None
     """Explicit local files by split (`train`, `eval`), in the dataset's original format."""
+    training: Optional[dict[str, Any]] = Field(None, exclude=True)
+    """This task's own training settings, over the suite's `training` (any of its keys, e.g.
+    `{max_steps: 600}`): one suite can give each task the budget its data needs while the methods
+    stay compared on one budget per task. A key given here replaces the suite's value whole
+    (`deepspeed` included); a method's own `lr` still wins over a task's. null: the suite's
+    `training`. Recorded in each run's resolved `training`, not under `task` (so run ids of suites
+    without it are unchanged)."""
 
 
 class MethodConfig(StrictModel):
@@ -316,7 +323,6 @@ def _child(node: Any, part: str, where: str, file: str, create: bool) -> Any:
 
 def validate_suite(raw: dict, file: str) -> Suite:
     """Schema validation, then names and parameters against the registries (no model is loaded)."""
-    from disha_bench.config.batching import check_global_batch
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
@@ -328,14 +334,13 @@ def validate_suite(raw: dict, file: str) -> Suite:
 
         if not torch.cuda.is_available():
             raise UserError("fp16 needs CUDA and none is available; use bf16 or fp32", file=file, key="training.precision")
-    if suite.training.warmup_steps > suite.training.max_steps:
-        raise UserError(f"warm-up of {suite.training.warmup_steps} steps is longer than training "
-                        f"(max_steps {suite.training.max_steps}): the learning rate would never reach lr",
-                        file=file, key="training.warmup_steps")
+    _check_training(suite.training, file, "training")
+    for index, task_cfg in enumerate(suite.tasks):
+        if task_cfg.training is not None:
+            _check_training(task_training(suite, task_cfg, file, f"tasks[{index}].training"), file, f"tasks[{index}].training")
     from disha_bench.config.shapes import check_layer_widths
 
     check_layer_widths(suite, file)
-    check_global_batch(suite.training, file)
     task_names = [t.name for t in suite.tasks]
     for index, entry in enumerate(suite.evaluation.lm_eval):
         if entry.for_task is not None and entry.for_task not in task_names:
@@ -345,6 +350,26 @@ def validate_suite(raw: dict, file: str) -> Suite:
         raise UserError("vLLM generates from the merged weights, and ZeRO-3 leaves each rank only a shard of them; "
                         "use training.zero_stage 0-2, or engine: hf", file=file, key="evaluation.engine")
     return suite
+
+
+def task_training(suite: Suite, task: TaskConfig, file: str | None = None, key: str | None = None) -> TrainingConfig:
+    """The training settings of `task`'s runs: the suite's, with the task's own `training` keys over them."""
+    if not task.training:
+        return suite.training
+    # exclude_unset keeps "which keys the suite set" (global_batch vs grad_accum is checked on it)
+    merged = {**suite.training.model_dump(exclude_unset=True), **task.training}
+    return validate_model(TrainingConfig, merged, file=file, key=key, what=f"task '{task.name}' training", noun="setting")
+
+
+def _check_training(training: TrainingConfig, file: str, key: str) -> None:
+    """What `validate` checks of one resolved `training` (the suite's, or a task's over it)."""
+    from disha_bench.config.batching import check_global_batch
+
+    if training.warmup_steps > training.max_steps:
+        raise UserError(f"warm-up of {training.warmup_steps} steps is longer than training "
+                        f"(max_steps {training.max_steps}): the learning rate would never reach lr",
+                        file=file, key=f"{key}.warmup_steps")
+    check_global_batch(training, file, key)
 
 
 def _reject_unknown(given: Iterable[str], own: type[BaseModel], entry: type[BaseModel], owner: str, file: str,
