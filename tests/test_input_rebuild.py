@@ -17,6 +17,7 @@ torch.set_num_threads(1)
 from disha_bench import methods
 from disha_bench.methods import input_rebuild
 from disha_bench.methods.input_rebuild import Cast, Product
+from disha_bench.running.activation_trace import graph_saved_bytes
 
 LAYERS = 2
 
@@ -143,16 +144,7 @@ def walk(loss):
 
 def saved_activation_bytes(model, loss) -> int:
     """Bytes of distinct storages kept for backward, parameters excluded."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-    for node in walk(loss):
-        tensors = [getattr(node, a) for a in dir(node) if a.startswith("_saved_")]
-        if type(node).__name__ == "BatLinearFunctionBackward":
-            tensors += list(node.saved_tensors)
-        for t in tensors:
-            if torch.is_tensor(t) and t.untyped_storage().data_ptr() not in params:
-                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(storages.values())
+    return graph_saved_bytes(loss.grad_fn, {p.untyped_storage().data_ptr() for p in model.parameters()})
 
 
 def loss_and_grads(model, ids):
