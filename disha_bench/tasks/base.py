@@ -18,7 +18,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import torch
 
@@ -63,8 +63,9 @@ class Task:
     """`causal_lm` or `sequence_classification`."""
     num_labels: ClassVar[int] = 0
     """Classes of a classification head; 1 means regression; 0 for causal LM tasks."""
-    primary_metric: ClassVar[str]
-    """Headline metric reported in leaderboards (higher is better)."""
+    primary_metric: str
+    """Headline metric reported in leaderboards (higher is better); a class attribute that a task may set
+    per instance in `load` (GSM8K's depends on its prompt)."""
     description: ClassVar[str] = ""
     """One line for `disha-bench list tasks`."""
     runs_code: ClassVar[bool] = False
@@ -323,6 +324,9 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 REGISTRY: Registry[type[Task]] = Registry("task")
 
 
-def register(cls: type[Task]) -> type[Task]:
+TaskClass = TypeVar("TaskClass", bound=type[Task])
+
+
+def register(cls: TaskClass) -> TaskClass:
     REGISTRY.register(cls.name, cls)
     return cls
