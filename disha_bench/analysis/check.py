@@ -39,7 +39,7 @@ import datetime as _dt
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from disha_bench.analysis import measures
 from disha_bench.analysis.check_calibration import COST_TOLERANCES, calibrate_curves, config_changes, constant_metrics, cost_rows, cost_summary
@@ -100,7 +100,7 @@ def _entry(r: RunResult, ratios: dict[str, float | None], cost: dict[str, Any] |
 
 
 def build_baseline(results: list[RunResult], reference: str | None = None,
-                   replicates: list[list[RunResult]] = ()) -> dict[str, Any]:
+                   replicates: Sequence[list[RunResult]] = ()) -> dict[str, Any]:
     results, _ = latest_per_seed(results)
     reference = reference or _reference(results)
     ratios = _ratios(results, reference)
@@ -126,7 +126,7 @@ def build_baseline(results: list[RunResult], reference: str | None = None,
 
 
 def write_baseline(results_dir: str | Path, out: str | Path, reference: str | None = None,
-                   replicates: list[str | Path] = ()) -> Path:
+                   replicates: Sequence[str | Path] = ()) -> Path:
     data = build_baseline(load_checked(results_dir), reference, [load_checked(d) for d in replicates])
     configs = {}
     for i, e in enumerate(data["runs"]):  # each run's configuration on one line of its own
@@ -253,9 +253,9 @@ def compare(results: list[RunResult], baseline: dict[str, Any]) -> list[dict[str
             continue
         points = heldout_points(r)
         steps = r.training.steps if r.training else []
-        curves = [_curve_row(e, "held-out loss", e["heldout"], [p.step for p in points], [p.loss for p in points], tols),
-                  _curve_row(e, "train loss", e["train_loss"], [s.step for s in steps], [s.loss for s in steps], tols)]
-        curves = [row for row in curves if row is not None]
+        curve_rows = [_curve_row(e, "held-out loss", e["heldout"], [p.step for p in points], [p.loss for p in points], tols),
+                      _curve_row(e, "train loss", e["train_loss"], [s.step for s in steps], [s.loss for s in steps], tols)]
+        curves = [row for row in curve_rows if row is not None]
         if curves and note:
             curves[0]["note"] = "; ".join(x for x in (curves[0]["note"], note) if x)
         rows += curves

@@ -150,6 +150,13 @@ class TaskAnalysis:
     def endpoint(self, key: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.key == key), None)
 
+    def known_endpoint(self, key: str) -> Endpoint:
+        """The endpoint `key` where the caller knows it is one (a ranked key, the primary metric's)."""
+        e = self.endpoint(key)
+        if e is None:
+            raise KeyError(f"{self.task}: no endpoint {key!r} among {[e.key for e in self.endpoints]}")
+        return e
+
 
 def _target_text(spec: Any, value: float | None) -> str:
     shown = "?" if value is None else f"{value:.3g}"
@@ -168,10 +175,10 @@ def per_example(r: RunResult) -> dict[str, dict[str, float]]:
             if name not in ("ids", "prediction", "label") and isinstance(scores, list) and len(scores) == len(ids):
                 out[f"metric:{name}"] = {i: float(v) for i, v in zip(ids, scores) if v is not None}
     points = convergence.heldout_points(r)
-    ids = field_of(r.heldout, "example_ids") if r.heldout is not None else None
+    heldout_ids = field_of(r.heldout, "example_ids") if r.heldout is not None else None
     last = field_of(points[-1], "per_example") if len(points) >= 2 else None
-    if r.run.status in TRAINED_STATUSES and ids and last and len(ids) == len(last):
-        out["heldout_final"] = {str(i): float(v) for i, v in zip(ids, last)}
+    if r.run.status in TRAINED_STATUSES and heldout_ids and last and len(heldout_ids) == len(last):
+        out["heldout_final"] = {str(i): float(v) for i, v in zip(heldout_ids, last)}
     return out
 
 
@@ -322,7 +329,7 @@ def _compare(a: TaskAnalysis) -> dict[tuple[str, str], stats.Paired]:
                 if e.better is not None:
                     comparisons[(label, e.key)] = compare_pair(e, base, figures)
     for keys in (a.family, a.cost_family):
-        decide_family(a, [(a.endpoint(k), base, a.methods[l], comparisons[(l, k)])
+        decide_family(a, [(a.known_endpoint(k), base, a.methods[l], comparisons[(l, k)])
                           for l in a.methods if l != a.reference for k in keys if (l, k) in comparisons])
     require_stable_costs(a, a.reference, {k: c for k, c in comparisons.items() if k[1] in a.cost_family})
     return comparisons
@@ -333,10 +340,11 @@ def _moved(figures: MethodFigures, seed: int, factors: dict[str, float]) -> Meth
     values = {k: dict(v) for k, v in figures.values.items()}
     bounds = {k: dict(v) for k, v in figures.bounds.items()}
     for key, f in factors.items():
-        if values.get(key, {}).get(seed) is not None:
-            values[key][seed] *= f
-        if bounds.get(key, {}).get(seed) is not None:
-            low, high = bounds[key][seed]
+        value, bound = values.get(key, {}).get(seed), bounds.get(key, {}).get(seed)
+        if value is not None:
+            values[key][seed] = value * f
+        if bound is not None:
+            low, high = bound
             bounds[key][seed] = (low * f, high * f)
     return MethodFigures(figures.label, figures.runs, values, figures.reached, bounds)
 
@@ -357,7 +365,7 @@ def require_stable_costs(a: TaskAnalysis, base: str, comparisons: dict[tuple[str
                 factors = {"peak_mb": 1 + sign * rep.get("peak_mb", 0), "tokens_per_s": 1 + sign * rep.get("tokens_per_s", 0),
                            "train_time_s": 1 / (1 + sign * rep.get("tokens_per_s", 0))}
                 methods = {l: (_moved(f, seed, factors) if l == label else f) for l, f in a.methods.items()}
-                family = [(a.endpoint(k), methods[base], methods[l], compare_pair(a.endpoint(k), methods[base], methods[l]))
+                family = [(a.known_endpoint(k), methods[base], methods[l], compare_pair(a.known_endpoint(k), methods[base], methods[l]))
                           for (l, k) in decided]
                 decide_family(a, family)
                 unstable |= {key for key, (*_, c) in zip(decided, family) if c.verdict != decided[key].verdict}

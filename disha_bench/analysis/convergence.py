@@ -196,10 +196,12 @@ def resolve_targets(targets: Iterable[float | str], results_for_task: Sequence[A
         if target.kind == "abs":
             resolved.append(target.value)
             continue
+        if target.label is None or (target.kind == "frac") != (target.value is not None):
+            raise ValueError(f"target {spec!r} parsed as {target}: a relative target has a label, and a fraction if frac")
         means = {label: math.fsum(v[target.kind if target.kind != "frac" else "final"]) / len(v["final"])
                  for label, v in per_label.items() if v["final"]}
         level = max(means.values(), default=None) if target.label == WORST else means.get(target.label)
-        if target.kind == "frac" and level is not None:
+        if target.value is not None and level is not None:  # frac
             level = None if start is None else start + target.value * (level - start)
         resolved.append(level)
     return resolved

@@ -24,7 +24,7 @@ from disha_bench.analysis.compare import TaskAnalysis, compare_pair, decide_fami
 
 def protocol(results: list) -> str:
     """The training protocol as the results record it: one shared learning rate (as the paper) or not."""
-    rates = {}
+    rates: dict[str, set[float]] = {}
     for r in results:
         config = r.run.config or {}
         method = config.get("method") or {}
@@ -48,17 +48,22 @@ def adjusted(c: stats.Paired) -> tuple[float | None, float | None]:
 
 def describe(a: TaskAnalysis, label: str, key: str, c: stats.Paired) -> str:
     """One sentence for a comparison with the reference (with its adjusted interval)."""
-    e = a.endpoint(key)
     ref = a.reference
     low, high = adjusted(c)
     if key.startswith("steps_to_target"):
         return f"{label} reaches the held-out target in {fmt.ratio(c.estimate, low, high)} of {ref}'s steps on {a.task}"
+    e = a.known_endpoint(key)
     if e.ratio:
         return f"{label}'s {e.title} is {fmt.ratio(c.estimate, low, high)} of {ref}'s on {a.task}"
+    if c.estimate is None:
+        raise ValueError(f"{a.task}: {label} against {ref} on {key} was not tested; nothing to describe")
     side = "higher" if c.estimate > 0 else "lower"
     # Written as a positive amount: "0.29 [0.14, 0.44] lower", the interval turned round with it.
-    amount = fmt.difference(abs(c.estimate), *sorted((abs(low), abs(high))), e.unit) if low is not None \
-        else fmt.difference(abs(c.estimate), None, None, e.unit)
+    if low is not None and high is not None:
+        near, far = sorted((abs(low), abs(high)))
+        amount = fmt.difference(abs(c.estimate), near, far, e.unit)
+    else:
+        amount = fmt.difference(abs(c.estimate), None, None, e.unit)
     return f"{label}'s {e.title} is {amount.lstrip('+').replace('[+', '[').replace(', +', ', ')} {side} than {ref}'s on {a.task}"
 
 
@@ -143,7 +148,7 @@ def _claim_faster(a: TaskAnalysis, bone: str, lora: str) -> str:
 
 def _claim_quality(a: TaskAnalysis, bat: str, bone: str) -> str:
     key = f"metric:{a.primary}" if a.primary else "heldout_final"
-    e = a.endpoint(key)
+    e = a.known_endpoint(key)
     (c,) = _pairs(a, bone, bat, [key])
     verdict = {verdicts.BETTER: "holds", verdicts.MATCHES: "holds", verdicts.WORSE: "does not hold"}.get(
         c.verdict or "", "not resolved")
@@ -196,7 +201,7 @@ def minimum_detectable_lines(analyses: list[TaskAnalysis]) -> list[str]:
             if not spreads:
                 continue
             mde = verdicts.minimum_detectable((sum(spreads) / len(spreads)) ** 0.5, n, size)
-            e = a.endpoint(key)
+            e = a.known_endpoint(key)
             if not mde:  # identical per seed: only the sign test can speak, 2^(1-n) < alpha / size
                 shown = f"identical per seed, detectable from {math.ceil(1 + math.log2(size / stats.ALPHA) + 1e-9)} seeds (sign test)"
             else:

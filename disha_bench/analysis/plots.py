@@ -122,7 +122,7 @@ def pareto_figure(a: TaskAnalysis):
     chance = a.reference_rows.get("majority class", {}).get(quality)
     if len(set(means)) <= 1 or (chance is not None and all(m <= chance + 0.01 for m in means)):
         quality = "heldout_final"  # every method at chance (or equal): the held-out loss still separates them
-    e = a.endpoint(quality)
+    e = a.known_endpoint(quality)
     fig, axes = _figure(2, width=11)
     colors = _colors(list(a.methods))
     drawn = False
@@ -145,11 +145,12 @@ def pareto_figure(a: TaskAnalysis):
             ax.text(0.5, 0.03, tie, transform=ax.transAxes, ha="center", fontsize=8, color="dimgrey")
         elif points:
             drawn = True
-            front, best = [], None
-            for x, y in sorted(points):
-                if best is None or (y > best if e.better == "high" else y < best):
-                    front.append((x, y))
-                    best = y
+            front: list[tuple[float, float]] = []
+            best: float | None = None
+            for point_x, point_y in sorted(points):
+                if best is None or (point_y > best if e.better == "high" else point_y < best):
+                    front.append((point_x, point_y))
+                    best = point_y
             ax.plot(*zip(*front), color="grey", linestyle="--", linewidth=0.8, drawstyle="steps-post")
         ax.set_xlabel("peak memory, MB" if cost == "peak_mb" else "training seconds to the first target")
         ax.set_ylabel(e.title)

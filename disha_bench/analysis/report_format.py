@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from typing import overload
 
 DASH = "–"
 
@@ -35,6 +36,10 @@ def sig3(x: float | None) -> str:
     return f"{x:,.{places}f}"
 
 
+@overload
+def scale(x: float, unit: str) -> float: ...
+@overload
+def scale(x: float | None, unit: str) -> float | None: ...
 def scale(x: float | None, unit: str) -> float | None:
     return None if x is None else x * 100 if unit == "%" else x
 
@@ -44,16 +49,16 @@ def mean_ci(mean: float | None, low: float | None, high: float | None, unit: str
     if mean is None:
         return DASH
     if unit == "MB":
-        if low is None:
+        if low is None or high is None:
             return memory(mean)
         div, name = (1024, "GB") if mean >= 1000 else (1, "MB")
         return f"{sig3(mean / div)} [{sig3(low / div)}, {sig3(high / div)}] {name}"
     if unit == "steps":
-        return f"{mean:.0f}" + ("" if low is None else f" [{low:.0f}, {high:.0f}]")
+        return f"{mean:.0f}" + ("" if low is None or high is None else f" [{low:.0f}, {high:.0f}]")
     if unit == "params":
         return params(mean)
     m, lo, hi = scale(mean, unit), scale(low, unit), scale(high, unit)
-    if lo is None:
+    if lo is None or hi is None:
         return plain(mean, unit)
     if hi - lo == 0:
         return f"{plain(mean, unit)} (no spread)"  # every seed gave the same value
@@ -93,7 +98,7 @@ def params(x: float | None) -> str:
 def ratio(estimate: float | None, low: float | None = None, high: float | None = None) -> str:
     if estimate is None:
         return DASH
-    if low is None:
+    if low is None or high is None:
         return f"{estimate:.2f}×"
     d = max(2, decimals(max(high - estimate, estimate - low)))
     return f"{estimate:.{d}f}× [{low:.{d}f}, {high:.{d}f}]"
@@ -105,7 +110,7 @@ def difference(estimate: float | None, low: float | None, high: float | None, un
         return DASH
     e, lo, hi = scale(estimate, unit), scale(low, unit), scale(high, unit)
     suffix = " pp" if unit == "%" else ""
-    if lo is None:
+    if lo is None or hi is None:
         return f"{e:+.3g}{suffix}"
     d = decimals(max(hi - e, e - lo))
     return f"{e:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]{suffix}"
@@ -113,7 +118,7 @@ def difference(estimate: float | None, low: float | None, high: float | None, un
 
 def counts(k: int, n: int, low: float | None, high: float | None) -> str:
     """Pooled proportion on a tiny evaluation set: `3/48 [1.4, 17]%`."""
-    if low is None:
+    if low is None or high is None:
         return f"{k}/{n}"
     d = decimals((high - low) * 50)
     return f"{k}/{n} [{low * 100:.{d}f}, {high * 100:.{d}f}]%"

@@ -47,34 +47,34 @@ def _mark(a: TaskAnalysis, label: str, marks: dict[str, str]) -> str:
 def headline(analyses: list[TaskAnalysis], marks: dict[str, str]) -> list[str]:
     labels = list(dict.fromkeys(l for a in analyses for l in a.methods))
     tasks = [a for a in analyses if a.primary]
-    average = len(tasks) > 1 and len({a.endpoint(f"metric:{a.primary}").unit for a in tasks}) == 1
+    average = len(tasks) > 1 and len({a.known_endpoint(f"metric:{a.primary}").unit for a in tasks}) == 1
     header = ["method"] + [f"{a.task} ({a.primary})" for a in tasks] + (["average"] if average else [])
     rows, n_max = [], max((len(f.values.get(f"metric:{a.primary}", {})) for a in tasks for f in a.methods.values()), default=0)
     for label in labels:
         cells, means = [], []
         for a in tasks:
             key = f"metric:{a.primary}"
-            e = a.endpoint(key)
             if label not in a.methods:
                 cells.append(fmt.DASH)
                 continue
+            e = a.known_endpoint(key)
             agg = _mean(a, label, key)
             means.append(agg["mean"])
             n_note = f" (n={agg['n']})" if agg["mean"] is not None and agg["n"] < n_max else ""
             cells.append(fmt.plain(agg["mean"], e.unit) + _marker(a.comparisons.get((label, key)), e.better) + n_note
                          + _mark(a, label, marks))
         if average:
-            unit = tasks[0].endpoint(f"metric:{tasks[0].primary}").unit
+            unit = tasks[0].known_endpoint(f"metric:{tasks[0].primary}").unit
             ok = len(means) == len(tasks) and None not in means
             cells.append(fmt.plain(sum(means) / len(means), unit) if ok else fmt.DASH)
         name = label + (" (reference)" if any(a.reference == label for a in analyses) else "")
         rows.append([name] + cells)
     for ref_row in ("unadapted model", "majority class"):
         cells = [fmt.plain(a.reference_rows.get(ref_row, {}).get(f"metric:{a.primary}"),
-                           a.endpoint(f"metric:{a.primary}").unit) for a in tasks]
+                           a.known_endpoint(f"metric:{a.primary}").unit) for a in tasks]
         if any(c != fmt.DASH for c in cells):
             rows.append([f"*{ref_row}*"] + cells + ([fmt.DASH] if average else []))
-    units = {a.endpoint(f"metric:{a.primary}").unit for a in tasks}
+    units = {a.known_endpoint(f"metric:{a.primary}").unit for a in tasks}
     note = (f"Mean over n={n_max} seeds per cell (fewer where shown){'; proportions in %' if '%' in units else ''}. "
             f"{MARKER_LEGEND}.")
     return _table(header, rows) + ["", note] if tasks else ["(No task recorded a primary metric.)"]
@@ -82,18 +82,17 @@ def headline(analyses: list[TaskAnalysis], marks: dict[str, str]) -> list[str]:
 
 def _cost_cells(a: TaskAnalysis, label: str, key: str) -> tuple[str, str]:
     """(absolute, ratio to the reference with marker) for one cost figure of one task."""
-    e = a.endpoint(key)
     figures = a.methods[label]
     if key.startswith("steps_to_target"):
         s = figures.reached.get(key, {})
-        absolute = (fmt.censored(s.get("median"), s.get("censored"), s.get("budget"), "steps") +
+        absolute = (fmt.censored(s.get("median"), bool(s.get("censored")), s.get("budget"), "steps") +
                     f" ({s.get('reached', 0)}/{s.get('n', 0)})") if s.get("n") else fmt.DASH
     else:
-        absolute = fmt.plain(_mean(a, label, key)["mean"], e.unit)
+        absolute = fmt.plain(_mean(a, label, key)["mean"], a.known_endpoint(key).unit)
     if label == a.reference:
         return absolute, "1×" if absolute != fmt.DASH else fmt.DASH
     c = a.comparisons.get((label, key))
-    return absolute, (fmt.ratio(c.estimate) + _marker(c, e.better)) if c and c.estimate is not None else fmt.DASH
+    return absolute, (fmt.ratio(c.estimate) + _marker(c, a.known_endpoint(key).better)) if c and c.estimate is not None else fmt.DASH
 
 
 def cost_table(analyses: list[TaskAnalysis], marks: dict[str, str]) -> list[str]:
@@ -121,7 +120,7 @@ def repeatability_note(analyses: list[TaskAnalysis]) -> str:
     """Where each cost figure comes from, with its repeatability (a cost difference must exceed it)."""
     parts = []
     for a in analyses:
-        cells = [f"{(a.endpoint(key).title if a.endpoint(key) else key)} {value:.1%} ({source})"
+        cells = [f"{(e.title if (e := a.endpoint(key)) else key)} {value:.1%} ({source})"
                  for key, (value, source) in a.repeatability.items()]
         if cells:
             parts.append(f"{a.task}: " + ", ".join(cells))
@@ -166,7 +165,7 @@ def _mean_cell(row: dict, a: TaskAnalysis) -> str:
         # Per-example outputs: the mean with a two-way bootstrap interval over seeds and examples
         # (not counts pooled over seeds, which would treat every seed's examples as new ones).
         c = stats.paired_examples({s: dict.fromkeys(v, 0.0) for s, v in scores.items()}, scores)
-        low, high = stats.clip(c.ci_low, c.ci_high, a.endpoint(row["key"]).domain)
+        low, high = stats.clip(c.ci_low, c.ci_high, a.known_endpoint(row["key"]).domain)
         return fmt.mean_ci(c.estimate, low, high, row["unit"]) + " (seeds x examples)"
     endpoint = a.endpoint(row["key"])
     n_examples = a.methods[row["method"]].n_examples if endpoint is not None and endpoint.count else None

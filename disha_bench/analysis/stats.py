@@ -155,11 +155,13 @@ def _test_configs(configs: list[list[float]], confidence: float) -> tuple[float 
     """(low, high, p) over the configurations of one comparison: the hull of the intervals and the
     largest p (1 when the configurations disagree on the direction)."""
     tests = [_t_test(d, confidence) for d in configs]
-    lows, highs, ps = [t[1] for t in tests], [t[2] for t in tests], [t[3] for t in tests]
-    p = None if None in ps else max(ps)
+    lows = [t[1] for t in tests if t[1] is not None]
+    highs = [t[2] for t in tests if t[2] is not None]
+    ps = [t[3] for t in tests if t[3] is not None]
+    p = max(ps) if len(ps) == len(tests) else None
     if p is not None and len({math.copysign(1, t[0]) if t[0] else 0 for t in tests}) > 1:
         p = 1.0
-    if None in lows or None in highs:
+    if len(lows) < len(tests) or len(highs) < len(tests):
         return None, None, p
     return min(lows), max(highs), p
 
@@ -228,9 +230,9 @@ def interval_at(c: Paired, confidence: float) -> tuple[float | None, float | Non
     if "n_examples" in c.extra:  # seeds without spread: the evaluation set's sampling error alone
         p_ref, n = c.extra["p_reference"], c.extra["n_examples"]
         n_low, n_high = newcombe(p_ref, p_ref + c.estimate, n, confidence)
-        low, high = (n_low, n_high) if low is None else (min(low, n_low), max(high, n_high))
+        low, high = (n_low, n_high) if low is None or high is None else (min(low, n_low), max(high, n_high))
         p = max(p if p is not None else 0.0, two_proportion_p(p_ref, p_ref + c.estimate, n))
-    if low is None:
+    if low is None or high is None:
         return None, None, p
     if c.ratio:
         return math.exp(low), math.exp(high), p
@@ -312,16 +314,18 @@ def apply_holm(family: list[Paired], alpha: float = ALPHA) -> list[Paired]:
     """
     adjusted_all = holm([1.0 if c.p_value is None else c.p_value for c in family])
     for comparison, adjusted in zip(family, adjusted_all):
-        comparison.p_holm = None if comparison.p_value is None else adjusted
+        p_value = comparison.p_value
+        comparison.p_holm = None if p_value is None else adjusted
         comparison.significant = comparison.p_holm is not None and comparison.p_holm < alpha
-        if comparison.p_holm:
-            level = alpha * comparison.p_value / comparison.p_holm
+        if p_value is not None and comparison.p_holm:
+            level = alpha * p_value / comparison.p_holm
             comparison.adj_low, comparison.adj_high, _ = interval_at(comparison, 1 - level)
     return family
 
 
-def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
-    """Wilson score interval of a proportion k/n (inside [0, 1] by construction; (None, None) for n=0)."""
+def wilson(k: float, n: int, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
+    """Wilson score interval of a proportion k/n (inside [0, 1] by construction; (None, None) for n=0).
+    `k` is a count, also when given as proportion x n (a float)."""
     if n <= 0:
         return None, None
     from scipy import stats as scipy_stats
@@ -346,9 +350,10 @@ def median_censored(values: list[float | None]) -> tuple[float | None, bool]:
         return None, False
     ordered = sorted(values, key=lambda v: (v is None, v if v is not None else 0.0))
     mid = ordered[(n - 1) // 2: n // 2 + 1]
-    if any(v is None for v in mid):
+    reached = [v for v in mid if v is not None]
+    if len(reached) < len(mid):
         return None, True
-    return math.fsum(mid) / len(mid), False
+    return math.fsum(reached) / len(reached), False
 
 
 def newcombe(p_reference: float, p_method: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -356,6 +361,8 @@ def newcombe(p_reference: float, p_method: float, n: int, confidence: float = CO
     (Wilson ends combined; Newcombe 1998, method 10). Never degenerate: 0/16 vs 0/16 -> about ±0.19."""
     l1, u1 = wilson(p_reference * n, n, confidence)
     l2, u2 = wilson(p_method * n, n, confidence)
+    if l1 is None or u1 is None or l2 is None or u2 is None:
+        raise ValueError(f"newcombe: no examples (n={n})")
     d = p_method - p_reference
     return (max(-1.0, d - math.sqrt((p_method - l2) ** 2 + (u1 - p_reference) ** 2)),
             min(1.0, d + math.sqrt((u2 - p_method) ** 2 + (p_reference - l1) ** 2)))

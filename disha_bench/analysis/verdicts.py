@@ -123,6 +123,8 @@ def prior_lines(n_seeds: int, family_size: int) -> list[str]:
         return [f"Minimum detectable effect: none with {n_seeds} seed (a paired comparison needs 2 or more)."]
     loss = minimum_detectable(PRIOR_SPREAD["heldout_final"], n_seeds, family_size)
     steps = minimum_detectable(PRIOR_SPREAD["steps_to_target:0"], n_seeds, family_size)
+    if loss is None or steps is None:
+        raise ValueError(f"prior spreads {PRIOR_SPREAD} must be finite")  # n_seeds >= 2 here
     return [f"Minimum detectable effect with {n_seeds} seeds ({POWER:.0%} power, Holm's first level over "
             f"{family_size} primary comparisons): held-out loss {loss:.3g}, steps to target {math.exp(-steps):.2f}x "
             f"of the reference; from prior per-seed spreads {PRIOR_SPREAD['heldout_final']:g} (loss) and "

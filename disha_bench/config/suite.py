@@ -9,7 +9,7 @@ configuration, so editing one method re-runs only that method's runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
@@ -264,7 +264,7 @@ class Suite(_Strict):
 # Loading
 
 
-def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[Suite, dict[str, Any]]:
+def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Suite, dict[str, Any]]:
     """Read, override and validate a suite file; returns the suite and its raw (overridden) mapping."""
     path = Path(path)
     file = str(path)

@@ -111,6 +111,8 @@ def load_split(
             return [] if _PROBING.get() else read_local(found)
         if source == "local" or hub is None:
             raise UserError(f"{what}: no local data for split '{split}'; {_where_hint(data_dir, local, split)}", key="source")
+    if hub is None:  # source: hub for a task that has no hub dataset
+        raise UserError(f"{what}: no hub dataset for split '{split}'; use source local or auto, {_where_hint(data_dir, local, split)}", key="source")
     return load_hub(hub, from_hub, what=what, hint=_where_hint(data_dir, local, split))
 
 

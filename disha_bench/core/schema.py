@@ -168,7 +168,7 @@ def field_lines(model: type[BaseModel], indent: str = "    ") -> list[str]:
     for name, info in model.model_fields.items():
         default = "required" if info.default is PydanticUndefined else f"default {json.dumps(info.default)}"
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        shown = extra.get("type_text") or type_text(info.annotation) + _bounds_text(info.metadata)
+        shown = str(extra.get("type_text") or type_text(info.annotation) + _bounds_text(info.metadata))
         shown += " or null" if _nullable(info.annotation) else ""
         doc = " ".join((info.description or "").split())
         lines.append(f"{indent}{name} ({shown}, {default}): {doc}".rstrip())

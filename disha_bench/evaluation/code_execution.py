@@ -157,7 +157,7 @@ def evaluate_samples(samples_path: str | os.PathLike, problems_path: str | os.Pa
         raise SandboxError(f"{errors} of {len(results)} samples could not be judged (sandbox "
                            f"errors, see 'error:' lines in {out})")
 
-    per_task: dict[str, list[int]] = {}
+    per_task: dict[str, list[bool]] = {}
     for sample, res in zip(samples, results):
         per_task.setdefault(sample["task_id"], []).append(res.status == "passed")
     return mean_pass_at_k(list(per_task.values()), ks)

@@ -27,7 +27,7 @@ cache that is not plain per-layer key/value tensors, or ZeRO-3 synced GPUs, `usa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 import torch
 from transformers import DynamicCache
@@ -71,8 +71,19 @@ class Pool:
     """(rows, width): 0 over left padding, 1 over prompt and generated tokens already in the cache."""
     next_position: torch.Tensor | None = None
     """(rows,): the position id of each row's next token (its count of real tokens so far)."""
-    cache: object = None
+    cache: DynamicCache | None = None
     """The rows' `DynamicCache` of `GrowingLayer`s: per layer, keys and values (rows, heads, width, head dim)."""
+
+    def in_flight(self) -> tuple[torch.Tensor, torch.Tensor, list[GrowingLayer]]:
+        """(attention_mask, next_position, cache layers) of the rows in flight (`join` sets all three at once)."""
+        if self.attention_mask is None or self.next_position is None or self.cache is None:
+            raise RuntimeError("generation pool: no rows in flight")
+        return self.attention_mask, self.next_position, growing_layers(self.cache)
+
+    def clear(self) -> None:
+        """Nothing in flight: the next prompts start a fresh cache, no padding carried over."""
+        self.prompt_index, self.tokens = [], []
+        self.attention_mask = self.next_position = self.cache = None
 
 
 class GrowingLayer(DynamicLayer):
@@ -81,6 +92,9 @@ class GrowingLayer(DynamicLayer):
 
     Attention sees the same tensors, values and length as with `DynamicLayer` (a strided view instead of
     a fresh contiguous tensor), so each forward computes what it would have."""
+
+    keys: torch.Tensor  # set on the first update, before anything reads them
+    values: torch.Tensor
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -121,7 +135,12 @@ def forward(model, input_ids, attention_mask, position_ids, cache) -> torch.Tens
     return torch.argmax(logits[:, -1].to(dtype=torch.float32), dim=-1)
 
 
-def prefill(model, tokenizer, prompts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, object]:
+def growing_layers(cache: DynamicCache) -> list[GrowingLayer]:
+    """The cache's layers, which `prefill` made `GrowingLayer`s (DynamicCache types them as any layer)."""
+    return cast(list[GrowingLayer], cache.layers)
+
+
+def prefill(model, tokenizer, prompts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, DynamicCache]:
     """Left-padded prompts through the model: (first tokens, attention mask, cache)."""
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
@@ -141,7 +160,7 @@ def left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def join(pool: Pool, mask: torch.Tensor, cache, first: torch.Tensor, indices: list[int]) -> None:
+def join(pool: Pool, mask: torch.Tensor, cache: DynamicCache, first: torch.Tensor, indices: list[int]) -> None:
     """Add freshly prefilled rows to the pool, padding whichever side is narrower on the left."""
     pool.prompt_index += indices
     pool.tokens += [[token] for token in first.tolist()]
@@ -149,10 +168,11 @@ def join(pool: Pool, mask: torch.Tensor, cache, first: torch.Tensor, indices: li
     if pool.cache is None:
         pool.attention_mask, pool.next_position, pool.cache = mask, positions, cache
         return
-    width = max(mask.shape[1], pool.attention_mask.shape[1])
-    pool.attention_mask = torch.cat([left_pad(pool.attention_mask, width, 1), left_pad(mask, width, 1)])
-    pool.next_position = torch.cat([pool.next_position, positions])
-    for old, new in zip(pool.cache.layers, cache.layers):
+    pool_mask, pool_positions, pool_layers = pool.in_flight()
+    width = max(mask.shape[1], pool_mask.shape[1])
+    pool.attention_mask = torch.cat([left_pad(pool_mask, width, 1), left_pad(mask, width, 1)])
+    pool.next_position = torch.cat([pool_positions, positions])
+    for old, new in zip(pool_layers, growing_layers(cache)):
         old.set(torch.cat([left_pad(old.keys, width, 2), left_pad(new.keys, width, 2)]),
                 torch.cat([left_pad(old.values, width, 2), left_pad(new.values, width, 2)]))
 
@@ -160,15 +180,16 @@ def join(pool: Pool, mask: torch.Tensor, cache, first: torch.Tensor, indices: li
 def keep(pool: Pool, rows: list[int]) -> None:
     """Keep only `rows` of the pool, and drop leading columns that are padding in all of them."""
     if not rows:
-        pool.__init__()  # nothing in flight: the next prompts start a fresh cache, no padding carried over
+        pool.clear()
         return
-    index = torch.tensor(rows, device=pool.attention_mask.device)
-    mask = pool.attention_mask.index_select(0, index)
+    pool_mask, pool_positions, pool_layers = pool.in_flight()
+    index = torch.tensor(rows, device=pool_mask.device)
+    mask = pool_mask.index_select(0, index)
     start = int(mask.any(0).long().argmax())
-    pool.attention_mask, pool.next_position = mask[:, start:], pool.next_position.index_select(0, index)
+    pool.attention_mask, pool.next_position = mask[:, start:], pool_positions.index_select(0, index)
     pool.prompt_index = [pool.prompt_index[r] for r in rows]
     pool.tokens = [pool.tokens[r] for r in rows]
-    for layer in pool.cache.layers:
+    for layer in pool_layers:
         layer.set(layer.keys.index_select(0, index)[:, :, start:], layer.values.index_select(0, index)[:, :, start:])
 
 
@@ -207,11 +228,11 @@ def greedy_pool(model, tokenizer, prompts: Sequence[str], batch_size: int, max_n
 
 def step(model, pool: Pool) -> None:
     """One decode step of every row in the pool: its last token in, its next token out."""
-    last = torch.tensor([tokens[-1] for tokens in pool.tokens], device=pool.attention_mask.device)
-    mask = pool.attention_mask
+    mask, positions, _ = pool.in_flight()
+    last = torch.tensor([tokens[-1] for tokens in pool.tokens], device=mask.device)
     pool.attention_mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-    following = forward(model, last[:, None], pool.attention_mask, pool.next_position[:, None], pool.cache)
-    pool.next_position = pool.next_position + 1
+    following = forward(model, last[:, None], pool.attention_mask, positions[:, None], pool.cache)
+    pool.next_position = positions + 1
     for tokens, token in zip(pool.tokens, following.tolist()):
         tokens.append(token)
 

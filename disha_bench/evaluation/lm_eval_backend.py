@@ -80,7 +80,8 @@ def refusal(task: str) -> str:
 def local_files(task: str, data_dir: str | None) -> dict[str, Path] | None:
     """The task's splits under the data directory, or None when any is missing."""
     found = {split: find_local(data_dir, [relative]) for split, relative in LOCAL_TASKS.get(task, {}).items()}
-    return found if found and all(found.values()) else None
+    present = {split: path for split, path in found.items() if path is not None}
+    return present if present and len(present) == len(found) else None
 
 
 def local_task_yaml(task: str, files: dict[str, Path], directory: Path) -> Path:

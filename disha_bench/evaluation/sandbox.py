@@ -63,7 +63,11 @@ import signal
 import sys
 import time
 
-if __name__ == "__main__":  # the helper process: skip what only the harness side needs
+TYPE_CHECKING = False  # typing's constant without importing typing into the helper; type checkers take it as True
+
+if TYPE_CHECKING:
+    from dataclasses import dataclass as _dataclass
+elif __name__ == "__main__":  # the helper process: skip what only the harness side needs
 
     def _dataclass(cls):
         return cls
@@ -101,10 +105,13 @@ class SandboxResult:
     duration_s: float = 0.0
 
 
-try:
+if TYPE_CHECKING:
     from disha_bench.core.errors import UserError as _Base
-except ImportError:  # running as the helper script (python -I -S): never raised there
-    _Base = Exception
+else:
+    try:
+        from disha_bench.core.errors import UserError as _Base
+    except ImportError:  # running as the helper script (python -I -S): never raised there
+        _Base = Exception
 
 
 class SandboxUnavailable(_Base):
@@ -129,9 +136,9 @@ def run_untrusted(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024
     import subprocess
     import tempfile
 
+    mount_dir = tempfile.mkdtemp(prefix="disha-sandbox-")
     cfg = dict(source=source, timeout_s=float(timeout_s), memory_mb=int(memory_mb),
-               max_processes=int(max_processes), isolate=not unsafe_no_isolation,
-               mount_dir=tempfile.mkdtemp(prefix="disha-sandbox-"))
+               max_processes=int(max_processes), isolate=not unsafe_no_isolation, mount_dir=mount_dir)
     out_r, out_w = os.pipe()
     start = time.monotonic()
     try:
@@ -142,7 +149,7 @@ def run_untrusted(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024
             start_new_session=True)
     except BaseException:
         os.close(out_r)
-        os.rmdir(cfg["mount_dir"])
+        os.rmdir(mount_dir)
         raise
     finally:
         os.close(out_w)
@@ -151,7 +158,7 @@ def run_untrusted(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024
     finally:
         os.close(out_r)
         try:
-            os.rmdir(cfg["mount_dir"])
+            os.rmdir(mount_dir)
         except OSError:
             pass
 

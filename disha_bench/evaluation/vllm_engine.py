@@ -55,7 +55,7 @@ def merged_weights(model) -> dict[str, torch.Tensor]:
         for name, layer in model.get_base_model().named_modules():
             if not isinstance(layer, BaseTunerLayer):
                 continue
-            weight = layer.get_base_layer().weight
+            weight: torch.Tensor = getattr(layer.get_base_layer(), "weight")  # a Linear's; nn.Module types it Tensor | Module
             original = weight.detach().clone()
             layer.merge()
             merged[name] = weight.detach().to("cpu", copy=True)
@@ -87,7 +87,8 @@ def export_merged(model, tokenizer, directory: str) -> None:
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
-        model.get_base_model().save_pretrained(directory, state_dict=plain_state_dict(model))
+        # getattr: a PreTrainedModel's method, which PEFT's nn.Module return type hides
+        getattr(model.get_base_model(), "save_pretrained")(directory, state_dict=plain_state_dict(model))
     else:  # full fine-tuning: the weights are the model's own
         model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -132,7 +132,8 @@ class Method(StrictModel):
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
         """torch optimizer groups: weight decay on trainable matrices; none on biases, norms and
         other vectors (e.g. DoRA's magnitude). Only trainable parameters appear."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for pname, p in model.named_parameters():
             if not p.requires_grad:
                 continue
@@ -144,7 +145,7 @@ class Method(StrictModel):
 
     def save(self, model: nn.Module, directory: Path) -> None:
         """Write what was trained so that `load` puts it on the original checkpoint."""
-        model.save_pretrained(directory)
+        getattr(model, "save_pretrained")(directory)  # a PeftModel's; nn.Module types unknown attributes as Tensor | Module
 
     def load(self, base: nn.Module, directory: Path) -> nn.Module:
         """What `save` wrote, on the `base` model it was trained from."""
@@ -222,9 +223,8 @@ def resolve_targets(model: nn.Module, target_modules: str | list[str]) -> list[t
     from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
 
     heads = head_modules(model)
-    cfg = LoraConfig(target_modules=peft_target_modules(target_modules), modules_to_save=heads or None,
-                     task_type=task_type(model))
-    cfg = _maybe_include_all_linear_layers(cfg, model)
+    cfg = _maybe_include_all_linear_layers(LoraConfig(target_modules=peft_target_modules(target_modules),
+                                                      modules_to_save=heads or None, task_type=task_type(model)), model)
     out = []
     for path, module in model.named_modules():
         if not path or any(path == h or path.startswith(h + ".") for h in heads):

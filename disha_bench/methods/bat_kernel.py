@@ -24,13 +24,16 @@ and backward; the weight is read from the module at call time and never cached.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from disha_bench.methods import input_rebuild
+
+if TYPE_CHECKING:  # peft is imported on first use (see _efficient_class)
+    from peft.tuners.miss.layer import MissLinear
 
 __all__ = ["BatLinearFunction", "bat_weight", "bat_linear", "patch_bat_layers", "register_zero3_parameters", "is_bat_layer"]
 
@@ -126,7 +129,7 @@ def _miss_linear_cls():
     return MissLinear
 
 
-def is_bat_layer(module: nn.Module) -> bool:
+def is_bat_layer(module: nn.Module) -> TypeGuard[MissLinear]:
     """A PEFT MiSS linear layer in Bat mode (``init_weights="bat"``)."""
     try:
         miss_linear = _miss_linear_cls()
@@ -143,9 +146,9 @@ def _efficient_class() -> type:
     global _EFFICIENT_CLASS
     if _EFFICIENT_CLASS is not None:
         return _EFFICIENT_CLASS
-    miss_linear = _miss_linear_cls()
+    from peft.tuners.miss.layer import MissLinear
 
-    class EfficientBatLinear(miss_linear):
+    class EfficientBatLinear(MissLinear):
         """PEFT's Bat ``MissLinear`` with a recomputing forward; everything else is PEFT's."""
 
         def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -37,4 +37,4 @@ class Full(Method):
 
     def load(self, base: nn.Module, directory: Path) -> nn.Module:
         """The whole saved model, of the same class as `base`."""
-        return type(base).from_pretrained(directory)
+        return getattr(type(base), "from_pretrained")(directory)  # a PreTrainedModel class; nn.Module has no from_pretrained

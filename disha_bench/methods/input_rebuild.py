@@ -83,7 +83,7 @@ def _plan_node(node, operands: list, depth: int) -> Optional[Recipe]:
         return None if source is None else Cast(source, node._input_metadata[0].dtype)
     if kind != "MulBackward0":
         return None
-    parts = []
+    parts: list[Recipe] = []
     for attr, (producer, _) in zip(("_saved_self", "_saved_other"), node.next_functions):
         saved = getattr(node, attr, None)  # None when autograd did not need to save this operand
         if isinstance(saved, torch.Tensor):

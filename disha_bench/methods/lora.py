@@ -54,7 +54,8 @@ class Lora(RankedMethod):
     def peft_config(self, task_type: Optional[str], **extra: Any) -> Any:
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha_number(), lora_dropout=self.dropout,
+        # (ignore) PEFT annotates lora_alpha as int; its scaling lora_alpha / r takes any number
+        return LoraConfig(r=self.r, lora_alpha=self.alpha_number(), lora_dropout=self.dropout,  # type: ignore[arg-type]
                           target_modules=self.peft_targets(), task_type=task_type, **extra)
 
 
@@ -119,12 +120,13 @@ class _FromDecomposition(Lora):
 
         model = super().wrap(model, task_type)
         self._initial = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items() if "lora_" in k}
-        for config in model.peft_config.values():
+        # getattr: a PeftModel's attribute, which nn.Module types as Tensor | Module
+        for config in getattr(model, "peft_config").values():
             config.init_lora_weights = True
         return model
 
     def save(self, model: nn.Module, directory: Path) -> None:
-        model.save_pretrained(directory)
+        getattr(model, "save_pretrained")(directory)  # a PeftModel's (see wrap)
         _save_as_plain_lora(self._initial, Path(directory))
 
 
@@ -174,11 +176,12 @@ class LoraPlus(Lora):
 
         class _CaptureGroups:  # stands in for the optimizer class; PEFT only instantiates it
             def __init__(self, groups, **kwargs):
-                self.groups = groups
+                self.param_groups = groups  # the name torch's Optimizer gives them
 
-        captured = create_loraplus_optimizer(model, _CaptureGroups, lr=lr, loraplus_lr_ratio=self.loraplus_lr_ratio,
+        # (ignore) PEFT annotates a PeftModel and an Optimizer class; it only calls named_parameters() and the class
+        captured = create_loraplus_optimizer(model, _CaptureGroups, lr=lr, loraplus_lr_ratio=self.loraplus_lr_ratio,  # type: ignore[arg-type]
                                              loraplus_weight_decay=weight_decay)
-        return [g for g in captured.groups if g["params"]]
+        return [g for g in captured.param_groups if g["params"]]
 
 
 def _save_as_plain_lora(initial: dict, directory: Path) -> None:

@@ -24,7 +24,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional, Protocol, TextIO
+from typing import Callable, Optional, Protocol, Sequence, TextIO
 
 from disha_bench.contracts.events import parse_event
 from disha_bench.core.errors import UserError, did_you_mean
@@ -54,7 +54,9 @@ class RunState:
 
     def __init__(self, run_id: str, max_steps: Optional[int] = None):
         self.run_id, self.max_steps = run_id, max_steps
-        self.step, self.loss, self.step_times, self.phase = 0, None, [], None
+        self.step, self.loss = 0, None
+        self.step_times: list[float] = []
+        self.phase: Optional[str] = None
 
     def update(self, event: dict) -> None:
         self.step, self.phase = int(event.get("step") or self.step), None
@@ -87,7 +89,7 @@ class SuiteProgress:
     loggers: metric logger names (`output.loggers`), one set per run under `<results>/.runs/<id>/`.
     """
 
-    def __init__(self, total: int, done: int = 0, *, stream: Optional[TextIO] = None, loggers: tuple = (),
+    def __init__(self, total: int, done: int = 0, *, stream: Optional[TextIO] = None, loggers: Sequence[str] = (),
                  results_dir: Optional[Path] = None, force_terminal: Optional[bool] = None):
         self.total, self.done = total, done
         self.not_complete: Counter[str] = Counter()
@@ -163,6 +165,8 @@ class SuiteProgress:
         if self.run is None or self.run.run_id != event.get("run_id"):
             self.run_started(str(event.get("run_id")))
         run = self.run
+        if run is None:
+            raise RuntimeError("run_started() sets the run")
         run.update(event)
         for logger in self.loggers:
             logger.log(run.step, {k: event[k] for k in ("loss", "lr", "grad_norm", "tokens", "step_time_s")
@@ -259,12 +263,12 @@ class WandbLogger:
         self.run.finish()
 
 
-LOGGERS = {"tensorboard": TensorBoardLogger, "wandb": WandbLogger}
+LOGGERS: dict[str, Callable[[Path], Logger]] = {"tensorboard": TensorBoardLogger, "wandb": WandbLogger}
 
 
 def make_loggers(names: list[str], run_dir: str | Path) -> list[Logger]:
     """Instantiate the named loggers (none by default); UserError for unknown names or missing packages."""
-    loggers = []
+    loggers: list[Logger] = []
     for name in names:
         if name not in LOGGERS:
             raise UserError(f"unknown logger {name!r}; {did_you_mean(name, LOGGERS)}")

@@ -17,6 +17,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 from disha_bench.config.expansion import expand_runs
 from disha_bench.config.run_spec import RunSpec
@@ -52,8 +53,8 @@ ELSEWHERE = "running elsewhere"
 def run_suite(
     suite_path: str,
     out: str | None = None,
-    overrides: list[str] = (),
-    only: list[str] = (),
+    overrides: Sequence[str] = (),
+    only: Sequence[str] = (),
     nproc: int = 1,
     hostfile: str | None = None,
     fresh: bool = False,
@@ -102,7 +103,11 @@ def _run_one(run: RunSpec, counter: str, suite: Suite, results_dir: Path, data_d
     lock, previous, skipped = _claim(results_dir, run.run_id)
     if skipped:
         print(f"{counter} {run.run_id}: {skipped}, skipped", flush=True)
-        return ELSEWHERE if lock else previous.run.status
+        if lock is not None or previous is None:  # no lock and a skip: its result is final
+            return ELSEWHERE
+        return previous.run.status
+    if lock is None:
+        raise RuntimeError(f"{run.run_id}: _claim gave neither a lock nor a reason to skip")
     _set_damaged_aside(result_path, counter)
     if fork and not worker.is_preloaded():
         print("importing torch, DeepSpeed, transformers and PEFT once for all runs", flush=True)
@@ -155,7 +160,8 @@ def _claim(results_dir: Path, run_id: str) -> tuple[RunLock | None, RunResult | 
         return None, previous, previous.run.status
     lock = RunLock(lock_path(results_dir, run_id))
     if not lock.acquire():
-        return lock, previous, f"{ELSEWHERE} ({lock.holder.describe()})"
+        # no holder: the lock file came and went twice while we looked (its owner finished meanwhile)
+        return lock, previous, f"{ELSEWHERE} ({lock.holder.describe() if lock.holder else 'another process'})"
     previous = read_result(results_dir / f"{run_id}.json")  # again: another owner may just have finished it
     if previous is not None and previous.run.status in FINAL_STATUSES:
         lock.release()
@@ -256,7 +262,7 @@ def _last_lines(path: Path, count: int) -> str:
     return " | ".join(lines[-count:])[-600:]
 
 
-def _selected(run: RunSpec, patterns: list[str]) -> bool:
+def _selected(run: RunSpec, patterns: Sequence[str]) -> bool:
     """--only matches the run id or `task/method` (e.g. 'gsm8k/bone', '*/lora*', 'sst2-*-s0-*')."""
     if not patterns:
         return True

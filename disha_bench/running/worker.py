@@ -52,7 +52,7 @@ def can_fork(nproc: int, hostfile: str | None) -> bool:
     return torch.version.cuda is None and torch.version.hip is None
 
 
-_fork_server: multiprocessing.context.BaseContext | None = None
+_fork_server: multiprocessing.context.ForkServerContext | None = None
 RUNNING: set = set()
 """Worker processes (Popen or ForkedWorker) the runner is waiting for: a scheduler's preemption
 handler (launchers.slurm) forwards its stop signal to them."""
@@ -62,7 +62,7 @@ def is_preloaded() -> bool:
     return _fork_server is not None
 
 
-def preload() -> multiprocessing.context.BaseContext:
+def preload() -> multiprocessing.context.ForkServerContext:
     """Start the fork server, which imports the training stack once (in `import_stack`)."""
     global _fork_server
     if _fork_server is not None:
@@ -98,9 +98,9 @@ class ForkedWorker:
     """
 
     def __init__(self, main, args: list[str], env: dict[str, str]):
-        preload()
+        fork_server = preload()
         read_end, write_end = os.pipe()
-        self._process = _fork_server.Process(target=_run_child, args=(main, args, env, _PassedFd(write_end)))
+        self._process = fork_server.Process(target=_run_child, args=(main, args, env, _PassedFd(write_end)))
         try:
             self._process.start()  # sends write_end to the fork server with the request
         finally:
@@ -118,7 +118,7 @@ class ForkedWorker:
     def wait(self, timeout: float | None = None) -> int:
         self._process.join(timeout)
         if self.returncode is None:
-            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)  # join(None) returns only at exit
         return self.returncode
 
 

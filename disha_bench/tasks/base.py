@@ -18,7 +18,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence, TypeVar
 
 import torch
 
@@ -64,8 +64,9 @@ class Task:
     """`causal_lm` or `sequence_classification`."""
     num_labels: ClassVar[int] = 0
     """Classes of a classification head; 1 means regression; 0 for causal LM tasks."""
-    primary_metric: ClassVar[str]
-    """Headline metric reported in leaderboards; one of `metrics`."""
+    primary_metric: str
+    """Headline metric reported in leaderboards; one of `metrics`. A class attribute that a task may set
+    per instance in `load` (GSM8K's depends on its prompt)."""
     metrics: ClassVar[tuple[Metric, ...]] = ()
     """The declaration (direction, range, whether a count) of every metric `score` can report;
     each result records those it reports, and analysis reads them instead of guessing from names."""
@@ -336,7 +337,10 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 REGISTRY: Registry[type[Task]] = Registry("task")
 
 
-def register(cls: type[Task]) -> type[Task]:
+TaskClass = TypeVar("TaskClass", bound=type[Task])
+
+
+def register(cls: TaskClass) -> TaskClass:
     """Add `cls` to the registry; ValueError when its primary metric is not among its declared `metrics`."""
     declared = by_name(cls.metrics)
     if cls.primary_metric not in declared:

@@ -76,6 +76,8 @@ def read_glue_tsv(spec: GlueSpec, path: Path) -> list[dict]:
     names = list(spec.text_columns) + [spec.label_column]
     if spec.header:
         head, rows = read_tsv(path, header=True, columns=None if not spec.skip_short_rows else 0)
+        if head is None:
+            raise RuntimeError(f"{path}: read_tsv(header=True) returned no header")  # it raises a UserError first
         indices = require_columns(head, names, path)
     else:
         head, rows = read_tsv(path, header=False, columns=max(names) + 1)
@@ -158,7 +160,10 @@ class GlueTask(Task):
 
 
 def _pair(text: str | list[str]) -> str | tuple[str, str]:
-    return text if isinstance(text, str) else tuple(text)
+    if isinstance(text, str):
+        return text
+    first, second = text  # a pair task's two text columns
+    return first, second
 
 
 def _make(spec: GlueSpec) -> type[GlueTask]:

@@ -249,7 +249,7 @@ class GSM8K(Task):
             self._gsm8k_train = load_gsm8k_split(config, self._data_dir, "train")
         return random.Random((self._config.get("sample_seed") if self._config else 0) or 0).sample(self._gsm8k_train, k)
 
-    def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict[str, Any] | None:
         if self.paper_prompt:
             target, eos = paper_target(record.get("response", record["answer"]), self._target_end)
             return encode_prompt_answer(tokenizer, PAPER_PROMPT.format(query=record["question"]), target, max_length, eos)

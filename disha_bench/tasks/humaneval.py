@@ -231,7 +231,7 @@ class HumanEval(Task):
     def instruct(self) -> bool:
         return self._config.get("prompt_style") == "instruct"
 
-    def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict[str, Any] | None:
         if not self.instruct:
             return encode_prompt_answer(tokenizer, record["prompt"], record["answer"], max_length)
         if "query" in record:  # CodeFeedback

@@ -149,7 +149,7 @@ class SyntheticArith(GeneratedTask):
     def prompt(record: dict) -> str:
         return f"Question: {record['question']}\nAnswer:"
 
-    def encode(self, record: dict, tokenizer, max_length: int) -> dict:
+    def encode(self, record: dict, tokenizer, max_length: int) -> dict[str, Any] | None:
         return encode_prompt_answer(tokenizer, self.prompt(record), " " + record["answer"], max_length)
 
     def predict(self, model, tokenizer, records: Sequence[dict], settings: EvalSettings) -> list[dict]:

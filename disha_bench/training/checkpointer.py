@@ -211,7 +211,8 @@ class Checkpointer:
         flags = [1.0 if self.signals.received is not None else 0.0, 1.0 if budget_spent else 0.0]
         signalled, budget = (value > 0 for value in distributed.all_reduce_sum(flags, device))
         stop = "signal" if signalled else "budget" if budget else None
-        periodic = bool(self.every) and step % self.every == 0 and step < max_steps
+        every = self.every or 0
+        periodic = every != 0 and step % every == 0 and step < max_steps
         return Decision(save=signalled or (periodic and stop is None), stop=stop)
 
     def _maybe_pause(self, step: int) -> None:

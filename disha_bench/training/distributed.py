@@ -48,7 +48,7 @@ def skip_cpu_shm_build() -> None:
 
     try:
         # import_module, not `import a.b.c as m`: deepspeed.comm re-exports the name `torch`.
-        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+        setattr(importlib.import_module("deepspeed.comm.torch"), "build_shm_op", lambda: None)
     except ImportError:
         pass
 

@@ -55,6 +55,8 @@ def unadapted(spec: RunSpec, started: float) -> RunResult:
 
 def reevaluate(spec: RunSpec, started: float) -> RunResult:
     """Evaluate the saved adapter of a run whose evaluation failed; the training record is kept."""
+    if spec.reevaluate_from is None:
+        raise ValueError(f"{spec.run_id}: reevaluate() without reevaluate_from")
     result = read_result(Path(spec.reevaluate_from))
     adapter = Path(spec.adapter_dir or "")
     if result is None or result.training is None or not spec.has_saved_adapter():

@@ -37,6 +37,8 @@ def digest(tokenizer, task, task_config: dict[str, Any], max_length: int, record
                          getattr(tokenizer, "add_bos_token", None), task.name, task_config, max_length],
                         sort_keys=True, default=str).encode())
     for source in (inspect.getsourcefile(type(task)), base.__file__):
+        if source is None:
+            raise ValueError(f"{type(task).__name__}: no source file to key the feature cache on")
         h.update(Path(source).read_bytes())
     for record in records:
         h.update(json.dumps(record, sort_keys=True, default=str).encode())
@@ -44,7 +46,7 @@ def digest(tokenizer, task, task_config: dict[str, Any], max_length: int, record
 
 
 def cached_features(tokenizer, task, task_config: dict[str, Any], max_length: int, records: Sequence[dict],
-                    encode: Callable[[dict], dict] | None = None) -> list[dict]:
+                    encode: Callable[[dict], dict | None] | None = None) -> list[dict | None]:
     """`[task.encode(r, tokenizer, max_length) for r in records]`, read from the cache when present
     (None entries - examples an encoder drops - are kept as None)."""
     path = cache_dir() / "features" / f"{digest(tokenizer, task, task_config, max_length, records)}.npz"
@@ -61,17 +63,17 @@ def cached_features(tokenizer, task, task_config: dict[str, Any], max_length: in
 
 def _write(path: Path, features: list[dict | None]) -> None:
     kept = np.asarray([f is not None for f in features], dtype=bool)  # an encoder may drop an example (None)
-    features = [f for f in features if f is not None]
-    ids = [f["input_ids"] for f in features]
+    present = [f for f in features if f is not None]
+    ids = [f["input_ids"] for f in present]
     arrays = {"kept": kept, "offsets": np.cumsum([0] + [len(i) for i in ids]).astype(np.int64),
               "input_ids": np.fromiter((t for i in ids for t in i), dtype=np.int64)}
-    if features and isinstance(features[0]["labels"], list):
-        arrays["labels"] = np.fromiter((t for f in features for t in f["labels"]), dtype=np.int64)
-        arrays["label_offsets"] = np.cumsum([0] + [len(f["labels"]) for f in features]).astype(np.int64)
+    if present and isinstance(present[0]["labels"], list):
+        arrays["labels"] = np.fromiter((t for f in present for t in f["labels"]), dtype=np.int64)
+        arrays["label_offsets"] = np.cumsum([0] + [len(f["labels"]) for f in present]).astype(np.int64)
     else:
-        arrays["labels"] = np.asarray([f["labels"] for f in features])
+        arrays["labels"] = np.asarray([f["labels"] for f in present])
     with atomic_open(path, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **arrays against allow_pickle: bool
 
 
 def _read(path: Path) -> list[dict | None]:

@@ -126,7 +126,7 @@ def train_step(engine, micro_batches: list[dict], step: int, device, token_weigh
     # arithmetic, in the same order, as reading each micro-batch's loss as it came.
     values = torch.stack(losses).tolist() if losses else []
     loss_sum = sum(value * weight for value, weight in zip(values, weights))
-    loss_sum, tokens, counted = distributed.all_reduce_sum([loss_sum, tokens, sum(weights)], device)
+    loss_sum, all_tokens, counted = distributed.all_reduce_sum([loss_sum, tokens, sum(weights)], device)
     if not counted:
         raise ValueError(f"step {step}: no supervised token in any micro-batch of any rank")
     if device.type == "cuda":
@@ -136,7 +136,7 @@ def train_step(engine, micro_batches: list[dict], step: int, device, token_weigh
         while time.process_time() < until:
             pass
     norm = engine.get_global_grad_norm()
-    return StepLog(step, loss_sum / counted, lr, float(norm) if norm is not None else None, int(tokens), time.perf_counter() - start)
+    return StepLog(step, loss_sum / counted, lr, float(norm) if norm is not None else None, int(all_tokens), time.perf_counter() - start)
 
 
 def loss_terms(labels: torch.Tensor) -> int:

@@ -109,8 +109,9 @@ def load_adapted_model(spec: RunSpec, data: TaskData, device=None):
     method, matching = resolve_method(model, spec)
     model = method.apply(model)
     if spec.training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        # getattr: transformers' methods (PEFT forwards them), which nn.Module types as Tensor | Module
+        getattr(model, "gradient_checkpointing_enable")(gradient_checkpointing_kwargs={"use_reentrant": False})
+        getattr(model, "enable_input_require_grads")()
     return model, method, matching
 
 

@@ -108,6 +108,8 @@ class FitControl:
         self.checkpointer.finish()
 
     def _save(self, state: FitState, reason: str, finished: bool = False) -> None:
+        if self.checkpointer is None:  # callers save only with checkpoints on
+            raise RuntimeError(f"{self.name}: no checkpointer to save with")
         progress = Progress(step=state.step, sampler=state.sampler.state_dict(), fit=fit_state_to_json(state),
                             finished=finished, heldout=dataclasses.asdict(self.heldout) if self.heldout else None)
         path = self.checkpointer.save(self.engine, progress, reason)
@@ -129,7 +131,7 @@ def fit_state_from_json(data: dict[str, Any], sampler) -> FitState:
 
 
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, list):
         return [_plain(v) for v in value]
@@ -139,7 +141,7 @@ def _plain(value: Any) -> Any:
 def _typed(hint: Any, value: Any) -> Any:
     if value is None or hint is None:
         return value
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return hint(**value)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list and args and isinstance(value, list):

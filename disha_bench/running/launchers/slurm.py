@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from disha_bench.config.expansion import expand_runs
 from disha_bench.config.suite import load_suite
@@ -96,7 +96,7 @@ def stop_workers(grace_s: float) -> None:
 
 
 def submit_suite(suite_path: str, launcher: str, options: SlurmOptions, out: str | None = None,
-                 overrides: list[str] = (), only: list[str] = (), fresh: bool = False,
+                 overrides: Sequence[str] = (), only: Sequence[str] = (), fresh: bool = False,
                  data_dir: str | None = None, command: str = "", wait: bool = False) -> int:
     """Submit each unfinished selected run as its own job; with `wait`, wait for them and print the
     status (exit 1 when a run did not finish). Returns 0 once submitted otherwise."""
@@ -144,9 +144,9 @@ def make_executor(launcher: str, options: SlurmOptions, folder: Path):
     import submitit
 
     if launcher == "submitit-local":
-        executor = submitit.LocalExecutor(folder=folder)
-        executor.update_parameters(timeout_min=options.time_min)
-        return executor
+        local = submitit.LocalExecutor(folder=folder)
+        local.update_parameters(timeout_min=options.time_min)
+        return local
     try:
         executor = submitit.SlurmExecutor(folder=folder)
     except RuntimeError as err:  # no srun on this machine
