@@ -115,14 +115,13 @@ def recorded_declarations(evaluation: dict[str, Any]) -> dict[str, Metric] | Non
     return out
 
 
-_NON_NEGATIVE = {"lower": 0.0, "upper": math.inf}
 MEASURES: dict[str, Metric] = by_name([
-    Metric("heldout_final", False, **_NON_NEGATIVE, help="held-out loss at the end of training (the budget)"),
-    Metric("heldout_start", False, **_NON_NEGATIVE, help="held-out loss of the unadapted model (step 0)"),
-    Metric("train_loss_final", False, **_NON_NEGATIVE, help="training loss at the budget, smoothed (EMA)"),
-    Metric("peak_mb", False, **_NON_NEGATIVE, help="absolute peak memory of the run, MB, maximum over ranks"),
-    Metric("tokens_per_s", True, **_NON_NEGATIVE, help="training tokens per second, all ranks together"),
-    Metric("train_time_s", False, **_NON_NEGATIVE, help="seconds of training, held-out evaluation excluded"),
-    Metric("params", False, **_NON_NEGATIVE, help="trainable parameters (reported, never ranked)"),
+    Metric("heldout_final", False, lower=0.0, upper=math.inf, help="held-out loss at the end of training (the budget)"),
+    Metric("heldout_start", False, lower=0.0, upper=math.inf, help="held-out loss of the unadapted model (step 0)"),
+    Metric("train_loss_final", False, lower=0.0, upper=math.inf, help="training loss at the budget, smoothed (EMA)"),
+    Metric("peak_mb", False, lower=0.0, upper=math.inf, help="absolute peak memory of the run, MB, maximum over ranks"),
+    Metric("tokens_per_s", True, lower=0.0, upper=math.inf, help="training tokens per second, all ranks together"),
+    Metric("train_time_s", False, lower=0.0, upper=math.inf, help="seconds of training, held-out evaluation excluded"),
+    Metric("params", False, lower=0.0, upper=math.inf, help="trainable parameters (reported, never ranked)"),
 ])
 """The figures analysis derives from a run's own record rather than from a task's `score`."""

@@ -196,7 +196,7 @@ def lm_eval_declaration(task: str, key: str, higher_is_better: bool | None) -> M
     declares it (higher is better when lm-eval says nothing, and the help says so). lm-eval declares
     no range and no per-example count, so the metric is unbounded and not a count."""
     stated = isinstance(higher_is_better, bool)
-    return Metric(key, higher_is_better if stated else True,
+    return Metric(key, higher_is_better if isinstance(higher_is_better, bool) else True,
                   help=f"lm-eval task {task}, metric,filter {key}; direction "
                        + ("from lm-eval's higher_is_better" if stated else "not declared by lm-eval, taken as higher is better"))
 
