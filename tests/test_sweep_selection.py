@@ -13,7 +13,8 @@ from disha_bench.contracts.results import DIVERGED
 def _swept(label: str, lr: float, seed: int, loss: float, status: str | None = None, metric: float = 0.5):
     r = make("synth-cls", label, seed)
     points = [dataclasses.replace(p, loss=loss if i else p.loss) for i, p in enumerate(r.heldout.points)]
-    run = dataclasses.replace(r.run, method=label if lr == 2e-4 else f"{label}@lr={lr:g}", status=status or r.run.status,
+    shown = label if lr == 2e-4 else f"{label}@lr={lr:g}"
+    run = dataclasses.replace(r.run, method=shown, run_id=f"synth-cls-{shown}-s{seed}-0000abcd", status=status or r.run.status,
                               analysis={**r.run.analysis, "sweep": {"label": label, "lr": lr, "lrs": [1e-4, 2e-4, 1e-3],
                                                                     "shared_lr": 2e-4}})
     return dataclasses.replace(r, run=run, heldout=dataclasses.replace(r.heldout, points=points),
@@ -52,3 +53,20 @@ def test_heldout_examples_inside_the_evaluation_sample_do_not_count():
     results = [run(1e-3, s, 0.1, 0.8) for s in (0, 1)] + [run(2e-4, s, 0.9, 0.6) for s in (0, 1)]
     choice = choose(results)[("synth-cls", "lora")]
     assert choice.losses == {2e-4: 0.6, 1e-3: 0.8} and choice.best_lr == 2e-4
+
+
+def test_the_report_compares_at_the_shared_lr_and_adds_the_sweep_section(tmp_path):
+    from report_fixtures import write
+
+    from disha_bench.analysis import report
+
+    results = [make("synth-cls", "unadapted", 0)]
+    for label, best in (("lora", 1e-3), ("bone", 2e-4)):
+        for lr in (2e-4, 1e-3):
+            results += [_swept(label, lr, s, 0.5 if lr == best else 0.8) for s in (0, 1, 2)]
+    out = report.write_report(write(tmp_path / "results", results), tmp_path / "synth.md", draw=False)
+    text = out.read_text()
+    main, _, swept = text.partition("## Learning-rate sweep")
+    assert swept and "@lr=" not in main.split("## Details")[0]  # the headline and findings: the shared lr only
+    assert "| synth-cls | lora | 1e-3 |" in swept and "| synth-cls | bone | 2e-4 |" in swept
+    assert "### Each method at its best lr" in swept and "optimistic" in swept

@@ -13,7 +13,7 @@ held-out loss in any seed (diverged, failed) cannot be chosen.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from disha_bench.analysis import measures
 from disha_bench.analysis.compare import per_example
@@ -70,3 +70,51 @@ def choose(results: list[RunResult]) -> dict[tuple[str, str], Choice]:
                   for lr, loss in choice.losses.items() if loss is not None]
         choice.best_lr = min(ranked)[2] if ranked else None
     return choices
+
+
+def _at(r: RunResult, lr: float | None) -> bool:
+    sweep = membership(r)
+    return sweep is None or (lr is not None and math.isclose(float(sweep["lr"]), lr, rel_tol=1e-9))
+
+
+def at_shared_lr(results: list[RunResult]) -> list[RunResult]:
+    """The runs of the shared-lr comparison: unswept runs and every swept method's run at `training.lr`."""
+    return [r for r in results if _at(r, float((membership(r) or {}).get("shared_lr", 0)) or None)]
+
+
+def at_best_lr(results: list[RunResult], choices: dict[tuple[str, str], Choice]) -> list[RunResult]:
+    """Each swept method's runs at its chosen lr, labelled as in the suite (so targets and the
+    reference name them), beside the unswept runs."""
+    out = []
+    for r in results:
+        sweep = membership(r)
+        if sweep is None:
+            out.append(r)
+        elif _at(r, choices[(r.run.task, sweep["label"])].best_lr):
+            out.append(replace(r, run=replace(r.run, method=sweep["label"])))
+    return out
+
+
+def section(choices: dict[tuple[str, str], Choice], at_best: list[str]) -> list[str]:
+    """The report's "Learning-rate sweep" section: every lr's selection loss, the choice, and the
+    comparison of each method at its best lr (`at_best`: headline, findings and claims lines)."""
+    from disha_bench.analysis import report_format as fmt
+    from disha_bench.analysis.report_tables import _table
+    from disha_bench.config.sweep import lr_text
+
+    lines = ["## Learning-rate sweep", "",
+             "Each method's lr is chosen per task on the held-out loss at the budget, mean over seeds (held-out examples "
+             "that are also in the evaluation sample left out; ties: the shared lr, then the smaller). **bold** = chosen, "
+             "(shared) = the suite's `training.lr`, the lr of every table above.", ""]
+    rows = []
+    for (task, label), c in sorted(choices.items()):
+        cells = [f"{fmt.sig3(loss) if loss is not None else 'no loss (a seed failed or diverged)'}" for loss in c.losses.values()]
+        shown = [f"{'**' if lr == c.best_lr else ''}{lr_text(lr)}{' (shared)' if math.isclose(lr, c.shared_lr) else ''}: "
+                 f"{cell}{'**' if lr == c.best_lr else ''}" for lr, cell in zip(c.losses, cells)]
+        rows.append([task, label, lr_text(c.best_lr) if c.best_lr is not None else fmt.DASH, "; ".join(shown)])
+    lines += _table(["task", "method", "best lr", "held-out loss at budget by lr (selection set)"], rows)
+    lines += ["", "### Each method at its best lr", "",
+              "> The lr was chosen on these same seeds' held-out loss, so the held-out-loss comparisons below are optimistic "
+              "for every method alike (selection and verdict see the same training runs); the task metric is scored on "
+              "evaluation examples the choice never saw.", "", *at_best]
+    return lines
