@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from disha_bench.analysis import compare as an
-from disha_bench.analysis import findings, measures, plots, report_tables, verdicts
+from disha_bench.analysis import findings, measures, plots, report_tables, sweep, verdicts
 from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis.compare import TaskAnalysis
 from disha_bench.analysis.measures import load_checked
@@ -296,14 +296,27 @@ def write_report(results_dir: str | Path, out_path: str | Path | None = None, co
         print(f"kept {out}: it was built from {existing} complete runs, these results have {complete} "
               f"(use `disha-bench report {results_dir} --out {out} --force` to replace it)", flush=True)
         return None
-    analyses = an.analyze_suite(results, reference, specs, ema)
+    swept = any(sweep.membership(r) for r in results)
+    analyses = an.analyze_suite(sweep.at_shared_lr(results) if swept else results, reference, specs, ema)
     ensure_writable(out.parent, "report")
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = build_document(results, analyses, suite, command, out if draw else None, measures.damaged_files(results_dir))
+    if swept:
+        lines += _sweep_lines(results, reference, specs, ema)
     write_csv(out.with_suffix(".csv"), analyses)
     atomic_write_text(out, "\n".join(_wrap(lines)).rstrip("\n") + "\n")
     print(f"wrote {out} and {out.with_suffix('.csv').name}", flush=True)
     return out
+
+
+def _sweep_lines(results: list[RunResult], reference: str | None, specs: list, ema: float) -> list[str]:
+    """The learning-rate sweep section: the choice per method, then the comparison at each one's best lr."""
+    choices = sweep.choose(results)
+    best = an.analyze_suite(sweep.at_best_lr(results, choices), reference, specs, ema)
+    marks, _ = provenance_marks(results)
+    at_best = [*report_tables.headline(best, marks), "", "Findings at the best lr:", "", *findings.findings(best), "",
+               "The paper's claims at the best lr:", "", *findings.claims(best), ""]
+    return ["", *sweep.section(choices, at_best)]
 
 
 def destination(suite_name: str, results_dir: Path, full_run: bool) -> Path:

@@ -131,7 +131,10 @@ def _validate(args) -> int:
     runs = expand_runs(suite, args.nproc, args.suite)
     unadapted = sum(run.is_unadapted for run in runs)
     reference = f" + {unadapted} unadapted reference runs" if unadapted else ""
-    print(f"{args.suite}: ok ({len(suite.tasks)} tasks x {len(suite.methods)} methods x {len(suite.seeds)} seeds = "
+    pairs = len({run.method.label for run in runs if not run.is_unadapted})
+    methods = f"{pairs} method x lr pairs of {len(suite.methods)} methods" if pairs > len(suite.methods) \
+        else f"{len(suite.methods)} methods"
+    print(f"{args.suite}: ok ({len(suite.tasks)} tasks x {methods} x {len(suite.seeds)} seeds = "
           f"{len(runs) - unadapted} runs{reference})")
     return 0
 

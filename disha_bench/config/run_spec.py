@@ -58,6 +58,9 @@ class RunAnalysis(BaseModel):
     """The suite's convergence targets."""
     margins: dict[str, float] = Field(default_factory=dict)
     """The suite's smallest effects of interest (`analysis.margins`), read by the report."""
+    sweep: Optional[dict[str, Any]] = None
+    """The learning-rate sweep this run belongs to (config.sweep.SweepMembership: label, lr, lrs,
+    shared_lr); null: the method is not swept."""
 
 
 class RunSpec(BaseModel):
@@ -137,6 +140,12 @@ class RunSpec(BaseModel):
         return (directory / "adapter_config.json").is_file() or (directory / "config.json").is_file()
 
     @property
+    def suite_label(self) -> str:
+        """The method's label in the suite (`match_params` and targets name it): the run's label
+        without a learning-rate sweep's `@lr=` suffix."""
+        return self.analysis.sweep["label"] if self.analysis.sweep else self.method.label
+
+    @property
     def is_unadapted(self) -> bool:
         """The reference run: nothing is trained, the base model is evaluated once."""
         return self.method.name == UNADAPTED
@@ -159,7 +168,7 @@ class RunSpec(BaseModel):
             started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
             finished_at=datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
             wall_time_s=now - started, world_size=world_size or self.world_size,
-            analysis=self.analysis.model_dump(), node=socket.gethostname(),
+            analysis=self.analysis.model_dump(exclude={"sweep"} if self.analysis.sweep is None else None), node=socket.gethostname(),
         )
 
 

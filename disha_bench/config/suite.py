@@ -14,6 +14,7 @@ from typing import Any, Iterable, Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from disha_bench.config.sweep import SweepConfig, check_sweeps
 from disha_bench.config.targets import DEFAULT_EMA
 from disha_bench.core.errors import UserError, did_you_mean
 from disha_bench.core.schema import StrictModel, describe_error, key_path, load_yaml, validate_model
@@ -72,6 +73,8 @@ class MethodConfig(StrictModel):
     lr: Optional[float] = Field(None, gt=0)
     """Learning rate of this method's runs instead of `training.lr` (full fine-tuning usually needs a
     lower one than the adapters); recorded in each run's resolved `training`."""
+    sweep: Optional[SweepConfig] = None
+    """Run this method at each of these learning rates (`{lr: [...]}`), instead of the suite's `sweep`."""
 
 
 class TrainingConfig(_Strict):
@@ -258,6 +261,9 @@ class Suite(_Strict):
     """What to write besides the result files."""
     cost: CostConfig = Field(default_factory=CostConfig)
     """Repeated, interleaved cost measurements after training (not part of any run id)."""
+    sweep: Optional[SweepConfig] = None
+    """Run every method at each of these learning rates (`{lr: [...]}`, `training.lr` among them;
+    disha_bench/config/sweep.py); the report adds each method at its best lr."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +347,7 @@ def validate_suite(raw: dict, file: str) -> Suite:
     from disha_bench.config.shapes import check_layer_widths
 
     check_layer_widths(suite, file)
+    check_sweeps(suite, file)
     task_names = [t.name for t in suite.tasks]
     for index, entry in enumerate(suite.evaluation.lm_eval):
         if entry.for_task is not None and entry.for_task not in task_names:

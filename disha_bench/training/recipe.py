@@ -121,7 +121,7 @@ def resolve_method(model, spec: RunSpec) -> tuple[methods.Method, dict[str, Any]
     if getattr(method, "match_params", None) is None:
         return method, None
     table = {label: methods.parse(entry.name, entry.params) for label, entry in spec.methods.items()}
-    info = dict(methods.resolve_matching(model, table)[spec.method.label])
+    info = dict(methods.resolve_matching(model, table)[spec.suite_label])
     return info.pop("method"), info
 
 
