@@ -104,6 +104,24 @@ def local_rank_zero_first() -> Iterator[None]:
             torch.distributed.barrier()
 
 
+def leave_process_group() -> None:
+    """Every rank waits for the others (rank 0 has written the result), then closes the group.
+
+    A rank that simply exits closes its sockets while a peer's gloo threads may still use them;
+    gloo then aborts the peer (SIGABRT), and the launcher reports a finished run as failed.
+    """
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        if world_size() > 1:
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    except Exception as err:  # the result is already written: a peer gone early changes nothing
+        print(f"{LOG_PREFIX} closing the process group: {err}", flush=True)
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few numbers over ranks in one collective (identity on one rank)."""
     if world_size() == 1:

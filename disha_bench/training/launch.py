@@ -38,7 +38,10 @@ def main(argv: list[str]) -> int:
     if spec.cost_repeat_path:  # a repeat of the cost phase: measures, writes no result
         from disha_bench.training import cost_repeat
 
-        return cost_repeat.main(spec)
+        code = cost_repeat.main(spec)
+        if code == 0:
+            distributed.leave_process_group()
+        return code
     try:
         result = recipe.run(spec, started)
         code = 0
@@ -51,6 +54,8 @@ def main(argv: list[str]) -> int:
     if distributed.rank() == 0:
         result.meta = collect_meta(spec.command)
         write_result(Path(spec.result_path), result)
+    if code == 0:  # a failed rank exits at once: the launcher then stops the others
+        distributed.leave_process_group()
     return code
 
 
