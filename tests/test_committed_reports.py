@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from disha_bench import tasks
 from disha_bench.analysis import report
+from disha_bench.analysis.measures import provenance
 from disha_bench.contracts.metrics import by_name
+from disha_bench.contracts.results import COST_DIR, load_results
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 SUITES = sorted(p.stem for p in REPORTS.glob("*.md") if (REPORTS / "results" / p.stem).is_dir())
+RAW_FOLDERS = sorted({p.parent for p in (REPORTS / "results").rglob("*.json") if p.parent.name != COST_DIR})
+"""Every folder of committed raw results, those of suites still running across sessions included
+(`reports/results/in-progress/<suite>/`, which have no report yet)."""
 
 
 def _command(suite: str) -> str:
@@ -66,3 +72,15 @@ def test_no_committed_interval_leaves_its_domain(suite):
                     assert -1.0 <= float(row[key]) <= 1.0, (suite, row["task"], row["method"], row["metric"], key)
         if row["significant"] == "True":
             assert float(row["p_holm"]) < 0.05
+
+
+@pytest.mark.parametrize("folder", RAW_FOLDERS, ids=lambda p: str(p.relative_to(REPORTS / "results")))
+def test_each_seed_of_committed_results_ran_from_one_clean_commit_on_one_machine(folder):
+    """A seed's methods are compared with each other (paired), costs included, so each seed must come
+    from one commit without local changes and one machine, even when a suite spans sessions."""
+    by_seed: dict[int, set[str]] = defaultdict(set)
+    for result in load_results(folder):
+        assert result.meta is not None and result.meta.git_dirty is False, (folder, result.run.run_id)
+        by_seed[result.run.seed].add(provenance(result))
+    assert by_seed
+    assert {seed: origins for seed, origins in by_seed.items() if len(origins) > 1} == {}, folder
