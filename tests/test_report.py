@@ -328,3 +328,18 @@ def test_pareto_does_not_rank_costs_within_noise():
     low, high = memory_axis.get_xlim()
     assert high - low > 50  # not stretched over a fraction of a megabyte
     assert len(memory_axis.lines) == len([line for line in memory_axis.lines if line.get_linestyle() != "--"])
+
+
+def test_the_suite_description_kept_beside_the_results_heads_the_report(tmp_path):
+    folder = write(tmp_path / "results", all_results())
+    out = tmp_path / "r.md"
+    header = "- Suite: Two tasks, three methods (its file as run: `suite.yaml` beside the raw results)"
+    report.write_report(folder, out, "x", draw=False)
+    assert "- Suite:" not in out.read_text()
+    (folder / "suite.yaml").write_text(f"name: {all_results()[0].run.suite}\ndescription: >-\n  Two tasks,\n  three methods\n")
+    report.write_report(folder, out, "x", draw=False, force=True)
+    assert header in out.read_text().splitlines()
+    for not_this_suite in ("name: another\ndescription: Two tasks, three methods\n", "name: [unclosed\n", ""):
+        (folder / "suite.yaml").write_text(not_this_suite)
+        report.write_report(folder, out, "x", draw=False, force=True)
+        assert "- Suite:" not in out.read_text(), not_this_suite

@@ -64,6 +64,8 @@ def test_smoke_suite_runs_resumes_and_matches_the_baseline(tmp_path, monkeypatch
     assert lora.training.matching["count"] == lora.training.matching["target_count"]  # matched to Bone
     report = (out / "smoke.md").read_text()
     assert not (tmp_path / "reports").exists()
+    assert (out / "suite.yaml").read_text() == Path(SMOKE).read_text()  # the suite that made these results, kept beside them
+    assert "\n- Suite: Pipeline check" in report
     assert all(f"| {method}" in report for method in ("lora (reference)", "bone", "bat"))
 
     capsys.readouterr()

@@ -33,7 +33,7 @@ from disha_bench.analysis import report_format as fmt
 from disha_bench.analysis.compare import TaskAnalysis
 from disha_bench.analysis.measures import load_checked
 from disha_bench.config.targets import DEFAULT_EMA
-from disha_bench.contracts.results import BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, RunResult
+from disha_bench.contracts.results import BUDGET_STOPPED, COMPLETE, DIVERGED, EVAL_FAILED, FAILED, SUITE_FILE, RunResult
 from disha_bench.core.errors import UserError, ensure_writable
 from disha_bench.core.io import atomic_write_text
 
@@ -78,20 +78,27 @@ def settings_from(results: list[RunResult], targets: list | None, ema: float | N
 # Provenance
 
 
-def _reproducing_command(results: list[RunResult]) -> str:
-    """The suite command that re-runs everything: the most common recorded one without --only / --fresh."""
+def _reproducing_command(results: list[RunResult], results_dir: Path | None = None) -> str:
+    """The suite command that re-runs everything: the most common recorded one without --only / --fresh.
+    Its --out is the folder the report reads when that is a relative path (a re-run writes where the
+    report looks); an absolute --out of the machine that ran it is dropped."""
     commands = Counter(r.meta.command for r in results if r.meta.command)
     if not commands:
         return fmt.DASH
-    words, out, skip = shlex.split(commands.most_common(1)[0][0]), [], False
-    for w in words:
-        if skip:
-            skip = False
-        elif w in ("--only", "--fresh"):
-            skip = w == "--only"
-        elif not w.startswith(("--only=",)):
-            out.append(w)
-    return shlex.join(out)
+    words = [part for w in shlex.split(commands.most_common(1)[0][0])
+             for part in (w.split("=", 1) if w.startswith("--") else [w])]
+    kept: list[str] = []
+    recorded_out = None
+    arguments = iter(words)
+    for w in arguments:
+        if w in ("--only", "--out"):
+            value = next(arguments, "")
+            if w == "--out" and not Path(value).is_absolute():
+                recorded_out = value
+        elif w != "--fresh":
+            kept.append(w)
+    out = str(results_dir) if results_dir and not Path(results_dir).is_absolute() else recorded_out
+    return shlex.join(kept + (["--out", out] if out else []))
 
 
 def provenance_marks(results: list[RunResult]) -> tuple[dict[str, str], list[str]]:
@@ -117,20 +124,40 @@ def provenance_marks(results: list[RunResult]) -> tuple[dict[str, str], list[str
     return marks, lines
 
 
-def _header(suite: str, results: list[RunResult], command: str, analyses: list[TaskAnalysis]) -> list[str]:
+def suite_description(results_dir: Path, suite: str) -> str | None:
+    """The description in the suite file kept beside the results (None: no such file, none in it, or
+    the file is another suite's)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((Path(results_dir) / SUITE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(raw, dict) or raw.get("name") != suite:
+        return None
+    description = raw.get("description")
+    return " ".join(description.split()).rstrip(".") if isinstance(description, str) and description.strip() else None
+
+
+def _header(suite: str, results: list[RunResult], command: str, analyses: list[TaskAnalysis],
+            results_dir: Path | None = None) -> list[str]:
     statuses = Counter(r.run.status for r in results)
     seeds = sorted({r.run.seed for r in results})
     generated = max((r.run.finished_at for r in results if r.run.finished_at), default="")
     versions = Counter(", ".join(f"{k} {v}" for k, v in r.meta.versions.items()) for r in results if r.meta.versions)
     reference = next((a.reference for a in analyses if a.reference), None)
+    provenances = Counter(measures.provenance(r) for r in results)
+    description = suite_description(results_dir, suite) if results_dir else None
     return [
         f"# disha-bench report: {suite}", "",
-        f"- Reproduce: `{_reproducing_command(results)}`" + (
+        *([f"- Suite: {description} (its file as run: `{SUITE_FILE}` beside the raw results)"] if description else []),
+        f"- Reproduce: `{_reproducing_command(results, results_dir)}`" + (
             "" if command.startswith("disha-bench run") else f", then `{command or 'disha-bench report RESULTS_DIR'}`"),
         f"- Runs: {len(results)} ({', '.join(f'{n} {s}' for s, n in statuses.items())}); seeds {seeds}; latest result {generated}",
         f"- Reference method: {reference or 'none (pass --reference)'}",
         _wall_clock(results),
         f"- Versions: {versions.most_common(1)[0][0] if versions else fmt.DASH}",
+        "- Made from (commit@machine): " + ", ".join(f"{p} ({n} runs)" for p, n in provenances.most_common()),
     ]
 
 
@@ -165,9 +192,10 @@ def _status_table(a: TaskAnalysis, results: list[RunResult]) -> list[str]:
 
 
 def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite: str, command: str,
-                   out: Path | None, damaged: dict[Path, str] | None = None) -> list[str]:
+                   out: Path | None, damaged: dict[Path, str] | None = None, results_dir: Path | None = None) -> list[str]:
     """The markdown lines; plots are written beside `out` when it is given. `damaged`: result files
-    that could not be read ({path: why}), counted and named at the top."""
+    that could not be read ({path: why}), counted and named at the top; `results_dir`: the folder read
+    (its suite file's description heads the report; re-runs write there)."""
     marks, warnings = provenance_marks(results)
     if damaged:
         warnings += [f"> **{len(damaged)} damaged result files, not used** (a re-run of the suite runs them again):"]
@@ -180,7 +208,7 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
     unreadable = f", {len(damaged)} damaged result files" if damaged else ""
     lines = [f"<!-- disha-bench report: {complete} complete runs of {len(results)}{unreadable}; regenerate, do not edit -->"]
     lines += warnings + ([""] if warnings else [])
-    lines += _header(suite, results, command, analyses)
+    lines += _header(suite, results, command, analyses, results_dir)
     lines += ["", "## Headline", "", *report_tables.headline(analyses, marks), "",
               *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.protocol(results), "",
               *findings.findings(analyses), "", "## The paper's claims", "", *findings.claims(analyses), "",
@@ -300,7 +328,8 @@ def write_report(results_dir: str | Path, out_path: str | Path | None = None, co
     analyses = an.analyze_suite(sweep.at_shared_lr(results) if swept else results, reference, specs, ema)
     ensure_writable(out.parent, "report")
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = build_document(results, analyses, suite, command, out if draw else None, measures.damaged_files(results_dir))
+    lines = build_document(results, analyses, suite, command, out if draw else None, measures.damaged_files(results_dir),
+                           Path(results_dir))
     if swept:
         lines += _sweep_lines(results, reference, specs, ema)
     write_csv(out.with_suffix(".csv"), analyses)

@@ -391,6 +391,10 @@ def load_results(results_dir: Path) -> list[RunResult]:
 COST_DIR = "cost"
 """Sub-folder of a results folder holding the cost phase's files, one per run id."""
 
+SUITE_FILE = "suite.yaml"
+"""The suite file of the latest `disha-bench run` into a results folder, kept beside its results: the
+report prints its description, and a reader of committed results finds the suite that made them."""
+
 
 def cost_path(results_dir: Path, run_id: str) -> Path:
     """Where the cost phase stores the repeats of one run (never inside the run's own result file,

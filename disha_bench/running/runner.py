@@ -30,6 +30,7 @@ from disha_bench.contracts.results import (
     EVAL_FAILED,
     FAILED,
     FINAL_STATUSES,
+    SUITE_FILE,
     DamagedResult,
     RunResult,
     cost_path,
@@ -39,7 +40,7 @@ from disha_bench.contracts.results import (
 )
 from disha_bench.core.datasets import resolve_data_dir
 from disha_bench.core.errors import UserError, ensure_writable
-from disha_bench.core.io import write_json_atomic
+from disha_bench.core.io import atomic_write_text, write_json_atomic
 from disha_bench.running import preflight, progress, spawn, worker
 from disha_bench.running.ownership import RunLock, lock_path
 from disha_bench.running.spawn import _kill_tree, start_worker
@@ -76,6 +77,8 @@ def run_suite(
     results_dir = Path(out) if out else Path("results") / suite.name
     ensure_writable(results_dir, "results")
     preflight.check(suite, file=suite_path, data_dir=data_dir, task_names={r.task.name for r in runs})
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results_dir / SUITE_FILE, Path(suite_path).read_text())
     if fresh:
         _set_aside(results_dir, [run.run_id for run in runs] if only else None)
         checkpoint_layout.discard(results_dir, [run.run_id for run in runs])
