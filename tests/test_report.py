@@ -269,6 +269,7 @@ def test_number_formats():
     assert fmt.mean_ci(0.75, 0.75, 0.75, "%") == "75.0 (no spread)"
     assert fmt.memory(512.0) == "512 MB" and fmt.memory(2048.0) == "2.00 GB"
     assert fmt.ratio(0.553, 0.41, 0.742) == "0.55× [0.41, 0.74]"
+    assert fmt.ratio(5.26, 6.1e-18, 4.1e18) == "5.26× [<0.01, >100]"  # two seeds: the interval says "unknown"
     assert fmt.difference(0.05, 0.01, 0.09, "%") == "+5.0 [+1.0, +9.0] pp"
     assert fmt.counts(3, 48, 0.0215, 0.168) == "3/48 [2.1, 16.8]%"
     assert fmt.censored(None, True, 30, "steps") == ">30" and fmt.censored(12.4, False, 30, "steps") == "12"

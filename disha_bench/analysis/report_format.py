@@ -95,13 +95,27 @@ def params(x: float | None) -> str:
     return f"{sig3(x / 1e3)}K" if x >= 1e3 else f"{x:.0f}"
 
 
+RATIO_SHOWN = 100.0
+"""Ratio interval ends beyond RATIO_SHOWN× (or below its inverse) are printed as `>100` / `<0.01`: with
+two seeds a ratio's interval can span 1e-18..1e18, digits that say only "unknown"."""
+
+
 def ratio(estimate: float | None, low: float | None = None, high: float | None = None) -> str:
     if estimate is None:
         return DASH
     if low is None or high is None:
         return f"{estimate:.2f}×"
-    d = max(2, decimals(max(high - estimate, estimate - low)))
-    return f"{estimate:.{d}f}× [{low:.{d}f}, {high:.{d}f}]"
+    shown_low, shown_high = max(low, 1 / RATIO_SHOWN), min(high, RATIO_SHOWN)
+    d = max(2, decimals(max(shown_high - estimate, estimate - shown_low)))
+    return f"{estimate:.{d}f}× [{_ratio_end(low, d)}, {_ratio_end(high, d)}]"
+
+
+def _ratio_end(x: float, places: int) -> str:
+    if x > RATIO_SHOWN:
+        return f">{RATIO_SHOWN:g}"
+    if x < 1 / RATIO_SHOWN:
+        return f"<{1 / RATIO_SHOWN:g}"
+    return f"{x:.{places}f}"
 
 
 def difference(estimate: float | None, low: float | None, high: float | None, unit: str = "") -> str:
