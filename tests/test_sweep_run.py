@@ -39,4 +39,5 @@ def test_a_swept_suite_runs_and_reports_each_method_at_its_best_lr(tmp_path):
     assert {r.run.analysis["sweep"]["lr"] for r in lora} == {1e-3, 3e-3}
     text = (out / "sweep-test.md").read_text()
     assert "## Learning-rate sweep" in text and "### Each method at its best lr" in text
+    assert "Protocol: one shared learning rate (0.001), as the paper" in text  # the tables above the sweep's
     assert "| synthetic-sentiment | bone |" in text and "| synthetic-sentiment | lora |" in text

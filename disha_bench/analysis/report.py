@@ -210,7 +210,7 @@ def build_document(results: list[RunResult], analyses: list[TaskAnalysis], suite
     lines += warnings + ([""] if warnings else [])
     lines += _header(suite, results, command, analyses, results_dir)
     lines += ["", "## Headline", "", *report_tables.headline(analyses, marks), "",
-              *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.protocol(results), "",
+              *report_tables.cost_table(analyses, marks), "", "## Findings", "", findings.protocol(sweep.at_shared_lr(results)), "",
               *findings.findings(analyses), "", "## The paper's claims", "", *findings.claims(analyses), "",
               *_rules(analyses), ""]
     if out is not None and plots.forest(analyses, out.parent / f"{out.stem}-forest.png"):
