@@ -79,3 +79,20 @@ def test_the_details_show_a_seeds_by_examples_interval_instead_of_pooled_counts(
     text = report.write_report(write(tmp_path / "r", runs), tmp_path / "r.md", "x", draw=False).read_text()
     rows = [line for line in text.splitlines() if line.startswith("| bone | accuracy |")]
     assert rows and "(seeds x examples)" in rows[0] and "/48" not in rows[0]
+
+
+def test_a_seeds_by_examples_comparison_states_its_minimum_detectable_effect():
+    """The primary comparisons kept per example (held-out loss here) get a minimum detectable effect
+    from their bootstrap, as per-seed ones do from their spread: wider than the 95% interval's half-width
+    (80% power at Holm's level), and the printed line names it."""
+    from disha_bench.analysis import findings, verdicts
+
+    (a,) = compare.analyze_suite(_runs({"lora": 0.70, "bone": 0.80}, heldout=True))
+    c = a.comparisons[("bone", "heldout_final")]
+    mde = verdicts.minimum_detectable_from_draws(c.extra["bootstrap"], 1)
+    assert mde is not None and mde > (c.ci_high - c.ci_low) / 2 > 0
+    assert verdicts.minimum_detectable_from_draws(c.extra["bootstrap"], 8) > mde  # Holm's first level is stricter
+    (line,) = findings.minimum_detectable_lines([a])
+    assert line.startswith("- synth-cls: held-out loss at budget ")
+    shown = float(line.split("held-out loss at budget ")[1].split(";")[0].split(" ")[0])
+    assert shown == pytest.approx(verdicts.minimum_detectable_from_draws(c.extra["bootstrap"], len(a.family)), rel=1e-2)

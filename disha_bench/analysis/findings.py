@@ -153,6 +153,10 @@ def _claim_quality(a: TaskAnalysis, bat: str, bone: str) -> str:
     verdict = {verdicts.BETTER: "holds", verdicts.MATCHES: "holds", verdicts.WORSE: "does not hold"}.get(
         c.verdict or "", "not resolved")
     sampled = f", with the sampling error of {c.extra['n_examples']} evaluation examples" if "n_examples" in c.extra else ""
+    detectable = verdicts.minimum_detectable_from_draws(c.extra.get("bootstrap") or [], 1)
+    if detectable is not None:
+        shown = fmt.scale(detectable, e.unit)
+        sampled += f"; detectable at {verdicts.POWER:.0%} power: ±{shown:.3g}{' pp' if e.unit == '%' else ''}"
     return f"{verdict} on {a.task} ({e.title} {bat} - {bone} {_shown(a, key, c)}{sampled}: {c.verdict or 'not resolved'})"
 
 
@@ -192,15 +196,24 @@ def minimum_detectable_lines(analyses: list[TaskAnalysis]) -> list[str]:
         size = max(1, len(a.family) * (len(a.methods) - 1))
         parts = []
         for key in a.family:
-            spreads, n = [], 0
+            spreads, from_draws, n = [], [], 0
             for (label, k), c in a.comparisons.items():
-                configs = c.extra.get("configs")
-                if k == key and configs and c.n >= 2:  # the widest configuration (interval-censored: the weaker)
+                if k != key or c.n < 2:
+                    continue
+                configs, draws = c.extra.get("configs"), c.extra.get("bootstrap")
+                if configs:  # the widest configuration (interval-censored: the weaker)
                     spreads.append(max(sum((x - sum(d) / len(d)) ** 2 for x in d) / (len(d) - 1) for d in configs))
-                    n = max(n, c.n)
-            if not spreads:
+                elif draws and (detectable := verdicts.minimum_detectable_from_draws(draws, size)) is not None:
+                    from_draws.append(detectable)
+                else:
+                    continue
+                n = max(n, c.n)
+            if spreads:
+                mde = verdicts.minimum_detectable((sum(spreads) / len(spreads)) ** 0.5, n, size)
+            elif from_draws:
+                mde = sum(from_draws) / len(from_draws)
+            else:
                 continue
-            mde = verdicts.minimum_detectable((sum(spreads) / len(spreads)) ** 0.5, n, size)
             e = a.known_endpoint(key)
             if not mde:  # identical per seed: only the sign test can speak, 2^(1-n) < alpha / size
                 shown = f"identical per seed, detectable from {math.ceil(1 + math.log2(size / stats.ALPHA) + 1e-9)} seeds (sign test)"
@@ -209,5 +222,6 @@ def minimum_detectable_lines(analyses: list[TaskAnalysis]) -> list[str]:
             parts.append(f"{e.title} {shown}")
         if parts:
             lines.append(f"- {a.task}: {'; '.join(parts)} (n={n} seeds, {verdicts.POWER:.0%} power, Holm's first level "
-                         f"over {size} primary comparisons, from the runs' per-seed spread of the paired differences).")
+                         f"over {size} primary comparisons, from the runs' spread of the paired differences: per seed, or "
+                         f"seeds x examples where the runs kept per-example outputs).")
     return lines

@@ -117,6 +117,18 @@ def minimum_detectable(spread: float, n_seeds: int, family_size: int) -> float |
     return float((scipy_stats.t.ppf(1 - level / 2, df) + scipy_stats.t.ppf(POWER, df)) * spread / math.sqrt(n_seeds))
 
 
+def minimum_detectable_from_draws(draws: list[float], family_size: int) -> float | None:
+    """The same for a seeds x examples comparison: (z_{1-alpha/2m} + z_power) times the standard
+    error its bootstrap draws give (a normal approximation; the draws' interval decides the verdict)."""
+    if len(draws) < 2:
+        return None
+    from statistics import NormalDist, stdev
+
+    z = NormalDist().inv_cdf
+    level = stats.ALPHA / max(1, family_size)
+    return (z(1 - level / 2) + z(POWER)) * stdev(draws)
+
+
 def prior_lines(n_seeds: int, family_size: int) -> list[str]:
     """What `plan` says before any run: minimum detectable effects from the stated prior spreads."""
     if n_seeds < 2:
