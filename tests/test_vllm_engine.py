@@ -72,6 +72,7 @@ def test_validate_refuses_vllm_under_zero3(offline_env, tmp_path):
                     "evaluation.engine", "ZeRO-3")
 
 
+@pytest.mark.needs_data("gsm8k")  # `run` resolves the task's data before the engine check
 @pytest.mark.skipif(VLLM_AND_CUDA, reason="this machine can run vLLM: nothing to refuse")
 def test_run_refuses_vllm_where_it_cannot_run_before_any_run_starts(offline_env, tmp_path):
     suite = _vllm_suite(tmp_path / "s.yaml")
@@ -81,6 +82,7 @@ def test_run_refuses_vllm_where_it_cannot_run_before_any_run_starts(offline_env,
     assert ("pip install 'disha-bench[vllm]'" in err) != ("CUDA" in err)
 
 
+@pytest.mark.needs_data("gsm8k")
 def test_run_refuses_a_vllm_interpreter_that_cannot_import_vllm(offline_env, tmp_path):
     python = tmp_path / "no-vllm-python"
     python.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import vllm_is_not_here'\n")
