@@ -190,7 +190,8 @@ def claims(analyses: list[TaskAnalysis]) -> list[str]:
 
 
 def minimum_detectable_lines(analyses: list[TaskAnalysis]) -> list[str]:
-    """Per task, the smallest primary effect these seeds could detect (from the runs' per-seed spread)."""
+    """Per task, the smallest primary effect these seeds could detect (from the runs' per-seed spread,
+    or a seeds x examples comparison's bootstrap)."""
     lines = []
     for a in analyses:
         size = max(1, len(a.family) * (len(a.methods) - 1))
